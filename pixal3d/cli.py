@@ -1,0 +1,100 @@
+"""The `pixal3d` command line: argparse subcommands that parse, call the library, and report.
+
+No logic lives here: each subcommand is a pair `_add_<name>(subparsers)` (its options) and `_run_<name>(args)`
+(one call into the library). A new subcommand adds its pair and one entry to `COMMANDS`. Heavy modules are
+imported inside the `_run_` functions so that `pixal3d --help` stays instant.
+
+Exit codes: 0 success, 1 unexpected failure, 2 a user mistake (`InputError`, bad options).
+Angles are degrees on the command line and radians in the library; the conversion happens here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pixal3d import __version__
+from pixal3d.errors import InputError
+
+logger = logging.getLogger("pixal3d")
+
+
+# --------------------------------------------------------------------------------------------- preprocess
+def _add_preprocess(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "preprocess",
+        help="crop an image to the square, object-centred RGBA input the models see",
+        description="EXIF transpose, alpha (given, or background removal), square crop of 1.1x the object's "
+        "bounding box, composite on black, resize to SIZE. Writes an RGBA PNG.",
+    )
+    p.add_argument("image", type=Path, help="input image (any format Pillow reads)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output PNG path")
+    p.add_argument("--size", type=int, default=512, help="output side S in pixels (default 512)")
+    p.add_argument(
+        "--background",
+        choices=["auto", "grabcut", "none"],
+        default="auto",
+        help="background removal for opaque images: auto (GrabCut when the image has no real alpha), "
+        "grabcut (always, ignoring any alpha), none (keep the whole image as the object)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse images with more pixels than this (decompression-bomb guard; default 64 Mpx)",
+    )
+    p.set_defaults(func=_run_preprocess)
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from pixal3d.preprocess import DEFAULT_MAX_PIXELS, preprocess_image, save_png
+
+    result = preprocess_image(
+        args.image,
+        size=args.size,
+        background=args.background,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+    )
+    save_png(result.image, args.output)
+    print(f"wrote {args.output} ({args.size}x{args.size} RGBA; object bbox {result.bbox} in the source image)")
+    return 0
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_preprocess,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixal3d",
+        description="Pixel-aligned 3D asset generation from a single image.",
+    )
+    parser.add_argument("--version", action="version", version=f"pixal3d {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InputError as err:
+        print(f"pixal3d {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
