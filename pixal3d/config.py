@@ -1,0 +1,136 @@
+"""Typed configs: dataclass <-> JSON, strictly.
+
+Every model and training run has one `@dataclass` config with typed fields and a docstring per field. On disk
+a config is a JSON object; loading it checks every key and every value's type, and an unknown or mistyped
+key raises an `InputError` that lists the valid keys. Nested dataclass fields load from nested objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pixal3d.errors import InputError
+
+T = TypeVar("T")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config -> a JSON-ready dict (nested dataclasses become dicts, tuples become lists)."""
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"expected a dataclass instance, got {type(config).__name__}")
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _check_value(name: str, value: Any, annotation: Any, where: str) -> Any:
+    """Validate (and convert lists to tuples / dicts to dataclasses) one value against its annotation."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: '{name}' must be an object for {annotation.__name__}, got {value!r}")
+        return config_from_dict(annotation, value, where=f"{where}.{name}")
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(annotation):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_value(name, value, option, where)
+            except InputError as err:
+                errors.append(str(err))
+        raise InputError(f"{where}: '{name}' = {value!r} matches none of {annotation}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise InputError(f"{where}: '{name}' must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{where}: '{name}' must be a list, got {value!r}")
+        args = typing.get_args(annotation)
+        item = args[0] if args else Any
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            item = args[0]
+        elif origin is tuple and args:
+            if len(args) != len(value):
+                raise InputError(f"{where}: '{name}' must have {len(args)} items, got {value!r}")
+            return tuple(_check_value(name, v, a, where) for v, a in zip(value, args))
+        items = [_check_value(name, v, item, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: '{name}' must be an object, got {value!r}")
+        return dict(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{where}: '{name}' must be a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{where}: '{name}' must be an integer, got {value!r}")
+        return value
+    if annotation in (bool, str):
+        if not isinstance(value, annotation):
+            raise InputError(f"{where}: '{name}' must be {annotation.__name__}, got {value!r}")
+        return value
+    return value
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], where: str | None = None) -> T:
+    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types (missing keys keep defaults)."""
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
+    kwargs = {name: _check_value(name, value, hints[name], where) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise InputError(f"{where}: {err}") from err
+
+
+def load_config(cls: type[T], path: str | os.PathLike) -> T:
+    """Read a JSON config file into dataclass `cls` (strict: see `config_from_dict`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"config file {path} is not valid JSON: {err}") from err
+    return config_from_dict(cls, data, where=str(path))
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write `data` as indented JSON to `path` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_config(config: Any, path: str | os.PathLike) -> None:
+    """Write a dataclass config as JSON, atomically."""
+    write_json_atomic(path, config_to_dict(config))
