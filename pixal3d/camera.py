@@ -55,28 +55,28 @@ def _check_fov(fov: float) -> None:
 
 
 def translation(offset: tuple[float, float, float]) -> torch.Tensor:
-    """`[4, 4] float32` homogeneous translation matrix."""
-    m = torch.eye(4)
-    m[:3, 3] = torch.tensor(offset, dtype=torch.float32)
+    """`[4, 4] float64` homogeneous translation matrix."""
+    m = torch.eye(4, dtype=torch.float64)
+    m[:3, 3] = torch.tensor(offset, dtype=torch.float64)
     return m
 
 
 def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
-    """Camera-to-world `[4, 4]` of an OpenGL camera at `eye [3]` looking at `target [3]` (`-z` forward).
+    """Camera-to-world `[4, 4] float64` of an OpenGL camera at `eye [3]` looking at `target [3]` (`-z` forward).
 
     `up [3]` defaults to `+y`; when the view direction is parallel to it, `+z` is used instead.
     """
-    eye = torch.as_tensor(eye, dtype=torch.float32)
-    target = torch.as_tensor(target, dtype=torch.float32)
-    up = torch.tensor([0.0, 1.0, 0.0]) if up is None else torch.as_tensor(up, dtype=torch.float32)
+    eye = torch.as_tensor(eye, dtype=torch.float64)
+    target = torch.as_tensor(target, dtype=torch.float64)
+    up = torch.as_tensor([0.0, 1.0, 0.0] if up is None else up, dtype=torch.float64)
     back = eye - target
     back = back / back.norm()
     if torch.cross(up, back, dim=0).norm() < 1e-6:
-        up = torch.tensor([0.0, 0.0, 1.0])
+        up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
     right = torch.cross(up, back, dim=0)
     right = right / right.norm()
     true_up = torch.cross(back, right, dim=0)
-    c2w = torch.eye(4)
+    c2w = torch.eye(4, dtype=torch.float64)
     c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, true_up, back, eye
     return c2w
 
@@ -96,7 +96,7 @@ class Camera:
         size: image side `S` in pixels (square images).
         distance: distance of the canonical camera from the volume origin; None means `0.5 / tan(fov / 2)`.
             Ignored when `cam_to_world` is given.
-        cam_to_world: optional `[4, 4] float32` pose (OpenGL camera axes) of an extra view, relative to the
+        cam_to_world: optional `[4, 4]` pose (stored as float64) (OpenGL camera axes) of an extra view, relative to the
             volume frame of view 0; None means the canonical camera at `(0, 0, distance)` looking down `-z`.
     """
 
@@ -112,7 +112,7 @@ class Camera:
         if self.distance is not None and not (math.isfinite(self.distance) and self.distance > 0):
             raise InputError(f"camera distance must be positive and finite, got {self.distance!r}")
         if self.cam_to_world is not None:
-            c2w = torch.as_tensor(self.cam_to_world, dtype=torch.float32)
+            c2w = torch.as_tensor(self.cam_to_world).detach().to("cpu", torch.float64)
             if c2w.shape != (4, 4) or not torch.isfinite(c2w).all():
                 raise InputError(f"cam_to_world must be a finite [4, 4] matrix, got shape {tuple(c2w.shape)}")
             object.__setattr__(self, "cam_to_world", c2w)
@@ -139,19 +139,19 @@ class Camera:
 
     # ------------------------------------------------------------------------------------------ extrinsics
     def c2w(self) -> torch.Tensor:
-        """Camera-to-world (volume frame) `[4, 4] float32`."""
+        """Camera-to-world (volume frame) `[4, 4] float64`."""
         if self.cam_to_world is not None:
             return self.cam_to_world
         return translation((0.0, 0.0, self.eye_distance))
 
     def w2c(self) -> torch.Tensor:
-        """World (volume frame)-to-camera `[4, 4] float32`."""
-        return torch.linalg.inv(self.c2w().double()).float()
+        """World (volume frame)-to-camera `[4, 4] float64`."""
+        return torch.linalg.inv(self.c2w())
 
     @property
     def center(self) -> torch.Tensor:
         """Camera centre in the volume frame, `[3] float32`."""
-        return self.c2w()[:3, 3].clone()
+        return self.c2w()[:3, 3].float()
 
     # ------------------------------------------------------------------------------------------ projection
     def to_camera(self, points: torch.Tensor) -> torch.Tensor:
@@ -203,7 +203,7 @@ class Camera:
         vv, uu = torch.meshgrid(centres, centres, indexing="ij")
         f, half = self.focal, s / 2
         d_cam = torch.stack([(uu - half) / f, -(vv - half) / f, -torch.ones_like(uu)], dim=-1)
-        rot = self.c2w()[:3, :3].to(device)
+        rot = self.c2w()[:3, :3].to(device=device, dtype=torch.float32)
         directions = d_cam @ rot.T
         directions = directions / directions.norm(dim=-1, keepdim=True)
         origins = self.center.to(device).expand(s, s, 3).clone()

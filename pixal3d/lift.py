@@ -1,7 +1,8 @@
 """Back-projection: lift 2D feature maps to per-voxel features (DESIGN section 3).
 
 Every voxel centre is projected into the image (`Camera.project`, DESIGN section 2) and every feature map is
-sampled bilinearly there (`grid_sample`, `align_corners=False`, zeros outside the image). The same feature is
+sampled bilinearly there (`grid_sample`, `align_corners=False`, edge values replicated within the image's
+last half pixel). The same feature is
 broadcast along the ray: no depth or visibility reasoning; the 3D network learns occlusion. One extra channel,
 the in-image mask (1 where the voxel projects inside the image and lies in front of the camera), is appended;
 features are zero wherever the mask is 0.
@@ -58,7 +59,7 @@ def _sample(maps: Sequence[torch.Tensor], b: int, grid: torch.Tensor) -> list[to
         if src.device.type == "cpu" and src.dtype not in _CPU_SAMPLE_DTYPES:
             src = src.float()
         g = grid.to(src.dtype)
-        s = F.grid_sample(src, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        s = F.grid_sample(src, g, mode="bilinear", padding_mode="border", align_corners=False)
         out.append(s[0, :, :, 0].T.to(m.dtype))  # (1, C, M, 1) -> (M, C)
     return out
 
@@ -70,12 +71,11 @@ def _lift_points(
     uv, depth = camera.project(points.float())
     size = camera.size
     inside = (depth > 0) & (uv >= 0).all(-1) & (uv <= size).all(-1)
-    grid = camera.normalized(uv)
-    # Points behind the camera project through the centre; send them far outside so they sample zeros.
-    grid = torch.where((depth > 0)[:, None], grid, torch.full_like(grid, -4.0))
+    # Points behind the camera would sample a mirrored position; the mask below zeroes them like off-image ones.
+    grid = camera.normalized(uv).nan_to_num(0.0, 0.0, 0.0)
     feats = torch.cat(_sample(maps, b, grid[None, :, None, :]), dim=1)
     mask = inside[:, None].to(feats.dtype)
-    # Zero the half-pixel bilinear fringe outside the image too, so features and mask agree exactly.
+    # Features outside the image (border-replicated by grid_sample) are zeroed: features and mask agree.
     return torch.cat([feats * mask, mask], dim=1)
 
 
