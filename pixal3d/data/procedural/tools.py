@@ -91,7 +91,7 @@ def _ring_end(rng: np.random.Generator, radius: float, hole: float, depth: float
 
 def wrench(rng: np.random.Generator) -> list[Part]:
     """Flat wrench standing in the xy plane: stadium handle, ring and/or open ends (holes), maybe a grip."""
-    L, w, t = rng.uniform(0.15, 0.3), rng.uniform(0.015, 0.03), rng.uniform(0.006, 0.012)
+    L, w, t = rng.uniform(0.15, 0.3), rng.uniform(0.02, 0.04), rng.uniform(0.006, 0.012)
     mat = M.metal(rng, str(rng.choice(["steel", "chrome", "iron", "aluminium"])))
     half = L / 2
     stadium = np.concatenate([_arc(w / 2, 0, np.pi, 8) + [0, half], _arc(w / 2, np.pi, 2 * np.pi, 8) - [0, half]])
