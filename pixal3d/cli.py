@@ -63,6 +63,46 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- convert
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="mesh (GLB/GLTF/OBJ) or saved voxels -> sparse PBR voxels -> textured GLB",
+        description="Normalise a mesh into the volume cube, voxelise it at RESOLUTION, rebuild the surface, clean "
+        "and simplify it to FACES, bake base-colour, metallic-roughness and normal textures, and write a GLB. "
+        "A .safetensors voxel file (from --save-voxels) skips the voxelisation.",
+    )
+    p.add_argument("input", type=Path, help="input .glb/.gltf/.obj (with .mtl, textures) or .safetensors voxels")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .glb path")
+    p.add_argument("--resolution", type=int, default=256, help="voxel resolution R: 64/128/256/512 (default 256)")
+    p.add_argument("--faces", type=int, default=100_000, help="face budget of the output mesh (default 100000)")
+    p.add_argument("--texture-size", type=int, default=2048, help="texture side, 256..8192 pixels (default 2048)")
+    p.add_argument(
+        "--format",
+        choices=["png", "webp"],
+        default="png",
+        help="texture image format (default png; webp needs the EXT_texture_webp glTF extension)",
+    )
+    p.add_argument("--save-voxels", type=Path, default=None, help="also save the voxel set (.safetensors)")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from pixal3d.geometry.export import convert_file
+
+    convert_file(
+        args.input,
+        args.output,
+        resolution=args.resolution,
+        faces=args.faces,
+        texture_size=args.texture_size,
+        image_format=args.format,
+        save_voxels_path=args.save_voxels,
+    )
+    print(f"wrote {args.output}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- data
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -101,7 +141,7 @@ def _run_data_procedural(args: argparse.Namespace) -> int:
 DATA_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_data_procedural,)
 
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_preprocess, _add_data)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_preprocess, _add_convert, _add_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

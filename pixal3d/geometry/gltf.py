@@ -1,0 +1,208 @@
+"""GLB writer (DESIGN section 6): one mesh, one glTF 2.0 metallic-roughness material with three textures.
+
+The file holds `POSITION`, `NORMAL`, `TANGENT`, `TEXCOORD_0` and `uint32` indices, plus `baseColorTexture` (sRGB),
+`metallicRoughnessTexture` (G = roughness, B = metallic) and `normalTexture` (tangent space, OpenGL style). The
+frame is the volume frame, which is glTF's (+Y up, +Z towards the front view): no node transform is needed.
+
+We write the JSON and binary chunks ourselves (the format is a 12-byte header and two chunks): trimesh's exporter
+cannot write `TANGENT` or WebP textures, and pygltflib would add a dependency for what is ~150 lines here.
+
+Images are PNG by default. `image_format="webp"` stores WebP images, which glTF 2.0 only allows through the
+`EXT_texture_webp` extension; it is listed in `extensionsRequired` (there is no PNG fallback), so a viewer without
+WebP support refuses the file rather than showing it untextured.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from pixal3d.errors import InputError
+from pixal3d.geometry.bake import TexturedMesh
+
+logger = logging.getLogger(__name__)
+
+ImageFormat = Literal["png", "webp"]
+IMAGE_FORMATS: tuple[str, ...] = ("png", "webp")
+
+_GLB_MAGIC = 0x46546C67  # "glTF"
+_CHUNK_JSON = 0x4E4F534A  # "JSON"
+_CHUNK_BIN = 0x004E4942  # "BIN\0"
+_FLOAT, _UINT32 = 5126, 5125
+_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
+_LINEAR, _LINEAR_MIPMAP_LINEAR, _REPEAT = 9729, 9987, 10497
+
+
+def check_image_format(image_format: str) -> None:
+    """Raise `InputError` unless `image_format` is one of `IMAGE_FORMATS`."""
+    if image_format not in IMAGE_FORMATS:
+        raise InputError(f"texture image format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+
+
+def encode_image(image: np.ndarray, image_format: ImageFormat) -> bytes:
+    """Encode an `[S, S, C] uint8` image (C = 3 or 4) as PNG or WebP bytes (WebP lossy, quality 90)."""
+    buf = io.BytesIO()
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    if image_format == "png":
+        pil.save(buf, format="PNG", compress_level=1)
+    else:
+        pil.save(buf, format="WEBP", quality=90, method=2)
+    return buf.getvalue()
+
+
+def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png") -> bytes:
+    """The complete GLB file for a baked mesh.
+
+    Args:
+        mesh: vertices, faces, normals, tangents, UVs and textures (see `TexturedMesh`).
+        image_format: "png" or "webp" (the latter requires `EXT_texture_webp`, see the module docstring).
+
+    Returns:
+        The file's bytes.
+    """
+    check_image_format(image_format)
+    builder = _BinaryBuilder()
+    positions = np.ascontiguousarray(mesh.vertices, dtype=np.float32)
+    attributes = {
+        "POSITION": builder.accessor(positions, "VEC3", _ARRAY_BUFFER, with_bounds=True),
+        "NORMAL": builder.accessor(mesh.normals.astype(np.float32), "VEC3", _ARRAY_BUFFER),
+        "TANGENT": builder.accessor(mesh.tangents.astype(np.float32), "VEC4", _ARRAY_BUFFER),
+        "TEXCOORD_0": builder.accessor(mesh.uvs.astype(np.float32), "VEC2", _ARRAY_BUFFER),
+    }
+    indices = builder.accessor(mesh.faces.astype(np.uint32).reshape(-1), "SCALAR", _ELEMENT_ARRAY_BUFFER)
+    mime = f"image/{image_format}"
+    images = [
+        {"bufferView": builder.view(encode_image(img, image_format)), "mimeType": mime}
+        for img in (mesh.base_color, mesh.metallic_roughness, mesh.normal_map)
+    ]
+    if image_format == "webp":
+        textures = [{"sampler": 0, "extensions": {"EXT_texture_webp": {"source": i}}} for i in range(3)]
+    else:
+        textures = [{"sampler": 0, "source": i} for i in range(3)]
+    translucent = bool((mesh.base_color[..., 3] < 255).any())
+    doc: dict = {
+        "asset": {"version": "2.0", "generator": "pixal3d"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0, "name": "asset"}],
+        "meshes": [
+            {"primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}
+        ],
+        "materials": [
+            {
+                "name": "pbr",
+                "pbrMetallicRoughness": {
+                    "baseColorTexture": {"index": 0},
+                    "metallicRoughnessTexture": {"index": 1},
+                    "metallicFactor": 1.0,
+                    "roughnessFactor": 1.0,
+                },
+                "normalTexture": {"index": 2},
+                "alphaMode": "BLEND" if translucent else "OPAQUE",
+            }
+        ],
+        "textures": textures,
+        "images": images,
+        "samplers": [
+            {"magFilter": _LINEAR, "minFilter": _LINEAR_MIPMAP_LINEAR, "wrapS": _REPEAT, "wrapT": _REPEAT}
+        ],
+        "accessors": builder.accessors,
+        "bufferViews": builder.views,
+        "buffers": [{"byteLength": len(builder.data)}],
+    }
+    if image_format == "webp":
+        doc["extensionsUsed"] = ["EXT_texture_webp"]
+        doc["extensionsRequired"] = ["EXT_texture_webp"]
+    return _assemble_glb(doc, bytes(builder.data))
+
+
+def write_glb(path: str | os.PathLike, mesh: TexturedMesh, image_format: ImageFormat = "png") -> Path:
+    """Write a baked mesh as a GLB file, atomically (temporary file in the same folder, then rename).
+
+    Args:
+        path: output path; its folder must exist. An existing file is replaced only on success.
+        mesh: the baked mesh.
+        image_format: "png" (default) or "webp" (requires `EXT_texture_webp`, see the module docstring).
+
+    Returns:
+        The output path.
+    """
+    path = Path(path)
+    check_image_format(image_format)
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {str(path.parent)!r} does not exist; create it first")
+    data = glb_bytes(mesh, image_format)
+    write_atomic(path, data)
+    logger.info("wrote %s (%d faces, %.1f MiB)", path, len(mesh.faces), len(data) / 2**20)
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path` and rename it over `path`; nothing is left on failure."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _BinaryBuilder:
+    """Accumulates the BIN chunk with its bufferViews and accessors (each view 4-byte aligned)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.views: list[dict] = []
+        self.accessors: list[dict] = []
+
+    def view(self, payload: bytes, target: int | None = None) -> int:
+        self.data.extend(b"\x00" * (-len(self.data) % 4))
+        view = {"buffer": 0, "byteOffset": len(self.data), "byteLength": len(payload)}
+        if target is not None:
+            view["target"] = target
+        self.data.extend(payload)
+        self.views.append(view)
+        return len(self.views) - 1
+
+    def accessor(self, array: np.ndarray, kind: str, target: int, with_bounds: bool = False) -> int:
+        array = np.ascontiguousarray(array)
+        component = _UINT32 if array.dtype == np.uint32 else _FLOAT
+        accessor = {
+            "bufferView": self.view(array.tobytes(), target),
+            "componentType": component,
+            "count": int(array.shape[0]),
+            "type": kind,
+        }
+        if with_bounds:
+            accessor["min"] = array.min(axis=0).tolist()
+            accessor["max"] = array.max(axis=0).tolist()
+        self.accessors.append(accessor)
+        return len(self.accessors) - 1
+
+
+def _assemble_glb(doc: dict, binary: bytes) -> bytes:
+    text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 4)
+    binary += b"\x00" * (-len(binary) % 4)
+    total = 12 + 8 + len(text) + 8 + len(binary)
+    header = struct.pack("<III", _GLB_MAGIC, 2, total)
+    return (
+        header
+        + struct.pack("<II", len(text), _CHUNK_JSON)
+        + text
+        + struct.pack("<II", len(binary), _CHUNK_BIN)
+        + binary
+    )
