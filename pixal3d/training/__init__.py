@@ -1,0 +1,1 @@
+"""Training: the one loop (`loop.train`), its config, objectives, checkpoints and a synthetic data source."""

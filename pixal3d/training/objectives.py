@@ -1,0 +1,95 @@
+"""Training objectives: one loss function per model kind (DESIGN section 8).
+
+Every objective has the signature `objective(model, batch, generator) -> (loss, metrics)`:
+- `model`: the module, possibly wrapped in `DistributedDataParallel` (objectives only call `model(...)`, the
+  training forward, so DDP's gradient hooks fire);
+- `batch`: a dict of tensors on the model's device (keys in `pixal3d.training.synthetic`);
+- `generator`: the source of all training noise (posterior samples, timesteps), on the model's device;
+- returns the scalar loss to back-propagate and a dict of detached scalar tensors to log.
+
+Losses are means over samples (dense) or over voxels (sparse), so they do not depend on the batch size.
+`OBJECTIVES` maps the names of `pixal3d.models.MODELS` to these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Objective = Callable[[nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)), averaged over every latent element; fp32 scalar."""
+    mean, logvar = mean.float(), logvar.float()
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice loss per sample, averaged: `logits`, `target` `[B, ...]`, target in {0, 1}."""
+    p = torch.sigmoid(logits.float()).flatten(1)
+    t = target.float().flatten(1)
+    return (1.0 - (2.0 * (p * t).sum(1) + 1.0) / (p.sum(1) + t.sum(1) + 1.0)).mean()
+
+
+def structure_vae_loss(model: nn.Module, batch: dict[str, torch.Tensor],
+                       generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stage-1 VAE: voxel BCE + `dice_weight` * Dice + `kl_weight` * KL on `batch["occupancy"] [B, 1, R, R, R]`."""
+    config = _unwrap(model).config
+    target = batch["occupancy"]
+    out = model(target, generator=generator)
+    bce = F.binary_cross_entropy_with_logits(out.logits.float(), target.float())
+    dice = dice_loss(out.logits, target)
+    kl = kl_divergence(out.mean, out.logvar)
+    loss = bce + config.dice_weight * dice + config.kl_weight * kl
+    with torch.no_grad():
+        pred = out.logits > 0
+        iou = ((pred & (target > 0.5)).flatten(1).sum(1) / ((pred | (target > 0.5)).flatten(1).sum(1)).clamp_min(1))
+    return loss, {"bce": bce.detach(), "dice": dice.detach(), "kl": kl.detach(), "iou": iou.mean()}
+
+
+def shape_vae_loss(model: nn.Module, batch: dict[str, torch.Tensor],
+                   generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stage-2 VAE: child-occupancy BCE (all levels) + dual-vertex L1 + edge-flag CE + KL on the fine voxels."""
+    config = _unwrap(model).config
+    out = model(batch["coords"], batch["vertex"], batch["edges"], generator=generator)
+    occ_logits = torch.cat([x.reshape(-1) for x in out.occupancy_logits]).float()
+    occ_target = torch.cat([x.reshape(-1) for x in out.occupancy_targets]).float()
+    occupancy = F.binary_cross_entropy_with_logits(occ_logits, occ_target)
+    vertex = (out.vertex.float() - batch["vertex"].float()).abs().mean()
+    edge_target = (batch["edges"].long() + 1).reshape(-1)  # {-1, 0, 1} -> class {0, 1, 2}
+    edge = F.cross_entropy(out.edge_logits.float().reshape(-1, 3), edge_target)
+    kl = kl_divergence(out.mean, out.logvar)
+    loss = (config.occupancy_weight * occupancy + config.vertex_weight * vertex + config.edge_weight * edge
+            + config.kl_weight * kl)
+    with torch.no_grad():
+        occ_acc = ((occ_logits > 0) == (occ_target > 0.5)).float().mean()
+        edge_acc = (out.edge_logits.reshape(-1, 3).argmax(-1) == edge_target).float().mean()
+    return loss, {"occupancy": occupancy.detach(), "vertex": vertex.detach(), "edge": edge.detach(),
+                  "kl": kl.detach(), "occupancy_acc": occ_acc, "edge_acc": edge_acc}
+
+
+def texture_vae_loss(model: nn.Module, batch: dict[str, torch.Tensor],
+                     generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stage-3 VAE: L1 on the six PBR attributes of every fine voxel + KL."""
+    config = _unwrap(model).config
+    out = model(batch["coords"], batch["attrs"], generator=generator)
+    l1 = (out.attrs.float() - batch["attrs"].float()).abs().mean()
+    kl = kl_divergence(out.mean, out.logvar)
+    loss = l1 + config.kl_weight * kl
+    return loss, {"l1": l1.detach(), "kl": kl.detach()}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "structure_vae": structure_vae_loss,
+    "shape_vae": shape_vae_loss,
+    "texture_vae": texture_vae_loss,
+}
