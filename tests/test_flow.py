@@ -1,0 +1,172 @@
+"""FlowTransformer: dense and sparse tokens, lift/cross conditioning, dropout semantics, an overfit run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pixal3d.camera import Camera
+from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
+from pixal3d.models import MODELS, model_classes
+from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer, patchify, unpatchify
+from pixal3d.models.fov_head import FovHead, FovHeadConfig
+from pixal3d.sampling import flow_matching_loss
+from pixal3d.sparse import SparseTensor
+
+FEAT = 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Micro tensors run faster on one thread (and far faster on a shared, loaded CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def features() -> FeatureMaps:
+    torch.manual_seed(0)
+    encoder = ImageEncoder(EncoderConfig(channels=FEAT, pretrained=False)).eval()
+    with torch.no_grad():
+        return encoder(torch.rand(2, 4, 64, 64))
+
+
+@pytest.fixture(scope="module")
+def camera() -> Camera:
+    return Camera.from_degrees(40.0, size=64)
+
+
+def dense_config(**kw) -> FlowConfig:
+    return FlowConfig(**{"dim": 32, "depth": 2, "heads": 2, "resolution": 8, "patch_size": 2,
+                         "feature_channels": FEAT, "in_channels": 4, **kw})
+
+
+def sparse_tokens(batch: int = 2, resolution: int = 8, channels: int = 4, seed: int = 0) -> SparseTensor:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(batch, resolution, resolution, resolution, generator=g) < 0.15
+    mask[1:] &= torch.rand(batch - 1, resolution, resolution, resolution, generator=g) < 0.6  # unequal counts
+    grid = torch.randn(batch, channels, resolution, resolution, resolution, generator=g)
+    return SparseTensor.from_dense(grid, mask)
+
+
+def perturb(model: torch.nn.Module) -> None:
+    """Zero-initialised outputs make every input look alike; give all weights a random nudge."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+
+
+def test_patchify_round_trip():
+    x = torch.randn(2, 3, 8, 8, 8)
+    tokens = patchify(x, 2)
+    assert tokens.shape == (2 * 64, 3 * 8)
+    assert torch.equal(unpatchify(tokens, 2, 3, 2), x)
+
+
+@pytest.mark.parametrize("conditioning", ["lift", "cross"])
+def test_dense_forward_backward(features, camera, conditioning):
+    model = FlowTransformer(dense_config(conditioning=conditioning))
+    x = torch.randn(2, 4, 8, 8, 8, requires_grad=True)
+    v = model(x, torch.rand(2), FlowCondition(features, camera))
+    assert v.shape == x.shape
+    v.square().mean().backward()
+    assert x.grad is not None and all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("attention", ["full", "window"])
+def test_sparse_forward_backward_with_concat(features, camera, attention):
+    cfg = dense_config(tokens="sparse", cond_channels=3, attention=attention, window_size=8, share_modulation=False)
+    model = FlowTransformer(cfg)
+    x = sparse_tokens()
+    concat = x.replace(feats=torch.randn(x.shape[0], 3))
+    v = model(x, torch.rand(2), FlowCondition(features, [camera, camera]), concat=concat)
+    assert isinstance(v, SparseTensor) and v.shape == x.shape and v.coords is x.coords
+    v.feats.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_sparse_batch_equals_per_element(features, camera):
+    torch.manual_seed(1)
+    model = FlowTransformer(dense_config(tokens="sparse"))
+    perturb(model)
+    x = sparse_tokens()
+    t = torch.tensor([0.3, 0.7])
+    v = model(x, t, FlowCondition(features, camera))
+    for b, rows in enumerate(x.unbind()):
+        sel = x.coords[:, 0] == b
+        single = SparseTensor(x.coords[sel] * torch.tensor([0, 1, 1, 1], dtype=torch.int32), rows, 8)
+        fb = FeatureMaps([m[b : b + 1] for m in features.maps], features.global_tokens[b : b + 1])
+        vb = model(single, t[b : b + 1], FlowCondition(fb, camera))
+        assert torch.allclose(vb.feats, v.feats[sel], atol=1e-5)
+
+
+def test_keep_mask_is_the_unconditional_branch(features, camera):
+    torch.manual_seed(2)
+    model = FlowTransformer(dense_config())
+    perturb(model)
+    x, t = torch.randn(2, 4, 8, 8, 8), torch.rand(2)
+    v_cond = model(x, t, FlowCondition(features, camera))
+    v_none = model(x, t, None)
+    v_mix = model(x, t, FlowCondition(features, camera, keep=torch.tensor([True, False])))
+    assert torch.allclose(v_mix[0], v_cond[0], atol=1e-5)
+    assert torch.allclose(v_mix[1], v_none[1], atol=1e-5)
+    assert not torch.allclose(v_cond[1], v_none[1], atol=1e-3)
+
+
+def test_multiview_identical_views_equal_single_view(features, camera):
+    torch.manual_seed(3)
+    model = FlowTransformer(dense_config(tokens="sparse"))
+    perturb(model)
+    x, t = sparse_tokens(), torch.rand(2)
+    single = model(x, t, FlowCondition(features, camera))
+    multi = model(x, t, FlowCondition(features, camera, extra_views=[(features, camera)]))
+    assert torch.allclose(single.feats, multi.feats, atol=1e-5)
+
+
+def test_bad_inputs_raise(features, camera):
+    model = FlowTransformer(dense_config())
+    with pytest.raises(ValueError, match=r"x_t must be \[B, 4, 8, 8, 8\]"):
+        model(torch.randn(2, 4, 16, 16, 16), torch.rand(2))
+    with pytest.raises(ValueError, match="concat is required"):
+        model(torch.randn(2, 4, 8, 8, 8), torch.rand(2), concat=torch.randn(2, 4, 8, 8, 8))
+    other = FlowTransformer(dense_config(feature_channels=FEAT * 2))
+    with pytest.raises(ValueError, match="this model expects"):
+        other(torch.randn(2, 4, 8, 8, 8), torch.rand(2), FlowCondition(features, camera))
+
+
+def test_fov_head_range_and_backward(features):
+    head = FovHead(FovHeadConfig(feature_channels=FEAT, tokens=features.global_tokens.shape[1]))
+    fov = head(features)
+    assert fov.shape == (2,) and bool(((fov > 0.087) & (fov < 1.571)).all())
+    fov.sum().backward()
+    assert head.mlp[0].weight.grad is not None
+
+
+def test_registry():
+    assert model_classes("flow") == (FlowConfig, FlowTransformer)
+    assert MODELS["fov_head"] == (FovHeadConfig, FovHead)
+    with pytest.raises(ValueError, match="known models"):
+        model_classes("nope")
+
+
+def test_overfit_one_target():
+    """A micro dense flow learns one fixed 4^3 latent: the flow-matching loss drops 10x in 200 steps."""
+    torch.manual_seed(0)
+    model = FlowTransformer(dense_config(resolution=4, patch_size=1, in_channels=2))
+    target = torch.zeros(1, 2, 4, 4, 4)
+    target[:, 0, 1:3, 1:3, 1:3] = 1.0
+    target[:, 1] = torch.linspace(-1, 1, 4)[None, :, None, None]
+    x0 = target.expand(8, -1, -1, -1, -1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, foreach=True)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(200):
+        loss = flow_matching_loss(model, x0, None, gen, timesteps="logit_normal")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:10]) / 10, sum(losses[-20:]) / 20
+    assert last < first / 10, (first, last)
