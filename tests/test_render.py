@@ -287,3 +287,22 @@ def test_bad_inputs_raise() -> None:
         render_mesh(_tilted_cube(), Camera.from_degrees(40.0, size=16), supersample=0)
     with pytest.raises(InputError):
         mesh_from_trimesh(trimesh.Scene())
+
+
+def test_vertex_face_colours_and_simple_material() -> None:
+    cam = Camera.from_degrees(40.0, size=32)
+    box = trimesh.creation.box(extents=(0.5, 0.5, 0.5))
+    box.visual.vertex_colors = np.tile([0, 255, 0, 255], (len(box.vertices), 1)).astype(np.uint8)
+    assert torch.allclose(
+        render_mesh(mesh_from_trimesh(box), cam).base_color[16, 16], torch.tensor([0.0, 1, 0])
+    )
+    box = trimesh.creation.box(extents=(0.5, 0.5, 0.5))
+    box.visual.face_colors = np.tile([255, 0, 255, 255], (len(box.faces), 1)).astype(np.uint8)
+    assert torch.allclose(
+        render_mesh(mesh_from_trimesh(box), cam).base_color[16, 16], torch.tensor([1.0, 0, 1])
+    )
+    box = trimesh.creation.box(extents=(0.5, 0.5, 0.5))
+    simple = trimesh.visual.material.SimpleMaterial(diffuse=[0, 0, 255, 255])
+    box.visual = trimesh.visual.TextureVisuals(uv=np.zeros((len(box.vertices), 2)), material=simple)
+    out = render_mesh(mesh_from_trimesh(box), cam)
+    assert torch.allclose(out.base_color[16, 16], torch.tensor([0.0, 0, 1]), atol=1e-3)
