@@ -141,7 +141,40 @@ def _run_data_procedural(args: argparse.Namespace) -> int:
 DATA_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_data_procedural,)
 
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_preprocess, _add_convert, _add_data)
+# -------------------------------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one model (a VAE or a flow stage) from a JSON config",
+        description="Train the model named in CONFIG (see configs/). One process: pixal3d train CONFIG. "
+        "Several: torchrun --nproc_per_node=N -m pixal3d train CONFIG (DDP; NCCL on GPUs, gloo on CPU).",
+    )
+    p.add_argument("config", type=Path, help="training config (JSON, keys of pixal3d.training.config.TrainConfig)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
+    p.add_argument("--out-dir", type=Path, default=None, help="override the config's out_dir")
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this many steps (train in chunks)")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from pixal3d.config import load_config
+    from pixal3d.training.config import TrainConfig
+    from pixal3d.training.loop import train
+
+    config = load_config(TrainConfig, args.config)
+    if args.out_dir is not None:
+        config = replace(config, out_dir=str(args.out_dir))
+    result = train(config, resume=args.resume, stop_at=args.stop_at)
+    if result.checkpoint is not None:
+        print(f"trained {config.model} to step {result.step}; checkpoint {result.checkpoint}")
+    return 0
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_preprocess, _add_convert, _add_data, _add_train
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

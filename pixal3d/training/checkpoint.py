@@ -1,0 +1,303 @@
+"""Training checkpoints: sharded safetensors (weights, EMA, optimizer state) plus one small JSON, written atomically.
+
+Layout of a run folder (`TrainConfig.out_dir`):
+
+```
+checkpoints/latest.json                 {"step": 1000, "path": "step_00001000"}   (written last, atomically)
+checkpoints/step_00001000/checkpoint.json   step, train config, RNG states per rank, data position, tensor index
+checkpoints/step_00001000/model-00000.safetensors, ema-00000.safetensors, optimizer-00000.safetensors, ...
+```
+
+Every file stays under `max_shard_bytes` (16 MiB by default, so checkpoints move easily): tensors are packed into
+shards greedily and a tensor larger than a shard is split into flat pieces; `checkpoint.json` maps each tensor name
+to its pieces and shape. A checkpoint folder is written under a temporary name and renamed into place, then
+`latest.json` is replaced, so a crash at any moment leaves the previous checkpoint intact.
+
+Loading never unpickles: a `torch.save`/pickle file offered as weights, a truncated file, or tensors whose shapes
+do not match the model each raise one `InputError` that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from pixal3d.config import write_json_atomic
+from pixal3d.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "pixal3d-checkpoint"
+VERSION = 1
+GROUPS = ("model", "ema", "optimizer")
+_HEADER_RESERVE = 1024  # bytes kept free in each shard for the header's fixed part and alignment padding
+_ENTRY_BYTES = 160  # upper bound of one tensor's header entry beyond its name (dtype, shape, offsets)
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2; torch.save's zip container
+
+
+# ------------------------------------------------------------------------------------------------ safetensors I/O
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load one safetensors file to CPU; a missing, pickled, truncated or corrupt file raises `InputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"weights file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_PICKLE_MAGIC):
+        raise InputError(
+            f"{path} is a pickle / torch.save file, not safetensors; pixal3d never unpickles weights (that can run "
+            "code). Convert it once in a trusted environment: "
+            "safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')"
+        )
+    try:
+        return load_file(str(path), device="cpu")
+    except (safetensors.SafetensorError, OSError) as err:
+        raise InputError(
+            f"{path} is truncated or not a safetensors file ({err}); re-copy it or pick an earlier checkpoint"
+        ) from err
+
+
+def _pieces(name: str, tensor: torch.Tensor, limit: int) -> list[tuple[str, torch.Tensor]]:
+    """Split `tensor` into flat pieces of at most `limit` bytes (one piece when it fits)."""
+    t = tensor.detach().cpu().contiguous()
+    if t.numel() * t.element_size() <= limit:
+        return [(name, t)]
+    per = max(limit // t.element_size(), 1)
+    flat = t.reshape(-1)
+    return [(f"{name}@{i}", flat[s : s + per].clone()) for i, s in enumerate(range(0, flat.numel(), per))]
+
+
+def save_sharded(tensors: dict[str, torch.Tensor], folder: Path, prefix: str, max_shard_bytes: int) -> dict[str, Any]:
+    """Write `tensors` as `folder/{prefix}-NNNNN.safetensors` files each under `max_shard_bytes`.
+
+    Returns:
+        The index `{name: {"shape": [...], "pieces": [[file, key], ...]}}` that `load_sharded` reads.
+    """
+    limit = max_shard_bytes - _HEADER_RESERVE
+    if limit < 4096:
+        raise InputError(f"max shard size must be at least {_HEADER_RESERVE + 4096} bytes, got {max_shard_bytes}")
+    index: dict[str, Any] = {}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    used = 0
+    for name, tensor in tensors.items():
+        index[name] = {"shape": list(tensor.shape), "pieces": []}
+        for key, piece in _pieces(name, tensor, limit - _ENTRY_BYTES - len(name) - 16):
+            size = piece.numel() * piece.element_size() + _ENTRY_BYTES + len(key)
+            if shards[-1] and used + size > limit:
+                shards.append({})
+                used = 0
+            shards[-1][key] = piece
+            used += size
+            index[name]["pieces"].append([f"{prefix}-{len(shards) - 1:05d}.safetensors", key])
+    for i, shard in enumerate(shards):
+        save_file(shard, str(folder / f"{prefix}-{i:05d}.safetensors"))
+    return index
+
+
+def load_sharded(folder: Path, index: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Inverse of `save_sharded`: read the files named in `index` and reassemble split tensors."""
+    files = {file for entry in index.values() for file, _ in entry["pieces"]}
+    loaded = {file: read_safetensors(folder / file) for file in sorted(files)}
+    out = {}
+    for name, entry in index.items():
+        try:
+            parts = [loaded[file][key] for file, key in entry["pieces"]]
+        except KeyError as err:
+            raise InputError(f"checkpoint {folder} is damaged: tensor piece {err} of '{name}' is missing") from err
+        out[name] = parts[0] if len(parts) == 1 else torch.cat([p.reshape(-1) for p in parts]).reshape(entry["shape"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ state checks
+def check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
+    """Raise one `InputError` listing missing, unexpected and shape-mismatched tensors (`expected` = the model's)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [
+        f"{name}: checkpoint {list(found[name].shape)} vs model {list(expected[name].shape)}"
+        for name in expected
+        if name in found and found[name].shape != expected[name].shape
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    problems = []
+    for label, items in (("shape mismatch", shapes), ("missing", missing), ("unexpected", unexpected)):
+        if items:
+            shown = "; ".join(items[:8]) + (f"; ... ({len(items)} in all)" if len(items) > 8 else "")
+            problems.append(f"{label}: {shown}")
+    raise InputError(
+        f"{source} does not match the model: " + " | ".join(problems)
+        + ". It was written for a different model config; use the model_config it was trained with"
+    )
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, group: str = "model") -> None:
+    """Load weights into `model`, strictly: a `.safetensors` file, a checkpoint folder or a run's `checkpoints/`.
+
+    Args:
+        model: the module (its config decides the expected tensor shapes).
+        path: a safetensors file; a `step_*` folder; or a `checkpoints` folder (its latest checkpoint).
+        group: for checkpoint folders, `model` or `ema` weights.
+    """
+    path = Path(path)
+    if path.is_dir():
+        folder = latest_checkpoint(path) if (path / "latest.json").is_file() else path
+        meta = _read_meta(folder)
+        tensors = load_sharded(folder, meta["index"][group])
+        source = f"checkpoint {folder} ({group})"
+    else:
+        tensors = read_safetensors(path)
+        source = str(path)
+    check_tensors(model.state_dict(), tensors, source)
+    model.load_state_dict(tensors, strict=True)
+
+
+# ------------------------------------------------------------------------------------------------ optimizer, RNG
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (`state.{param}.{name}`) and JSON (param groups, scalars)."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{key}"] = value
+            else:
+                scalars[f"state.{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Inverse of `optimizer_tensors`; shapes are checked against the optimizer's own state where it has one."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for pid, entry in state.items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in entry and pid < len(params) and entry[key].shape != params[pid].shape:
+                raise InputError(
+                    f"optimizer state of parameter {pid} has shape {list(entry[key].shape)}, the model's is "
+                    f"{list(params[pid].shape)}; the checkpoint was written for a different model config"
+                )
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """This process's RNG states as JSON-ready lists of ints: torch CPU/CUDA, the training generator, numpy, python."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch_cpu": torch.get_rng_state().tolist(),
+        "torch_cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "generator": generator.get_state().tolist(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Inverse of `rng_state`."""
+    torch.set_rng_state(torch.tensor(state["torch_cpu"], dtype=torch.uint8))
+    if state["torch_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["torch_cuda"]])
+    generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+# ------------------------------------------------------------------------------------------------ save / load
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    tensors: dict[str, dict[str, torch.Tensor]],
+    meta: dict[str, Any],
+    max_shard_bytes: int = 16 * 2**20,
+    keep: int = 2,
+) -> Path:
+    """Atomically write `run_dir/checkpoints/step_{step:08d}` and point `latest.json` at it.
+
+    Args:
+        run_dir: the run folder.
+        step: optimizer steps done.
+        tensors: per group (`model`, `ema`, `optimizer`) a flat dict of tensors.
+        meta: JSON-ready state (config, RNG, data position, optimizer param groups...).
+        max_shard_bytes: largest file written.
+        keep: checkpoints kept (older `step_*` folders are deleted).
+
+    Returns:
+        The checkpoint folder.
+    """
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    try:
+        index = {group: save_sharded(t, tmp, group, max_shard_bytes) for group, t in tensors.items()}
+        # Compact JSON: the RNG states are long int lists (one per line would be ~10x larger). The folder is
+        # still temporary here, so a plain write is atomic from the reader's point of view.
+        record = {"format": FORMAT, "version": VERSION, "step": step, **meta, "index": index}
+        (tmp / "checkpoint.json").write_text(json.dumps(record, separators=(",", ":")) + "\n")
+        final = root / name
+        if final.exists():  # re-saving a step (a resumed run): replace the old folder
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_json_atomic(root / "latest.json", {"step": step, "path": name})
+    for old in sorted(root.glob("step_*"))[:-keep]:
+        if old.name != name:
+            shutil.rmtree(old)
+    return final
+
+
+def latest_checkpoint(run_dir_or_checkpoints: str | os.PathLike) -> Path | None:
+    """The folder `latest.json` points to (a run folder or its `checkpoints/`), or None when there is none."""
+    root = Path(run_dir_or_checkpoints)
+    if (root / "checkpoints").is_dir():
+        root = root / "checkpoints"
+    pointer = root / "latest.json"
+    if not pointer.is_file():
+        return None
+    try:
+        folder = root / json.loads(pointer.read_text())["path"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise InputError(f"{pointer} is damaged ({err}); delete it to fall back to no checkpoint") from err
+    if not folder.is_dir():
+        raise InputError(f"{pointer} points to {folder}, which does not exist")
+    return folder
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    path = folder / "checkpoint.json"
+    if not path.is_file():
+        raise InputError(f"{folder} is not a pixal3d checkpoint (no checkpoint.json)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is truncated or not JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise InputError(f"{path} is not a version-{VERSION} {FORMAT} file")
+    return meta
+
+
+def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """Read a checkpoint folder: per group the tensors (CPU), and the JSON meta (step, config, RNG, data...)."""
+    folder = Path(folder)
+    meta = _read_meta(folder)
+    return {group: load_sharded(folder, index) for group, index in meta["index"].items()}, meta

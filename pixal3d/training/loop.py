@@ -1,0 +1,281 @@
+"""The one training loop (DESIGN section 8): `train(config)` reads top to bottom, like nanoGPT's train.py.
+
+Single process: `pixal3d train configs/x.json`. Several processes: `torchrun --nproc_per_node=N -m pixal3d train
+configs/x.json`; torchrun's `RANK` / `WORLD_SIZE` / `LOCAL_RANK` / `MASTER_ADDR` / `MASTER_PORT` select DDP
+(NCCL on GPUs, gloo on CPU). `batch_size` is global: every rank draws `batch_size / world_size` samples, and the
+global batch at each step is the same whatever the rank count.
+
+Exact resume: a checkpoint holds the weights, the EMA, the optimizer state, every rank's RNG states and the data
+position, so `max_steps = 20` in one go equals `stop_at = 10`, then `resume`, bitwise on CPU. `stop_at` trains
+in chunks (the schedule still spans `max_steps`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from pixal3d.config import config_from_dict, config_to_dict, save_config
+from pixal3d.errors import InputError
+from pixal3d.models import model_classes
+from pixal3d.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    optimizer_tensors,
+    restore_optimizer,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from pixal3d.training.config import DataConfig, TrainConfig
+from pixal3d.training.objectives import OBJECTIVES
+from pixal3d.training.synthetic import SyntheticSource
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns (on every rank)."""
+
+    step: int
+    """Optimizer steps done."""
+    checkpoint: Path | None
+    """The last checkpoint written (None on ranks other than 0)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The last logged metrics (rank-averaged)."""
+
+
+def get_lr(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr` at `max_steps`."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(config.max_steps - config.warmup_steps, 1)
+    progress = min((step - config.warmup_steps) / span, 1.0)
+    return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
+
+
+def make_data_source(data: DataConfig, batch_size: int, rank: int, world_size: int) -> SyntheticSource:
+    """The rank's data source: an iterable of batch dicts with `state_dict()` / `load_state_dict()`."""
+    if data.kind == "synthetic":
+        return SyntheticSource(data, batch_size, rank, world_size)
+    raise InputError(f"unknown data kind {data.kind!r}; known kinds: ['synthetic']")
+
+
+def configure_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices and kernels only (biases, norms and 1-D gains are not decayed)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """`ema = decay * ema + (1 - decay) * model` for parameters; buffers are copied."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def _check_data(name: str, model_config: Any, data: DataConfig) -> None:
+    """The data resolution must be the model's (the coarse grid for the structure VAE, R_hr for the others)."""
+    expected = getattr(model_config, "resolution", None)
+    have = data.coarse_resolution if name == "structure_vae" else data.resolution
+    key = "coarse_resolution" if name == "structure_vae" else "resolution"
+    if expected is not None and name.endswith("_vae") and expected != have:
+        raise InputError(f"data.{key} is {have} but the {name} is configured for resolution {expected}; make them equal")
+
+
+def _gather_json(obj: Any, device: torch.device) -> list[Any]:
+    """All ranks' JSON-ready `obj`, in rank order, through a uint8 all-gather (no pickling)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    data = torch.tensor(list(json.dumps(obj).encode()), dtype=torch.uint8, device=device)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([data.numel()], device=device))
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: data.numel()] = data
+    out = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(out, padded)
+    return [json.loads(bytes(o[: int(s.item())].tolist()).decode()) for o, s in zip(out, sizes, strict=True)]
+
+
+def _append_metrics(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop metric lines logged after the checkpoint (they will be logged again)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None) -> TrainResult:
+    """Train `config.model` on `config.data`; see the module docstring.
+
+    Args:
+        config: the run.
+        resume: continue from the latest checkpoint in `out_dir` (starts at step 0 when there is none).
+        stop_at: stop (and checkpoint) once this many steps are done; None trains to `max_steps`.
+    """
+    # ---------------------------------------------------------------------------------------- distributed setup
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' requested but CUDA is not available; use 'auto' or 'cpu'")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    ddp = world_size > 1
+    owns_group = ddp and not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    master = rank == 0
+    if config.batch_size % world_size:
+        raise InputError(f"batch_size {config.batch_size} must be divisible by the {world_size} ranks")
+    local_batch = config.batch_size // world_size
+    run_dir = Path(config.out_dir)
+    stop = config.max_steps if stop_at is None else min(stop_at, config.max_steps)
+
+    # ---------------------------------------------------------------------------------------- model, EMA, optimizer
+    config_cls, model_cls = model_classes(config.model)
+    if config.model not in OBJECTIVES:
+        raise InputError(f"no training objective for model {config.model!r}; trainable: {sorted(OBJECTIVES)}")
+    objective = OBJECTIVES[config.model]
+    model_config = config_from_dict(config_cls, config.model_config, where=f"{config.model} model_config")
+    _check_data(config.model, model_config, config.data)
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    raw_model = model_cls(model_config).to(device)
+    if config.init_weights:
+        load_weights(raw_model, config.init_weights)
+    ema = copy.deepcopy(raw_model).requires_grad_(False).eval() if config.ema_decay > 0 else None
+    optimizer = configure_optimizer(raw_model, config)
+    data = make_data_source(config.data, local_batch, rank, world_size)
+    # Training noise (posterior samples, timesteps) differs per rank; its state is saved per rank.
+    torch.manual_seed(config.seed + 1 + rank)
+    np.random.seed(config.seed + rank)
+    random.seed(config.seed + rank)
+    generator = torch.Generator(device=device).manual_seed(config.seed * 1009 + rank)
+
+    # ---------------------------------------------------------------------------------------- resume
+    step = 0
+    existing = latest_checkpoint(run_dir)
+    if existing is not None and not resume:
+        raise InputError(f"{run_dir} already holds a checkpoint ({existing.name}); pass --resume to continue "
+                         "it, or choose another out_dir")
+    if resume and existing is None:
+        logger.warning("--resume: no checkpoint in %s yet, starting at step 0", run_dir)
+    if resume and existing is not None:
+        tensors, meta = load_checkpoint(existing)
+        load_weights(raw_model, existing, group="model")
+        if ema is not None:
+            load_weights(ema, existing, group="ema")
+        restore_optimizer(optimizer, tensors["optimizer"], meta["optimizer"])
+        data.load_state_dict(meta["data"])
+        if len(meta["rng"]) == world_size:
+            restore_rng_state(meta["rng"][rank], generator)
+        else:
+            logger.warning("checkpoint has RNG states for %d ranks, this run has %d: noise is re-seeded",
+                           len(meta["rng"]), world_size)
+        step = int(meta["step"])
+        logger.info("resumed %s at step %d", existing, step)
+
+    model = DistributedDataParallel(raw_model, device_ids=[local_rank] if use_cuda else None) if ddp else raw_model
+    model.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else nullcontext()
+    metrics_path = run_dir / "metrics.jsonl"
+    if master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.json")
+        _truncate_metrics(metrics_path, step)
+        n_params = sum(p.numel() for p in raw_model.parameters())
+        logger.info("%s: %.2fM parameters, %d rank(s), global batch %d, device %s",
+                    config.model, n_params / 1e6, world_size, config.batch_size, device)
+
+    # ---------------------------------------------------------------------------------------- the loop
+    result = TrainResult(step=step, checkpoint=None)
+    bar = tqdm(total=config.max_steps, initial=step, disable=not (master and config.progress), dynamic_ncols=True)
+    batches = iter(data)
+    t_last, step_last = time.perf_counter(), step
+    while step < stop:
+        lr = get_lr(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        with autocast:
+            loss, metrics = objective(model, batch, generator)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip) if config.grad_clip else None
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            update_ema(ema, raw_model, config.ema_decay)
+        step += 1
+        bar.update(1)
+
+        if step % config.log_interval == 0 or step == stop:
+            values = torch.stack([loss.detach().float(), *(m.float() for m in metrics.values())])
+            if grad_norm is not None:
+                values = torch.cat([values, grad_norm.detach().float().reshape(1)])
+            if ddp:  # gloo has no AVG: sum, then divide
+                dist.all_reduce(values, op=dist.ReduceOp.SUM)
+                values = values / world_size
+            names = ["loss", *metrics, *(["grad_norm"] if grad_norm is not None else [])]
+            record = dict(zip(names, values.tolist(), strict=True))
+            if not math.isfinite(record["loss"]):
+                raise RuntimeError(f"loss is {record['loss']} at step {step}; lower lr or check the data")
+            now = time.perf_counter()
+            record.update(step=step, lr=lr, samples_per_s=(step - step_last) * config.batch_size / (now - t_last))
+            t_last, step_last = now, step
+            result.metrics = record
+            if master:
+                _append_metrics(metrics_path, record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
+
+        if step % config.checkpoint_interval == 0 or step == stop:
+            rng = _gather_json(rng_state(generator), device)
+            if master:
+                opt_tensors, opt_meta = optimizer_tensors(optimizer)
+                groups = {"model": raw_model.state_dict(), "optimizer": opt_tensors}
+                if ema is not None:
+                    groups["ema"] = ema.state_dict()
+                meta = {"config": config_to_dict(config), "model_config": config_to_dict(model_config),
+                        "rng": rng, "data": data.state_dict(), "optimizer": opt_meta}
+                result.checkpoint = save_checkpoint(run_dir, step, groups, meta,
+                                                    max_shard_bytes=int(config.max_shard_mib * 2**20),
+                                                    keep=config.keep_checkpoints)
+            if ddp:
+                dist.barrier()
+    bar.close()
+    result.step = step
+    if owns_group:
+        dist.destroy_process_group()
+    return result

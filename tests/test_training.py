@@ -1,0 +1,203 @@
+"""The trainer: schedule, exact resume, DDP equivalence, checkpoint sharding and every bad-input error."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import save_file
+
+from pixal3d.cli import main
+from pixal3d.config import config_from_dict, config_to_dict, load_config
+from pixal3d.errors import InputError
+from pixal3d.models import model_classes
+from pixal3d.models.structure_vae import StructureVAE, StructureVAEConfig
+from pixal3d.training.checkpoint import (
+    load_checkpoint,
+    load_sharded,
+    load_weights,
+    read_safetensors,
+    save_sharded,
+)
+from pixal3d.training.config import DataConfig, TrainConfig
+from pixal3d.training.loop import get_lr, train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MICRO = {"resolution": 8, "latent_resolution": 2, "latent_channels": 2, "channels": [4, 8, 8], "norm_groups": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these ops are tiny, and on a shared 2-core machine thread hand-offs dominate."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def micro_config(out_dir: Path, **overrides) -> TrainConfig:
+    """A structure-VAE run small enough for tens of CPU steps per second."""
+    fields = dict(model="structure_vae", model_config=dict(MICRO), out_dir=str(out_dir),
+                  data=DataConfig(resolution=8, coarse_resolution=8, max_primitives=2), batch_size=2, max_steps=20,
+                  lr=2e-3, min_lr=1e-4, warmup_steps=3, log_interval=5, checkpoint_interval=7, ema_decay=0.9,
+                  progress=False)
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-5, warmup_steps=10, max_steps=110)
+    lrs = [get_lr(s, cfg) for s in range(111)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[110] == pytest.approx(1e-5)
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+    straight = train(micro_config(tmp_path / "a"))
+    first = train(micro_config(tmp_path / "b"), stop_at=10)
+    assert first.step == 10
+    resumed = train(micro_config(tmp_path / "b"), resume=True)
+    assert resumed.step == straight.step == 20
+    a, meta_a = load_checkpoint(straight.checkpoint)
+    b, meta_b = load_checkpoint(resumed.checkpoint)
+    for group in ("model", "ema", "optimizer"):
+        for name, tensor in a[group].items():
+            assert torch.equal(tensor, b[group][name]), f"{group}.{name} differs after resume"
+    assert meta_a["rng"] == meta_b["rng"] and meta_a["data"] == meta_b["data"] == {"position": 20}
+    # The metrics log of the resumed run has one line per logged step, none repeated.
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20]
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("step_*")) == ["step_00000014",
+                                                                                       "step_00000020"]
+
+
+def test_existing_run_needs_resume(tmp_path):
+    train(micro_config(tmp_path, max_steps=1))
+    with pytest.raises(InputError, match="--resume"):
+        train(micro_config(tmp_path, max_steps=2))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, config: dict) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train(config_from_dict(TrainConfig, config))
+
+
+def test_ddp_two_gloo_ranks_match_one_process(tmp_path):
+    """2 ranks x 2 samples give the same update as 1 rank x 4 samples (deterministic posterior: no per-rank noise)."""
+    model_config = dict(MICRO, sample_posterior=False)
+    single = micro_config(tmp_path / "one", model_config=model_config, batch_size=4, max_steps=2, ema_decay=0.0)
+    double = micro_config(tmp_path / "two", model_config=model_config, batch_size=4, max_steps=2, ema_decay=0.0)
+    reference = train(single)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), config_to_dict(double)), nprocs=2, join=True)
+    a, _ = load_checkpoint(reference.checkpoint)
+    b, _ = load_checkpoint(tmp_path / "two" / "checkpoints" / "step_00000002")
+    worst = max(float((a["model"][k] - b["model"][k]).abs().max()) for k in a["model"])
+    assert worst <= 1e-6
+    assert any(not torch.equal(v, StructureVAE(StructureVAEConfig(**MICRO)).state_dict()[k])
+               for k, v in a["model"].items())  # the step did change the weights
+
+
+def test_checkpoint_shards_stay_under_the_limit(tmp_path):
+    limit = 20_000
+    tensors = {"big": torch.randn(7000), "small": torch.randn(3, 5), "int": torch.arange(600)}
+    index = save_sharded(tensors, tmp_path, "model", limit)
+    files = sorted(tmp_path.glob("model-*.safetensors"))
+    assert len(files) > 1 and all(f.stat().st_size <= limit for f in files)
+    assert len(index["big"]["pieces"]) > 1  # a tensor bigger than a shard is split
+    back = load_sharded(tmp_path, index)
+    assert all(torch.equal(back[k], v) for k, v in tensors.items())
+    # The same through the trainer: a 0.01 MiB limit forces several files per group.
+    result = train(micro_config(tmp_path / "run", max_steps=1, max_shard_mib=0.01))
+    files = list(result.checkpoint.glob("*.safetensors"))
+    assert len(files) > 3 and all(f.stat().st_size <= 0.01 * 2**20 for f in files)
+
+
+def test_bad_weights_files_raise_one_clear_error(tmp_path):
+    model = StructureVAE(StructureVAEConfig(**MICRO))
+    good = tmp_path / "good.safetensors"
+    save_file(model.state_dict(), str(good))
+    load_weights(model, good)
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(InputError, match="truncated or not a safetensors"):
+        load_weights(model, truncated)
+
+    pickled = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), pickled)
+    with pytest.raises(InputError, match="pickle"):
+        read_safetensors(pickled)
+
+    other = StructureVAE(StructureVAEConfig(**dict(MICRO, channels=[4, 8, 12])))
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(other.state_dict(), str(wrong))
+    with pytest.raises(InputError, match=r"shape mismatch: .*checkpoint \[12") as err:
+        load_weights(model, wrong)
+    assert "different model config" in str(err.value)
+
+    with pytest.raises(InputError, match="pickle"):
+        train(micro_config(tmp_path / "run", init_weights=str(pickled)))
+
+
+def test_resume_with_another_model_config_names_the_mismatch(tmp_path):
+    train(micro_config(tmp_path, max_steps=1))
+    with pytest.raises(InputError, match="shape mismatch"):
+        train(micro_config(tmp_path, max_steps=2, model_config=dict(MICRO, latent_channels=3)), resume=True)
+    shard = next((tmp_path / "checkpoints" / "step_00000001").glob("model-*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:50])
+    with pytest.raises(InputError, match="truncated"):
+        train(micro_config(tmp_path, max_steps=2), resume=True)
+
+
+def test_bad_configs_raise_one_clear_error(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": "structure_vae", "btach_size": 4}))
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['btach_size'\]"):
+        load_config(TrainConfig, path)
+    path.write_text(json.dumps({"model": "structure_vae", "lr": "fast"}))
+    with pytest.raises(InputError, match="'lr' must be a number"):
+        load_config(TrainConfig, path)
+    with pytest.raises(InputError, match="unknown key"):
+        train(micro_config(tmp_path, model_config=dict(MICRO, depth=3)))
+    with pytest.raises(InputError, match="unknown model"):
+        train(micro_config(tmp_path, model="structure_vea"))
+    with pytest.raises(InputError, match="coarse_resolution"):
+        train(micro_config(tmp_path, data=DataConfig(resolution=16, coarse_resolution=16)))
+
+
+def test_shipped_configs_load_strictly():
+    paths = sorted(CONFIGS.glob("*_vae_*.json"))
+    assert {p.stem for p in paths} >= {"structure_vae_tiny", "shape_vae_tiny", "texture_vae_tiny"}
+    for path in paths:
+        config = load_config(TrainConfig, path)
+        config_cls, _ = model_classes(config.model)
+        config_from_dict(config_cls, config.model_config, where=str(path))
+
+
+def test_cli_train_runs_and_reports_bad_input(tmp_path, capsys):
+    config = config_to_dict(micro_config(tmp_path / "run", max_steps=2))
+    path = tmp_path / "micro.json"
+    path.write_text(json.dumps(config))
+    assert main(["train", str(path)]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "latest.json").is_file()
+    assert main(["train", str(path)]) == 2  # exists, no --resume
+    config["max_steps"] = 3
+    path.write_text(json.dumps(config))
+    assert main(["train", str(path), "--resume"]) == 0
+    path.write_text(json.dumps({**config, "colour": "red"}))
+    assert main(["train", str(path)]) == 2
+    assert "unknown key(s) ['colour']" in capsys.readouterr().err
