@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from pixal3d.camera import Camera
+from pixal3d.config import config_from_dict, config_to_dict
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.models import MODELS, model_classes
-from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer, patchify, unpatchify
+from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer, flow_preset, patchify, unpatchify
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
 from pixal3d.sampling import flow_matching_loss
 from pixal3d.sparse import SparseTensor
@@ -170,3 +171,30 @@ def test_overfit_one_target():
         losses.append(loss.item())
     first, last = sum(losses[:10]) / 10, sum(losses[-20:]) / 20
     assert last < first / 10, (first, last)
+
+
+@pytest.mark.parametrize("size", ["micro", "tiny", "base"])
+def test_presets_round_trip_through_json(size):
+    for stage in ("structure", "shape", "texture"):
+        cfg = flow_preset(stage, size)
+        assert config_from_dict(FlowConfig, config_to_dict(cfg)) == cfg
+        assert (cfg.tokens == "dense") == (stage == "structure")
+        assert (cfg.cond_channels > 0) == (stage == "texture")
+
+
+def test_tiny_flows_fit_the_budget():
+    """DESIGN section 9: all tiny stages <= 20 M parameters with the VAEs; each flow gets ~3 M of it."""
+    for stage in ("structure", "shape", "texture"):
+        model = FlowTransformer(flow_preset(stage, "tiny"))
+        assert sum(p.numel() for p in model.parameters()) < 3.5e6, stage
+
+
+def test_micro_presets_run(features, camera):
+    x = sparse_tokens(resolution=8, channels=8)
+    shape = FlowTransformer(flow_preset("shape", "micro"))
+    texture = FlowTransformer(flow_preset("texture", "micro"))
+    cond = FlowCondition(features, camera)
+    assert shape(x, torch.rand(2), cond).shape == x.shape
+    assert texture(x, torch.rand(2), cond, concat=x).shape == x.shape
+    structure = FlowTransformer(flow_preset("structure", "micro"))
+    assert structure(torch.randn(2, 4, 4, 4, 4), torch.rand(2), cond).shape == (2, 4, 4, 4, 4)

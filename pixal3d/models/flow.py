@@ -19,6 +19,7 @@ Velocity: `forward(x_t, t, cond) -> v`, `v = eps - x_0` (see `pixal3d.sampling`)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -307,3 +308,48 @@ class FlowTransformer(nn.Module):
         if isinstance(x_t, SparseTensor):
             return x_t.replace(feats=out)
         return unpatchify(out, batch, cfg.in_channels, cfg.patch)
+
+
+# ------------------------------------------------------------------------------------------------ presets
+Stage = Literal["structure", "shape", "texture"]
+Size = Literal["micro", "tiny", "base"]
+
+# Width and depth per size: micro for tests, tiny the shipped default (~3 M parameters per flow, all stages
+# with the VAEs and the encoder under 20 M), base for GPU training (~110 M per flow).
+_SIZES: dict[str, dict[str, float]] = {
+    "micro": {"dim": 32, "depth": 2, "heads": 2, "mlp_ratio": 2.0, "feature_channels": 16},
+    "tiny": {"dim": 192, "depth": 5, "heads": 3, "mlp_ratio": 3.0, "feature_channels": 64},
+    "base": {"dim": 768, "depth": 12, "heads": 12, "mlp_ratio": 4.0, "feature_channels": 256},
+}
+# Latent grids of the matching VAE presets (configs/*_vae_{micro,tiny}.json): (resolution, latent channels).
+_LATENTS: dict[str, dict[str, tuple[int, int]]] = {
+    "micro": {"structure": (4, 4), "shape": (8, 8), "texture": (8, 8)},
+    "tiny": {"structure": (16, 8), "shape": (64, 8), "texture": (64, 8)},
+    "base": {"structure": (16, 8), "shape": (64, 16), "texture": (64, 16)},
+}
+# Per-stage sampler defaults: structure and shape want strong guidance; texture follows the shape closely.
+_SAMPLERS: dict[str, SamplerConfig] = {
+    "structure": SamplerConfig(steps=25, shift=3.0, guidance=7.5, rescale=0.7, interval=(0.6, 1.0)),
+    "shape": SamplerConfig(steps=25, shift=3.0, guidance=7.5, rescale=0.5, interval=(0.6, 1.0)),
+    "texture": SamplerConfig(steps=25, shift=3.0, guidance=3.0, rescale=0.0, interval=(0.6, 0.9)),
+}
+
+
+def flow_preset(stage: Stage, size: Size = "tiny") -> FlowConfig:
+    """The flow config of `stage` ("structure" | "shape" | "texture") at `size` ("micro" | "tiny" | "base")."""
+    if stage not in _SAMPLERS or size not in _SIZES:
+        raise InputError(f"unknown flow preset ({stage!r}, {size!r}); stages {list(_SAMPLERS)}, sizes {list(_SIZES)}")
+    resolution, channels = _LATENTS[size][stage]
+    sampler = dataclasses.replace(_SAMPLERS[stage], **({"steps": 4} if size == "micro" else {}))
+    sparse = stage != "structure"
+    return FlowConfig(
+        tokens="sparse" if sparse else "dense",
+        in_channels=channels,
+        cond_channels=_LATENTS[size]["shape"][1] if stage == "texture" else 0,
+        resolution=resolution,
+        patch_size=1 if size == "micro" or sparse else 2,
+        attention="window" if sparse and size != "micro" else "full",
+        window_size=1024,
+        sampler=sampler,
+        **_SIZES[size],
+    )
