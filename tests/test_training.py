@@ -201,3 +201,22 @@ def test_cli_train_runs_and_reports_bad_input(tmp_path, capsys):
     path.write_text(json.dumps({**config, "colour": "red"}))
     assert main(["train", str(path)]) == 2
     assert "unknown key(s) ['colour']" in capsys.readouterr().err
+
+
+def test_flow_objective_on_dense_and_sparse_latents():
+    from pixal3d.models.flow import FlowConfig, FlowTransformer
+    from pixal3d.training.objectives import flow_loss
+
+    g = torch.Generator().manual_seed(0)
+    dense = FlowTransformer(FlowConfig(in_channels=2, resolution=4, patch_size=2, dim=16, depth=1, heads=2,
+                                       feature_channels=8))
+    loss, _ = flow_loss(dense, {"latent": torch.randn(2, 2, 4, 4, 4)}, g)
+    loss.backward()
+    assert torch.isfinite(loss) and dense.input.weight.grad is not None
+    sparse = FlowTransformer(FlowConfig(tokens="sparse", in_channels=3, cond_channels=2, resolution=8, dim=16,
+                                        depth=1, heads=2, feature_channels=8))
+    coords = torch.tensor([[0, 1, 2, 3], [0, 4, 4, 4], [1, 0, 0, 0]], dtype=torch.int32)
+    batch = {"latent_coords": coords, "latent_feats": torch.randn(3, 3), "concat_feats": torch.randn(3, 2)}
+    loss, _ = flow_loss(sparse, batch, g)
+    loss.backward()
+    assert torch.isfinite(loss)

@@ -147,7 +147,8 @@ class SparseDownsample(nn.Module):
         out = x.feats.new_zeros(parent.feats.shape[0], self.weight.shape[2])
         for c in range(8):  # one matmul per child position (8 groups) instead of per-row weights
             rows = torch.nonzero(pos == c).squeeze(1)
-            out = out.index_add(0, inverse[rows], x.feats[rows] @ self.weight[c].to(x.feats.dtype))
+            part = x.feats[rows] @ self.weight[c].to(x.feats.dtype)
+            out = out.index_add(0, inverse[rows], part.to(out.dtype))  # autocast may return bf16
         return parent.replace(feats=out + self.bias.to(out.dtype))
 
 

@@ -72,10 +72,11 @@ def get_lr(step: int, config: TrainConfig) -> float:
     return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
 
 
-def make_data_source(data: DataConfig, batch_size: int, rank: int, world_size: int) -> SyntheticSource:
+def make_data_source(data: DataConfig, batch_size: int, rank: int, world_size: int,
+                     device: torch.device) -> SyntheticSource:
     """The rank's data source: an iterable of batch dicts with `state_dict()` / `load_state_dict()`."""
     if data.kind == "synthetic":
-        return SyntheticSource(data, batch_size, rank, world_size)
+        return SyntheticSource(data, batch_size, rank, world_size, device)
     raise InputError(f"unknown data kind {data.kind!r}; known kinds: ['synthetic']")
 
 
@@ -178,7 +179,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None)
         load_weights(raw_model, config.init_weights)
     ema = copy.deepcopy(raw_model).requires_grad_(False).eval() if config.ema_decay > 0 else None
     optimizer = configure_optimizer(raw_model, config)
-    data = make_data_source(config.data, local_batch, rank, world_size)
+    data = make_data_source(config.data, local_batch, rank, world_size, device)
     # Training noise (posterior samples, timesteps) differs per rank; its state is saved per rank.
     torch.manual_seed(config.seed + 1 + rank)
     np.random.seed(config.seed + rank)

@@ -19,6 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pixal3d.sampling import flow_matching_loss
+from pixal3d.sparse import SparseTensor
+
 Objective = Callable[[nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
@@ -83,6 +86,27 @@ def texture_vae_loss(model: nn.Module, batch: dict[str, torch.Tensor],
     return loss, {"l1": l1.detach(), "kl": kl.detach()}
 
 
+def flow_loss(model: nn.Module, batch: dict[str, torch.Tensor],
+              generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Rectified-flow loss (`pixal3d.sampling.flow_matching_loss`) on pre-computed latents, unconditional.
+
+    Batch keys: dense `latent [B, C, G, G, G]` (stage 1), or sparse `latent_coords [N, 4] (b, i, j, k)` with
+    `latent_feats [N, C]` (stages 2-3) and, for stage 3, `concat_feats [N, C_shape]` (the shape latent). Image
+    conditioning (lifted features, global tokens, p = 0.1 joint dropout) joins once the data engine's batches
+    carry images and cameras; until then this trains the unconditional branch only.
+    """
+    config = _unwrap(model).config
+    kwargs = {}
+    if "latent" in batch:
+        x0 = batch["latent"]
+    else:
+        x0 = SparseTensor(batch["latent_coords"], batch["latent_feats"], config.resolution)
+        if "concat_feats" in batch:
+            kwargs["concat"] = x0.replace(feats=batch["concat_feats"])
+    loss = flow_matching_loss(model, x0, None, generator, model_kwargs=kwargs)
+    return loss, {"mse": loss.detach()}
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (or the module itself)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -92,4 +116,5 @@ OBJECTIVES: dict[str, Objective] = {
     "structure_vae": structure_vae_loss,
     "shape_vae": shape_vae_loss,
     "texture_vae": texture_vae_loss,
+    "flow": flow_loss,
 }

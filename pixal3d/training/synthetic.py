@@ -10,7 +10,7 @@ points along +axis); the dual vertex is the mean of the voxel's edge crossings (
 distance), in voxel-local `[0, 1]^3`. Attributes: each primitive has a base colour (sRGB), metallic and roughness,
 modulated by a stripe pattern; alpha is 1.
 
-A batch is a dict of CPU tensors:
+A batch is a dict of tensors (on the source's device: voxelising on the GPU keeps a GPU run fed):
 - `coords [N, 4] int32 (b, i, j, k)` at R_hr, sorted by key (`pixal3d.sparse.coords_to_keys`);
 - `vertex [N, 3] float32`, `edges [N, 3] int8`, `attrs [N, 6] float32` (rows of `coords`);
 - `occupancy [B, 1, Rc, Rc, Rc] float32`: coarse voxels that hold a fine voxel.
@@ -81,15 +81,16 @@ def _dual_vertices(s: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor,
     any_in = F.max_pool3d(inside, 2, stride=1)[0, 0] > 0
     all_in = -F.max_pool3d(-inside, 2, stride=1)[0, 0] > 0
     coords = torch.nonzero(any_in & ~all_in)  # (N, 3): surface voxels, row-major = key order
-    corner = coords[:, None, :] + _CORNERS.long()  # (N, 8, 3)
+    corners = _CORNERS.to(s.device)
+    corner = coords[:, None, :] + corners.long()  # (N, 8, 3)
     sc = s[corner[..., 0], corner[..., 1], corner[..., 2]]  # (N, 8) corner distances
-    total = torch.zeros(coords.shape[0], 3, dtype=torch.float64)
-    count = torch.zeros(coords.shape[0], 1, dtype=torch.float64)
+    total = torch.zeros(coords.shape[0], 3, dtype=torch.float64, device=s.device)
+    count = torch.zeros(coords.shape[0], 1, dtype=torch.float64, device=s.device)
     for a, b, axis in _EDGES:
         s0, s1 = sc[:, a], sc[:, b]
         cross = (s0 < 0) != (s1 < 0)
         t = (s0 / torch.where(cross, s0 - s1, torch.ones_like(s0))).clamp(0, 1)
-        point = _CORNERS[a].expand(coords.shape[0], 3).clone()
+        point = corners[a].expand(coords.shape[0], 3).clone()
         point[:, axis] = t
         total += point * cross[:, None]
         count += cross[:, None]
@@ -101,11 +102,16 @@ def _dual_vertices(s: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor,
     return coords, vertex, edges
 
 
-def synthetic_voxels(seed: int, index: int, resolution: int, max_primitives: int = 3) -> SparseVoxels:
-    """Object `index` of the synthetic set `seed` as `SparseVoxels` at `resolution` (attrs included)."""
+def synthetic_voxels(seed: int, index: int, resolution: int, max_primitives: int = 3,
+                     device: torch.device | str = "cpu") -> SparseVoxels:
+    """Object `index` of the synthetic set `seed` as `SparseVoxels` at `resolution` (attrs included).
+
+    The object depends only on `(seed, index)` (drawn on the CPU); `device` only says where the voxelisation runs.
+    """
     g = torch.Generator().manual_seed(seed * 1_000_003 + index)
-    prims = _primitives(g, max_primitives)
-    axis = torch.arange(resolution + 1, dtype=torch.float64) / resolution - 0.5
+    prims = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in p.items()}
+             for p in _primitives(g, max_primitives)]
+    axis = torch.arange(resolution + 1, dtype=torch.float64, device=device) / resolution - 0.5
     corners = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)  # (R+1, R+1, R+1, 3)
     s = torch.stack([_sdf(p, corners) for p in prims]).min(dim=0).values  # union
     coords, vertex, edges = _dual_vertices(s, resolution)
@@ -124,11 +130,13 @@ def collate_voxels(samples: list[SparseVoxels], coarse_resolution: int) -> dict[
     """`SparseVoxels` (each key-sorted, one resolution) -> a batch dict (see the module docstring)."""
     r = samples[0].resolution
     factor = r // coarse_resolution
-    occupancy = torch.zeros(len(samples), 1, coarse_resolution, coarse_resolution, coarse_resolution)
+    occupancy = torch.zeros(len(samples), 1, coarse_resolution, coarse_resolution, coarse_resolution,
+                            device=samples[0].device)
     for b, v in enumerate(samples):
         c = v.coords.long() // factor
         occupancy[b, 0, c[:, 0], c[:, 1], c[:, 2]] = 1.0
-    batch_index = torch.cat([torch.full((len(v), 1), b, dtype=torch.int32) for b, v in enumerate(samples)])
+    batch_index = torch.cat([torch.full((len(v), 1), b, dtype=torch.int32, device=v.device)
+                             for b, v in enumerate(samples)])
     return {
         "coords": torch.cat([batch_index, torch.cat([v.coords for v in samples])], dim=1),
         "vertex": torch.cat([v.vertex for v in samples]),
@@ -145,8 +153,10 @@ class SyntheticSource:
     at every step is the same whatever the rank count (and after a resume).
     """
 
-    def __init__(self, config: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, config: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu") -> None:
         self.config = config
+        self.device = torch.device(device)
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
@@ -168,6 +178,6 @@ class SyntheticSource:
         indices = range(start, start + self.batch_size)
         if cfg.num_objects:
             indices = [i % cfg.num_objects for i in indices]
-        samples = [synthetic_voxels(cfg.seed, i, cfg.resolution, cfg.max_primitives) for i in indices]
+        samples = [synthetic_voxels(cfg.seed, i, cfg.resolution, cfg.max_primitives, self.device) for i in indices]
         self.position += 1
         return collate_voxels(samples, cfg.coarse_resolution)
