@@ -198,3 +198,28 @@ def test_micro_presets_run(features, camera):
     assert texture(x, torch.rand(2), cond, concat=x).shape == x.shape
     structure = FlowTransformer(flow_preset("structure", "micro"))
     assert structure(torch.randn(2, 4, 4, 4, 4), torch.rand(2), cond).shape == (2, 4, 4, 4, 4)
+
+
+def test_lift_is_cached_only_without_grad(features, camera):
+    torch.manual_seed(4)
+    model = FlowTransformer(dense_config(tokens="sparse"))
+    perturb(model)
+    x, t = sparse_tokens(), torch.rand(2)
+    cond = FlowCondition(features, camera)
+    with torch.no_grad():
+        first = model(x, t, cond)
+        assert len(cond._lift_cache) == 1
+        again = model(x, t, cond)
+        other = sparse_tokens(seed=5)
+        model(other, t, cond)  # new coords: recomputed, never a stale hit
+    assert torch.equal(first.feats, again.feats)
+    fresh = FlowCondition(features, camera)
+    assert torch.allclose(model(other, t, fresh).feats, model(other, t, cond).feats, atol=1e-6)
+    assert len(fresh._lift_cache) == 0  # with gradients on, nothing is cached
+
+
+def test_condition_dropout_keeps_about_ninety_percent(features, camera):
+    big = FeatureMaps([m[:1].expand(1000, -1, -1, -1) for m in features.maps],
+                      features.global_tokens[:1].expand(1000, -1, -1))
+    keep = FlowCondition(big, camera).with_dropout(0.1, torch.Generator().manual_seed(0)).keep
+    assert keep.dtype == torch.bool and 0.85 < keep.float().mean() < 0.95

@@ -117,10 +117,35 @@ class FlowCondition:
     cameras: Cameras
     keep: torch.Tensor | None = None
     extra_views: Sequence[tuple[FeatureMaps, Cameras]] = ()
+    _lift_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def views(self) -> list[tuple[FeatureMaps, Cameras]]:
         return [(self.features, self.cameras), *self.extra_views]
+
+    def with_dropout(self, p: float, generator: torch.Generator | None) -> FlowCondition:
+        """The same condition with each element kept with probability `1 - p` (training's CFG dropout)."""
+        batch = self.features.global_tokens.shape[0]
+        device = generator.device if generator is not None else "cpu"
+        keep = torch.rand(batch, generator=generator, device=device) >= p
+        keep = keep.to(self.features.global_tokens.device)
+        if self.keep is not None:
+            keep = keep & self.keep.to(keep.device)
+        return dataclasses.replace(self, keep=keep, _lift_cache={})
+
+    def cached_lift(self, key: tuple, coords: torch.Tensor, compute) -> torch.Tensor:
+        """`compute()`, memoised per token set while gradients are off (sampling reuses one lift for all steps).
+
+        The cache holds `coords` itself and matches by identity, so a new token set never hits a stale entry.
+        """
+        if torch.is_grad_enabled():
+            return compute()
+        hit = self._lift_cache.get(key)
+        if hit is not None and hit[0] is coords:
+            return hit[1]
+        value = compute()
+        self._lift_cache[key] = (coords, value)
+        return value
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -212,7 +237,13 @@ class FlowTransformer(nn.Module):
         return patchify(x, p), coords, TokenLayout.dense(b, n**3, x.device)
 
     def _lift(self, x: torch.Tensor | SparseTensor, cond: FlowCondition) -> torch.Tensor:
-        """Lifted features per token `[N, lift_dim]`, averaged over the condition's views."""
+        """Lifted features per token `[N, lift_dim]`, averaged over the condition's views (cached when sampling)."""
+        if isinstance(x, SparseTensor):
+            return cond.cached_lift(("sparse", x.resolution), x.coords, lambda: self._lift_views(x, cond))
+        return cond.cached_lift(("dense", self.config.resolution, self.config.patch), cond.features.maps[0],
+                                lambda: self._lift_views(x, cond))
+
+    def _lift_views(self, x: torch.Tensor | SparseTensor, cond: FlowCondition) -> torch.Tensor:
         lifts = []
         for feats, cams in cond.views:
             if isinstance(x, SparseTensor):
