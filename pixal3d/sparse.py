@@ -238,12 +238,13 @@ class SparseConv3d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True,
-                 chunk_size: int = 65536) -> None:
+                 chunk_size: int | None = None) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd (centred neighbourhood), got {kernel_size}")
         self.kernel_size = kernel_size
-        self.chunk_size = chunk_size
+        # Rows per gather: by default bound the `[rows, k^3, C_in]` temporary to 2^25 elements (128 MiB fp32).
+        self.chunk_size = chunk_size or max(1, 2**25 // (kernel_size**3 * in_channels))
         k = kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, k, k, k))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None

@@ -29,9 +29,13 @@ def one_thread():
 @pytest.fixture(scope="module")
 def features() -> FeatureMaps:
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     encoder = ImageEncoder(EncoderConfig(channels=FEAT, pretrained=False)).eval()
     with torch.no_grad():
-        return encoder(torch.rand(2, 4, 64, 64))
+        out = encoder(torch.rand(2, 4, 64, 64))
+    torch.set_num_threads(threads)
+    return out
 
 
 @pytest.fixture(scope="module")
