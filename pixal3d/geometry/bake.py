@@ -85,9 +85,9 @@ def unwrap_uv(mesh: trimesh.Trimesh, texture_size: int) -> tuple[np.ndarray, np.
     atlas = xatlas.Atlas()
     atlas.add_mesh(vertices, faces)
     chart = xatlas.ChartOptions()
-    # Charts of ~1000 faces keep xatlas near-linear in the face count (unbounded charts on a smooth 80k-face
-    # mesh cost ~30 s on 2 cores, ~1000-face charts ~6 s).
-    chart.max_chart_area = float(mesh.area) * min(1.0, 1000.0 / max(len(faces), 1))
+    # Charts of a few hundred faces keep xatlas near-linear in the face count: on a 100k-face mesh, unbounded
+    # charts took ~30 s on 2 cores, 4000-face charts ~29 s, 1000 ~12 s, 250 ~6 s, 60 ~20 s (packing many charts).
+    chart.max_chart_area = float(mesh.area) * min(1.0, 250.0 / max(len(faces), 1))
     chart.max_iterations = 1
     pack = xatlas.PackOptions()
     pack.resolution = texture_size
@@ -192,8 +192,10 @@ def closest_surface_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest point on a (fine) mesh to each query point: its triangle and barycentric coordinates.
 
-    The candidate triangles are the `candidates` nearest by centroid (a KD-tree); exact closest points on those
-    are compared. Exact for meshes of even triangle size, which dual-grid meshes are.
+    The candidate triangles are the `candidates` nearest by centroid (a KD-tree). Each point is projected onto
+    every candidate's plane and the barycentrics clamped into the triangle (exact when the projection falls
+    inside, within a fraction of the triangle's size near its edges); the nearest result wins. Meant for meshes
+    of even triangle size, which dual-grid meshes are.
 
     Args:
         mesh: `[V, 3]` vertices, `[F, 3]` faces.
@@ -205,21 +207,33 @@ def closest_surface_points(
     """
     vertices = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32))
     faces = torch.from_numpy(np.asarray(mesh.faces, dtype=np.int64))
-    tree = scipy.spatial.cKDTree(vertices[faces].mean(dim=1).numpy())
+    origin = vertices[faces[:, 0]]
+    e0, e1 = vertices[faces[:, 1]] - origin, vertices[faces[:, 2]] - origin
+    d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
+    det = d00 * d11 - d01 * d01
+    inv_det = torch.where(
+        det > 0, 1.0 / det.clamp_min(1e-30), torch.zeros_like(det)
+    )  # degenerate -> vertex a
+    tree = scipy.spatial.cKDTree((origin + (e0 + e1) / 3).numpy())
     k = min(candidates, len(faces))
     face_id = np.zeros(len(points), dtype=np.int64)
     bary = np.zeros((len(points), 3), dtype=np.float32)
     for s in range(0, len(points), _QUERY_CHUNK):
-        p = np.asarray(points[s : s + _QUERY_CHUNK], dtype=np.float32)
-        _, cand = tree.query(p, k=k, workers=-1)
-        cand = torch.from_numpy(cand.reshape(len(p), k))
-        tri = vertices[faces[cand]]  # (M, k, 3 corners, 3)
-        pt = torch.from_numpy(p)[:, None, :]
-        q, w = _closest_on_triangles(pt, tri[:, :, 0], tri[:, :, 1], tri[:, :, 2])
-        best = ((q - pt) ** 2).sum(dim=2).argmin(dim=1)
+        p = torch.from_numpy(np.asarray(points[s : s + _QUERY_CHUNK], dtype=np.float32))
+        _, cand = tree.query(p.numpy(), k=k, workers=-1)
+        cand = torch.from_numpy(cand.reshape(len(p), k))  # (M, k)
+        ap = p[:, None, :] - origin[cand]  # (M, k, 3)
+        r0, r1 = (e0[cand] * ap).sum(2), (e1[cand] * ap).sum(2)
+        u = ((d11[cand] * r0 - d01[cand] * r1) * inv_det[cand]).clamp_min(0)
+        v = ((d00[cand] * r1 - d01[cand] * r0) * inv_det[cand]).clamp_min(0)
+        scale = 1.0 / (u + v).clamp_min(1.0)  # back onto the edge bc when outside it
+        u, v = u * scale, v * scale
+        offset = e0[cand] * u[..., None] + e1[cand] * v[..., None] - ap  # closest - p, (M, k, 3)
+        best = (offset * offset).sum(2).argmin(1)
         rows = torch.arange(len(p))
+        u, v = u[rows, best], v[rows, best]
         face_id[s : s + len(p)] = cand[rows, best].numpy()
-        bary[s : s + len(p)] = w[rows, best].numpy()
+        bary[s : s + len(p)] = torch.stack([1 - u - v, u, v], dim=1).numpy()
     return face_id, bary
 
 
@@ -232,14 +246,24 @@ def fill_empty_texels(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     Returns:
         A new `[S, S, C]` image, equal to `image` where `mask` is set.
     """
+    return _fill_from(image, _nearest_covered(mask))
+
+
+def _nearest_covered(mask: np.ndarray) -> np.ndarray | None:
+    """`[S*S] int64`: for each texel, the flat index of the nearest texel where `mask` is set (None: no-op)."""
     if mask.all() or not mask.any():
-        return image.copy()
+        return None
     empty = (~mask).astype(np.uint8)
     _, labels = cv2.distanceTransformWithLabels(empty, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
     source = np.zeros(int(labels.max()) + 1, dtype=np.int64)
     source[labels[mask]] = np.flatnonzero(mask)  # every covered texel is its own label
-    flat = image.reshape(mask.size, -1)
-    return flat[source[labels.reshape(-1)]].reshape(image.shape)
+    return source[labels.reshape(-1)]
+
+
+def _fill_from(image: np.ndarray, source: np.ndarray | None) -> np.ndarray:
+    if source is None:
+        return image.copy()
+    return image.reshape(source.size, -1)[source].reshape(image.shape)
 
 
 def lookup_texture(image: np.ndarray, uvs: np.ndarray) -> np.ndarray:
@@ -320,10 +344,12 @@ def bake_textures(
         attrs = _sample_in_chunks(sampler, points)
         tangent_space = np.tile(np.array([[0.0, 0.0, 1.0]], dtype=np.float32), (len(points), 1))
 
+    source = _nearest_covered(mask)
+
     def to_image(values: np.ndarray) -> np.ndarray:
         image = np.zeros((texture_size, texture_size, values.shape[1]), dtype=np.uint8)
         image[mask] = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
-        return fill_empty_texels(image, mask)
+        return _fill_from(image, source)
 
     metallic_roughness = np.stack([np.ones(len(attrs)), attrs[:, 4], attrs[:, 3]], axis=1)
     return TexturedMesh(
@@ -386,43 +412,3 @@ def _sample_in_chunks(sampler: AttributeSampler, points: np.ndarray) -> np.ndarr
 
 def _normalize(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-
-
-def _closest_on_triangles(
-    p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closest point on triangles `abc` to points `p` (broadcast `[..., 3]`), by Voronoi region (Ericson 5.1.5).
-
-    Returns:
-        `closest [..., 3]` and its barycentric weights `[..., 3]`.
-    """
-    ab, ac = b - a, c - a
-    d1, d2 = (ab * (p - a)).sum(-1), (ac * (p - a)).sum(-1)
-    d3, d4 = (ab * (p - b)).sum(-1), (ac * (p - b)).sum(-1)
-    d5, d6 = (ab * (p - c)).sum(-1), (ac * (p - c)).sum(-1)
-    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
-    # Interior first; then the regions in reverse priority, so that the first matching test in Ericson's order wins.
-    v, w = _safe_div(vb, va + vb + vc), _safe_div(vc, va + vb + vc)
-    t = _safe_div(d4 - d3, (d4 - d3) + (d5 - d6))
-    v, w = _select((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), 1 - t, t, v, w)  # edge bc
-    v, w = _select((vb <= 0) & (d2 >= 0) & (d6 <= 0), 0.0, _safe_div(d2, d2 - d6), v, w)  # edge ac
-    v, w = _select((d6 >= 0) & (d5 <= d6), 0.0, 1.0, v, w)  # vertex c
-    v, w = _select((vc <= 0) & (d1 >= 0) & (d3 <= 0), _safe_div(d1, d1 - d3), 0.0, v, w)  # edge ab
-    v, w = _select((d3 >= 0) & (d4 <= d3), 1.0, 0.0, v, w)  # vertex b
-    v, w = _select((d1 <= 0) & (d2 <= 0), 0.0, 0.0, v, w)  # vertex a
-    closest = a + ab * v.unsqueeze(-1) + ac * w.unsqueeze(-1)
-    return closest, torch.stack([1 - v - w, v, w], dim=-1)
-
-
-def _safe_div(n: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    return n / torch.where(d.abs() > 1e-30, d, torch.ones_like(d))
-
-
-def _select(
-    mask: torch.Tensor,
-    v_new: torch.Tensor | float,
-    w_new: torch.Tensor | float,
-    v: torch.Tensor,
-    w: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.where(mask, v_new, v), torch.where(mask, w_new, w)
