@@ -334,7 +334,8 @@ class FlowTransformer(nn.Module):
         h = self.input(tokens)  # (N, C_in p^3) -> (N, C)
         for i, block in enumerate(self.blocks):
             h = block(h, block_t, layout, context, lifted, rope, windows[i % 2])
-        shift, scale = self.out_modulation(t_emb)[layout.group_index].chunk(2, dim=-1)
+        out_mod = self.out_modulation(t_emb)  # (B, 2C)
+        shift, scale = (out_mod[layout.group_index] if batch > 1 else out_mod).chunk(2, dim=-1)
         out = self.output(modulate(self.out_norm(h), shift, scale))  # (N, C) -> (N, C_in p^3)
         if isinstance(x_t, SparseTensor):
             return x_t.replace(feats=out)

@@ -96,16 +96,13 @@ class WindowPlan:
 
     Attributes:
         order: `[N] int64`: windowed tokens are `x[order]`.
+        inverse: `[N] int64`: `y[inverse]` puts windowed results back in packed order.
         layout: the windows as groups of the permuted tokens.
     """
 
     order: torch.Tensor
+    inverse: torch.Tensor
     layout: TokenLayout
-
-    @property
-    def inverse(self) -> torch.Tensor:
-        """`[N] int64`: `y[inverse]` puts windowed results back in packed order."""
-        return torch.argsort(self.order)
 
 
 def morton_code(ijk: torch.Tensor, bits: int = 10) -> torch.Tensor:
@@ -135,7 +132,8 @@ def window_plan(coords: torch.Tensor, counts: torch.Tensor, window_size: int, sh
     first = torch.cumsum(per_element, 0) - per_element
     group = first[batch[order]] + window  # global window id, non-decreasing along `order`
     win_counts = torch.bincount(group, minlength=int(per_element.sum()))
-    return WindowPlan(order=order, layout=TokenLayout.from_counts(win_counts[win_counts > 0]))
+    layout = TokenLayout.from_counts(win_counts[win_counts > 0])
+    return WindowPlan(order=order, inverse=torch.argsort(order), layout=layout)
 
 
 def rope_frequencies(head_dim: int, base: float = 100.0) -> torch.Tensor:
@@ -208,16 +206,15 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         """`x [N, C]` packed tokens -> `[N, C]`; `window` (if given) restricts attention to its windows."""
         n = x.shape[0]
+        if window is not None:  # attend in window order; permuting x is cheaper than permuting q, k and v
+            x, layout = x[window.order], window.layout
+            rope = None if rope is None else (rope[0][window.order], rope[1][window.order])
         q, k, v = self.qkv(x).reshape(n, 3, self.heads, self.head_dim).unbind(1)  # (N, 3C) -> 3 x (N, H, D)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        if window is None:
-            out = packed_sdpa(q, k, v, layout)
-        else:
-            o = window.order
-            out = packed_sdpa(q[o], k[o], v[o], window.layout)[window.inverse]
-        return self.out(out.reshape(n, -1))  # (N, H, D) -> (N, C)
+        out = self.out(packed_sdpa(q, k, v, layout).reshape(n, -1))  # (N, H, D) -> (N, C)
+        return out if window is None else out[window.inverse]
 
 
 class CrossAttention(nn.Module):

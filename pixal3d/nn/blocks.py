@@ -87,7 +87,8 @@ class FlowBlock(nn.Module):
             `[N, C]`.
         """
         mod = self.modulation(t_emb) if self.modulation is not None else t_emb + self.mod_offset  # (B, 6C)
-        mod = mod[layout.group_index]  # (B, 6C) -> (N, 6C)
+        if layout.groups > 1:  # one element (batch-1 sampling) broadcasts (1, 6C) without a gather
+            mod = mod[layout.group_index]  # (B, 6C) -> (N, 6C)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         h = h + gate1 * self.attn(modulate(self.norm1(h), shift1, scale1), layout, rope, window)
         h = h + self.cross(self.norm2(h), layout, context)
