@@ -92,9 +92,10 @@ def test_sparse_forward_backward_with_concat(features, camera, attention):
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_sparse_batch_equals_per_element(features, camera):
+@pytest.mark.parametrize("attention", ["full", "window"])
+def test_sparse_batch_equals_per_element(features, camera, attention):
     torch.manual_seed(1)
-    model = FlowTransformer(dense_config(tokens="sparse"))
+    model = FlowTransformer(dense_config(tokens="sparse", attention=attention, window_size=16))
     perturb(model)
     x = sparse_tokens()
     t = torch.tensor([0.3, 0.7])
