@@ -172,8 +172,135 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------------- generate
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="image(s) -> textured GLB: preprocess, FoV, three flow stages, decode, bake",
+        description="Generate one textured, PBR GLB per input image (files, several files, or folders of images). "
+        "Each GLB is written atomically; the run prints where every file went and the time of each step. "
+        "No trained weights ship yet: until they do, run with --random-weights micro (seconds on a CPU) or tiny "
+        "(the default model's size) to try the whole pipeline with randomly initialised weights; the shapes it "
+        "makes are then noise.",
+    )
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files, or folders of images")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output .glb for one image, else a folder (created) receiving NAME.glb per image")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", default=None,
+                        help="'default' (the shipped weights), a folder from save_pretrained, or a hub name "
+                        "(with --allow-download); default: 'default'")
+    source.add_argument("--random-weights", choices=["micro", "tiny"], default=None,
+                        help="use randomly initialised weights of this size instead of trained ones (how the tool "
+                        "runs before trained weights ship; the result is noise-shaped)")
+    p.add_argument("--allow-download", action="store_true", help="allow --model to name a Hugging Face hub repo")
+    p.add_argument("--fov", type=float, default=None,
+                   help="horizontal field of view of the input image in DEGREES (default: estimated by the model)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps per stage (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (default: the model's)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="fine voxel resolution; each checkpoint decodes at one (default: the model's)")
+    p.add_argument("--faces", type=int, default=100_000, help="face budget of the output mesh (default 100000)")
+    p.add_argument("--texture-size", type=int, default=2048, help="texture side, 256..8192 pixels (default 2048)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--low-vram", action="store_true", help="keep only the running step's weights on the GPU")
+    p.add_argument("--preview", action="store_true",
+                   help="also write NAME_preview.png: the input beside 4 renders of the result")
+    p.set_defaults(func=_run_generate)
+
+
+def _generate_inputs(paths: Sequence[Path]) -> list[Path]:
+    """Image files from files and folders (a folder's images in name order)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise InputError(f"{path}: no such image file or folder")
+    if not found:
+        raise InputError(f"no images found in {[str(p) for p in paths]} (suffixes {IMAGE_SUFFIXES})")
+    return found
+
+
+def _generate_outputs(inputs: Sequence[Path], output: Path) -> list[Path]:
+    """One output .glb per input: `output` itself for a single input ending in .glb, else `output/NAME.glb`."""
+    if len(inputs) == 1 and output.suffix.lower() == ".glb":
+        if not output.parent.is_dir():
+            raise InputError(f"output folder {output.parent} does not exist; create it first")
+        return [output]
+    if output.suffix.lower() == ".glb" or (output.exists() and not output.is_dir()):
+        raise InputError(f"-o {output}: with {len(inputs)} images the output must be a folder")
+    stems = [p.stem for p in inputs]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise InputError(f"several inputs would write the same output name(s) {duplicates}; rename them")
+    output.mkdir(parents=True, exist_ok=True)
+    return [output / f"{stem}.glb" for stem in stems]
+
+
+def _generate_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return name
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    import math
+    import time
+
+    from pixal3d.asset import contact_sheet
+    from pixal3d.pipeline import Pixal3DPipeline
+    from pixal3d.preprocess import save_png
+    from pixal3d.stages import EmptyStructureError
+
+    if args.fov is not None and not 0 < args.fov < 180:
+        raise InputError(f"--fov is in degrees and must be in (0, 180), got {args.fov}")
+    inputs = _generate_inputs(args.images)
+    outputs = _generate_outputs(inputs, args.output)
+    device = _generate_device(args.device)
+    if args.random_weights is not None:
+        logger.warning("using RANDOM %s weights: the result shows the data flow, not a real shape", args.random_weights)
+        pipe = Pixal3DPipeline.from_config(args.random_weights)
+    else:
+        pipe = Pixal3DPipeline.from_pretrained(args.model or "default", allow_download=args.allow_download)
+    pipe.to(device)
+    fov = None if args.fov is None else math.radians(args.fov)
+    for image, glb in zip(inputs, outputs, strict=True):
+        logger.info("generating %s -> %s", image, glb)
+        try:
+            asset = pipe(image, fov=fov, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                         resolution=args.resolution, faces=args.faces, texture_size=args.texture_size,
+                         low_vram=args.low_vram)
+        except EmptyStructureError as err:
+            print(f"pixal3d generate: {image}: {err}", file=sys.stderr)
+            return 1
+        start = time.perf_counter()
+        asset.export(glb)
+        timings = {**asset.timings, "export": time.perf_counter() - start}
+        print(f"wrote {glb} (from {image}; fov {math.degrees(asset.camera.fov):.1f} deg, {asset.fov_source})")
+        if args.preview:
+            preview = glb.with_name(f"{glb.stem}_preview.png")
+            save_png(contact_sheet(glb, asset.image), preview)
+            print(f"wrote {preview}")
+        print("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
+              + f"; total {sum(timings.values()):.2f} s")
+    return 0
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_preprocess, _add_convert, _add_data, _add_train
+    _add_preprocess, _add_convert, _add_data, _add_train, _add_generate
 )
 
 

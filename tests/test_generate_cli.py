@@ -1,0 +1,84 @@
+"""`pixal3d generate` with micro random weights: one image with a preview, a folder batch, and bad input -> exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gltf_validator import assert_valid_glb
+from PIL import Image
+
+from pixal3d.cli import main
+
+FAST = ["--random-weights", "micro", "--steps", "1", "--faces", "2000", "--texture-size", "256", "--device", "cpu"]
+
+
+def write_image(path: Path, colour: tuple[int, int, int]) -> Path:
+    image = np.zeros((80, 80, 4), dtype=np.uint8)
+    image[15:65, 25:55] = (*colour, 255)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_generate_one_image_with_preview(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_image(tmp_path / "vase.png", (200, 60, 60))
+    out = tmp_path / "out" / "vase.glb"
+    out.parent.mkdir()
+    assert main(["generate", str(src), "-o", str(out), "--fov", "40", "--preview", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "fov 40.0 deg, given" in printed
+    assert "time: preprocess" in printed and "export" in printed
+    assert_valid_glb(out)
+    preview = out.with_name("vase_preview.png")
+    assert f"wrote {preview}" in printed
+    assert Image.open(preview).size == (5 * 256, 256)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["vase.glb", "vase_preview.png"]
+
+
+def test_generate_folder_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    write_image(folder / "a.png", (40, 160, 90))
+    write_image(folder / "b.png", (40, 60, 200))
+    (folder / "notes.txt").write_text("not an image")
+    assert main(["generate", str(folder), "-o", str(tmp_path / "results"), *FAST]) == 0
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["a.glb", "b.glb"]
+    assert capsys.readouterr().out.count("wrote ") == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--fov", "400"], "in degrees and must be in (0, 180)"),
+        (["--faces", "0"], "face"),
+        (["--resolution", "64"], "decodes at resolution 32 only"),
+        (["--device", "tpu"], "--device must be"),
+    ],
+)
+def test_bad_options_exit_2_without_output(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
+                                           message: str) -> None:
+    src = write_image(tmp_path / "in.png", (200, 200, 60))
+    out = tmp_path / "out.glb"
+    assert main(["generate", str(src), "-o", str(out), *FAST, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_bad_inputs_and_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_image(tmp_path / "in.png", (200, 200, 60))
+    cases = [
+        (["generate", str(tmp_path / "missing.png"), "-o", str(tmp_path / "x.glb"), *FAST], "no such image"),
+        (["generate", str(src), str(src), "-o", str(tmp_path / "x.glb"), *FAST], "must be a folder"),
+        (["generate", str(src), "-o", str(tmp_path / "x.glb")], "no trained weights ship"),
+        (["generate", str(src), "-o", str(tmp_path / "x.glb"), "--model", str(tmp_path / "nope")], "does not exist"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(src), "-o", str(tmp_path / "x.glb"), "--colour", "red"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["generate", str(src), "-o", str(tmp_path / "x.glb"), "--model", "m", "--random-weights", "micro"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
