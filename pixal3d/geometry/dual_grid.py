@@ -434,7 +434,11 @@ def voxels_to_mesh(voxels: SparseVoxels) -> trimesh.Trimesh:
     quads = torch.cat(quads) if quads else torch.zeros(0, 4, dtype=torch.long)
     positions = voxels.positions()
     faces = _split_quads(positions, quads)
-    used, faces = torch.unique(faces, return_inverse=True)
+    # Keep only the voxels some face uses; renumber by a prefix sum (no sort).
+    in_use = torch.zeros(n, dtype=torch.bool, device=faces.device)
+    in_use[faces.reshape(-1)] = True
+    used = torch.nonzero(in_use).squeeze(1)
+    faces = (torch.cumsum(in_use, 0) - 1)[faces]
     vertices = positions[used].cpu().numpy().astype(np.float64)
     faces_np = faces.reshape(-1, 3).cpu().numpy()
     if voxels.attrs is None:
