@@ -115,6 +115,15 @@ def test_box_keeps_sharp_edges(round_trips):
     assert math.degrees(float(error.median())) <= 10.0
 
 
+def test_wall_thinner_than_a_voxel_keeps_a_surface():
+    wall = trimesh.creation.box([0.5, 0.5, 0.25 / R]).apply_transform(BOX_ROTATION)
+    out = voxels_to_mesh(mesh_to_voxels(wall, R, with_attributes=False))
+    assert out.area >= 0.9 * 0.5 * 0.5  # at least one side of the wall survives
+    pa, _ = surface(wall, 20000)
+    pb, _ = surface(out, 20000, seed=1)
+    assert float(chamfer_l1(pa, pb)) <= 0.5 / R
+
+
 def test_voxel_set_invariants(round_trips):
     for name, (_, voxels, _) in round_trips.items():
         coords = voxels.coords.long()

@@ -250,10 +250,12 @@ def _edge_crossings(sub: torch.Tensor, source: torch.Tensor, resolution: int) ->
     """Crossings of one chunk of sub-triangles with primal grid edges.
 
     Returns:
-        `[K, 4]` float64 rows `(edge key, source face, sign, t)`: edge key = voxel key of the edge's start corner *
-        3 + axis, `t` in [0, 1) the crossing's position along the edge. Edges whose four voxels would leave the
-        grid are dropped.
+        `[K, 7]` float64 rows `(edge key, source face, sign, t, normal xyz)`: edge key = voxel key of the edge's
+        start corner * 3 + axis, `t` in [0, 1) the crossing's position along the edge, the unit face normal.
+        Edges whose four voxels would leave the grid are dropped.
     """
+    normal = torch.cross(sub[:, 1] - sub[:, 0], sub[:, 2] - sub[:, 0], dim=-1)
+    normal = normal / normal.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     rows = []
     for axis in range(3):
         tri, point, sign = grid_line_crossings(sub, axis)
@@ -265,29 +267,39 @@ def _edge_crossings(sub: torch.Tensor, source: torch.Tensor, resolution: int) ->
         ok = (corner[:, axis] >= 0) & (corner[:, axis] < resolution)
         ok &= ((corner[:, others] >= 1) & (corner[:, others] < resolution)).all(dim=1)
         key = grid_keys(corner[ok], resolution) * 3 + axis
-        rows.append(
-            torch.stack([key.double(), source[tri[ok]].double(), sign[ok].double(), t[ok].double()], 1)
-        )
+        columns = [key.double(), source[tri[ok]].double(), sign[ok].double(), t[ok].double()]
+        rows.append(torch.cat([torch.stack(columns, 1), normal[tri[ok]].double()], dim=1))
     return torch.cat(rows)
 
 
 def _merge_crossings(rows: torch.Tensor, num_faces: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One sign per crossed edge: `(edge keys [E] int64, sign [E] int8 in {-1, +1})`.
 
-    A face crossing an edge is counted once (a crossing on a shared triangle edge is seen by both sub-triangles).
-    The edge's sign is the sign of the sum over faces; a tie (a sheet thinner than a voxel, both sides crossing
-    one edge) keeps the crossing nearest the edge's start, so thin parts keep one surface instead of vanishing.
+    A face crossing an edge is counted once (a crossing on a shared triangle edge is seen by both sub-triangles),
+    and the edge's sign is the sign of the sum over faces, so an edge entering and leaving a solid within one
+    voxel (near a sharp edge) carries no quad. One tie is kept: two opposite, nearly anti-parallel faces (a
+    wall thinner than a voxel) keep the crossing nearest the edge's start, so thin parts keep one surface
+    instead of vanishing.
     """
     edge, face, sign, t = rows[:, 0].long(), rows[:, 1].long(), rows[:, 2], rows[:, 3]
     pair, first = torch.unique(edge * num_faces + face, return_inverse=True)
     sign = torch.zeros(pair.shape[0], dtype=sign.dtype, device=sign.device).scatter_(0, first, sign)
+    normal = torch.zeros(pair.shape[0], 3, dtype=rows.dtype, device=rows.device).index_copy_(
+        0, first, rows[:, 4:]
+    )
     t = torch.full_like(sign, 2.0).scatter_reduce_(0, first, t, reduce="amin")
     edge = pair // num_faces
     keys, inverse = torch.unique(edge, return_inverse=True)
     total = torch.zeros(keys.shape[0], dtype=sign.dtype, device=sign.device).index_add_(0, inverse, sign)
+    spread = torch.zeros(keys.shape[0], 3, dtype=rows.dtype, device=rows.device).index_add_(
+        0, inverse, normal
+    )
+    count = torch.zeros_like(total).index_add_(0, inverse, torch.ones_like(sign))
+    # |sum of unit normals| / count: ~0 for two anti-parallel faces (a thin wall), ~0.7 for a 90-degree edge.
+    thin_wall = spread.norm(dim=1) < 0.35 * count
     t_min = torch.full_like(total, 2.0).scatter_reduce_(0, inverse, t, reduce="amin")
     nearest = torch.zeros_like(total).index_add_(0, inverse, sign * (t == t_min[inverse]))
-    result = torch.sign(torch.where(total != 0, total, nearest)).to(torch.int8)
+    result = torch.sign(torch.where(total != 0, total, nearest * thin_wall)).to(torch.int8)
     return keys[result != 0], result[result != 0]
 
 
