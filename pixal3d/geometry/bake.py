@@ -15,6 +15,7 @@ Frames and conventions:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -315,11 +316,14 @@ def bake_textures(
     check_texture_size(texture_size)
     if len(mesh.faces) == 0:
         raise InputError("cannot bake textures onto a mesh with no faces")
+    clock = _StageClock()
     vertex_map, faces, uvs = unwrap_uv(mesh, texture_size)
+    clock.lap("unwrap (xatlas)")
     vertices = np.asarray(mesh.vertices, dtype=np.float32)[vertex_map]
     normals = np.asarray(mesh.vertex_normals, dtype=np.float32)[vertex_map]
     tangents = vertex_tangents(vertices, faces, uvs, normals)
     face_id, bary = rasterize_uv(uvs, faces, texture_size)
+    clock.lap("tangents + UV rasterisation")
     mask = face_id >= 0
     fid, w = face_id[mask], bary[mask]  # (M,), (M, 3)
 
@@ -328,6 +332,7 @@ def bake_textures(
     t, b, n = _tangent_frames(normals[corners], tangents[corners], w)
     if fine_mesh is not None:
         fine_face, fine_bary = closest_surface_points(fine_mesh, points)
+        clock.lap("closest points on the fine mesh")
         fine_corners = np.asarray(fine_mesh.faces, dtype=np.int64)[fine_face]  # (M, 3)
         fine_normals = np.asarray(fine_mesh.vertex_normals, dtype=np.float32)[fine_corners]
         fine_normals = _normalize(np.einsum("mc,mcd->md", fine_bary, fine_normals))
@@ -344,6 +349,7 @@ def bake_textures(
         attrs = _sample_in_chunks(sampler, points)
         tangent_space = np.tile(np.array([[0.0, 0.0, 1.0]], dtype=np.float32), (len(points), 1))
 
+    clock.lap("attribute sampling + tangent-space normals")
     source = _nearest_covered(mask)
 
     def to_image(values: np.ndarray) -> np.ndarray:
@@ -352,7 +358,7 @@ def bake_textures(
         return _fill_from(image, source)
 
     metallic_roughness = np.stack([np.ones(len(attrs)), attrs[:, 4], attrs[:, 3]], axis=1)
-    return TexturedMesh(
+    result = TexturedMesh(
         vertices=vertices,
         faces=faces.astype(np.uint32),
         uvs=uvs,
@@ -362,6 +368,8 @@ def bake_textures(
         metallic_roughness=to_image(metallic_roughness),
         normal_map=to_image(tangent_space * 0.5 + 0.5),
     )
+    clock.lap("seam fill")
+    return result
 
 
 def decode_normal_map(mesh: TexturedMesh, face_id: np.ndarray, bary: np.ndarray) -> np.ndarray:
@@ -395,6 +403,18 @@ def _tangent_frames(
     t = _normalize(t - n * np.sum(n * t, axis=1, keepdims=True))
     b = np.cross(n, t) * np.where(tangents[..., 3].sum(axis=1) < 0, -1.0, 1.0)[:, None]
     return t, b, n
+
+
+class _StageClock:
+    """Logs the wall time of each bake stage at DEBUG level (`bench/export_bench.py` reads these records)."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        logger.debug("bake stage %s: %.2f s", stage, now - self._last)
+        self._last = now
 
 
 def _sample_in_chunks(sampler: AttributeSampler, points: np.ndarray) -> np.ndarray:
