@@ -1,9 +1,15 @@
-"""Batched triangle / voxel and triangle / grid-line intersection, in grid units.
+"""Batched triangle / voxel and triangle / grid-edge intersection, in grid units (used by `dual_grid`).
 
-Grid units: a point `g` in `[0, R]^3`; voxel `(i, j, k)` is the unit box `[i, i+1] x [j, j+1] x [k, k+1]` and the
-primal grid edges are the unit segments between integer corners. Every function here works on batches of
-triangles `[M, 3, 3]` (triangle, corner, xyz) with no Python loop over triangles; loops run over a fixed small
-number of planes, axes or polygon slots.
+Grid units: a point `g` in `[0, R]^3` at resolution `R`; voxel `(i, j, k)` is the unit box
+`[i, i+1] x [j, j+1] x [k, k+1]` and the primal grid edges are the unit segments between integer corners.
+Everything here works on batches of triangles `[M, 3, 3]` (triangle, corner, xyz) with no Python loop over
+triangles or voxels; loops run over a fixed small number of axes, corners or regions.
+
+- `subdivide_triangles`: longest-edge bisection to a maximum edge length.
+- `candidate_voxels`, `triangle_box_overlap` (SAT), `closest_point_barycentric`: which voxels a triangle touches
+  and its point nearest each voxel's centre.
+- `grid_line_crossings`, `edge_crossings`, `merge_crossings`: where triangles pierce primal edges, and one sign
+  per crossed edge.
 """
 
 from __future__ import annotations
@@ -176,3 +182,110 @@ def grid_line_crossings(
     # The normal's axis component has the sign of the projected area (b, c, axis is right-handed).
     sign = torch.sign(det[hit]).to(torch.int8)
     return tri_idx, point, sign
+
+
+def grid_keys(coords: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Hash `[N, 3]` integer voxel coords (each in `[0, R)`) to `[N]` int64 `(i * R + j) * R + k`."""
+    coords = coords.long()
+    return (coords[:, 0] * resolution + coords[:, 1]) * resolution + coords[:, 2]
+
+
+def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows with `counts [T]` items each: `(row [K] int64, item [K] int64 in [0, counts[row]))`."""
+    row = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts)
+    start = torch.cumsum(counts, 0) - counts
+    return row, torch.arange(row.shape[0], device=counts.device) - start[row]
+
+
+def candidate_voxels(triangles: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxels each triangle may touch: `(triangle [K] int64, voxel [K, 3] int64)`, a superset for the SAT.
+
+    Columns along the triangle's dominant normal axis `c` over its footprint in the other two axes; in each column
+    only the voxels between the plane's lowest and highest point over the column (clamped to the triangle's extent
+    in `c`), so a large or slanted triangle costs about twice its area in voxels, not its bounding box.
+    """
+    r, device = resolution, triangles.device
+    normal = torch.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0], dim=-1)
+    dom = normal.abs().argmax(dim=1)
+    perm = torch.stack([(dom + 1) % 3, (dom + 2) % 3, dom], dim=1)  # (T, 3): (a, b, c)
+    p = triangles.gather(2, perm[:, None, :].expand(-1, 3, -1))  # coordinates in (a, b, c) order
+    n = normal.gather(1, perm)
+    lo = torch.floor(p.amin(dim=1) - 1e-5).long().clamp(0, r - 1)  # (T, 3)
+    hi = torch.floor(p.amax(dim=1) + 1e-5).long().clamp(0, r - 1)
+    ext = hi[:, :2] - lo[:, :2] + 1
+    tri, item = _expand(ext.prod(dim=1))
+    cell = lo[tri, :2] + torch.stack([item // ext[tri, 1], item % ext[tri, 1]], dim=1)  # (K, 2)
+    # Plane height c(a, b) = (n . p0 - n_a a - n_b b) / n_c at the column's four corners.
+    nt, nc = n[tri], n[tri, 2]
+    flat = nc.abs() > 1e-12
+    offset = (nt * p[tri, 0]).sum(-1)
+    corners = cell[:, None, :].to(p.dtype) + torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], device=device)
+    height = (offset[:, None] - (nt[:, None, :2] * corners).sum(-1)) / nc.where(flat, torch.ones_like(nc))[
+        :, None
+    ]
+    zlo = torch.where(flat, height.amin(1), p[tri, :, 2].amin(1)).clamp(min=p[tri, :, 2].amin(1))
+    zhi = torch.where(flat, height.amax(1), p[tri, :, 2].amax(1)).clamp(max=p[tri, :, 2].amax(1))
+    zlo = torch.floor(zlo - 1e-5).long().clamp(0, r - 1)
+    zhi = torch.floor(zhi + 1e-5).long().clamp(0, r - 1)
+    column, level = _expand((zhi - zlo + 1).clamp(min=0))
+    local = torch.cat([cell[column], (zlo[column] + level)[:, None]], dim=1)  # (K', 3) in (a, b, c) order
+    tri = tri[column]
+    voxel = torch.zeros_like(local).scatter_(1, perm[tri], local)  # back to (x, y, z)
+    return tri, voxel
+
+
+def edge_crossings(sub: torch.Tensor, source: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Crossings of one chunk of sub-triangles with primal grid edges.
+
+    Returns:
+        `[K, 7]` float64 rows `(edge key, source face, sign, t, normal xyz)`: edge key = voxel key of the edge's
+        start corner * 3 + axis, `t` in [0, 1) the crossing's position along the edge, the unit face normal.
+        Edges whose four voxels would leave the grid are dropped.
+    """
+    normal = torch.cross(sub[:, 1] - sub[:, 0], sub[:, 2] - sub[:, 0], dim=-1)
+    normal = normal / normal.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    rows = []
+    for axis in range(3):
+        tri, point, sign = grid_line_crossings(sub, axis)
+        # A crossing within rounding of a grid corner belongs to the edge starting there, whichever side the
+        # arithmetic put it: a face lying on a grid plane then gives one consistent layer of quads.
+        corner = torch.floor(point + 1e-4).long()
+        t = (point[:, axis] - corner[:, axis].to(point.dtype)).clamp(min=0.0)
+        others = [(axis + 1) % 3, (axis + 2) % 3]
+        ok = (corner[:, axis] >= 0) & (corner[:, axis] < resolution)
+        ok &= ((corner[:, others] >= 1) & (corner[:, others] < resolution)).all(dim=1)
+        key = grid_keys(corner[ok], resolution) * 3 + axis
+        columns = [key.double(), source[tri[ok]].double(), sign[ok].double(), t[ok].double()]
+        rows.append(torch.cat([torch.stack(columns, 1), normal[tri[ok]].double()], dim=1))
+    return torch.cat(rows)
+
+
+def merge_crossings(rows: torch.Tensor, num_faces: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sign per crossed edge: `(edge keys [E] int64, sign [E] int8 in {-1, +1})`.
+
+    A face crossing an edge is counted once (a crossing on a shared triangle edge is seen by both sub-triangles),
+    and the edge's sign is the sign of the sum over faces, so an edge entering and leaving a solid within one
+    voxel (near a sharp edge) carries no quad. One tie is kept: two opposite, nearly anti-parallel faces (a
+    wall thinner than a voxel) keep the crossing nearest the edge's start, so thin parts keep one surface
+    instead of vanishing.
+    """
+    edge, face, sign, t = rows[:, 0].long(), rows[:, 1].long(), rows[:, 2], rows[:, 3]
+    pair, first = torch.unique(edge * num_faces + face, return_inverse=True)
+    sign = torch.zeros(pair.shape[0], dtype=sign.dtype, device=sign.device).scatter_(0, first, sign)
+    normal = torch.zeros(pair.shape[0], 3, dtype=rows.dtype, device=rows.device).index_copy_(
+        0, first, rows[:, 4:]
+    )
+    t = torch.full_like(sign, 2.0).scatter_reduce_(0, first, t, reduce="amin")
+    edge = pair // num_faces
+    keys, inverse = torch.unique(edge, return_inverse=True)
+    total = torch.zeros(keys.shape[0], dtype=sign.dtype, device=sign.device).index_add_(0, inverse, sign)
+    spread = torch.zeros(keys.shape[0], 3, dtype=rows.dtype, device=rows.device).index_add_(
+        0, inverse, normal
+    )
+    count = torch.zeros_like(total).index_add_(0, inverse, torch.ones_like(sign))
+    # |sum of unit normals| / count: ~0 for two anti-parallel faces (a thin wall), ~0.7 for a 90-degree edge.
+    thin_wall = spread.norm(dim=1) < 0.35 * count
+    t_min = torch.full_like(total, 2.0).scatter_reduce_(0, inverse, t, reduce="amin")
+    nearest = torch.zeros_like(total).index_add_(0, inverse, sign * (t == t_min[inverse]))
+    result = torch.sign(torch.where(total != 0, total, nearest * thin_wall)).to(torch.int8)
+    return keys[result != 0], result[result != 0]
