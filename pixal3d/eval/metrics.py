@@ -1,4 +1,8 @@
-"""Geometry metrics as pure functions on point sets (volume frame, volume units).
+"""Evaluation metrics as pure functions on tensors: point sets, voxel grids, masks and images.
+
+Geometry works in the volume frame (DESIGN section 2), in volume units; images are `[H, W]` or `[H, W, C]` float
+in [0, 1] (channels last, as `pixal3d.render.RenderOutput`); angles come in radians and FoV errors go out in
+degrees (a report's unit). docs/evaluation.md says how `pixal3d eval` uses each one.
 
 Conventions, shared by the round-trip report and `pixal3d eval`:
 - distances are Euclidean (L2) per point; "Chamfer-L1" is the *mean* (not squared) of those distances,
@@ -10,9 +14,13 @@ Conventions, shared by the round-trip report and `pixal3d eval`:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 import trimesh
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 
@@ -169,3 +177,189 @@ def feature_dihedral_error(
     index = np.where(index >= len(along), len(fold) - 1, index)
     sharpest = fold[index].max(axis=1)
     return torch.from_numpy(np.abs(sharpest - truth_np).astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------------ voxel grids
+def occupancy_grid(coords: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Dense occupancy of sparse voxel coordinates.
+
+    Args:
+        coords: `[N, 3]` (i, j, k) or `[N, 4]` (b, i, j, k) integer voxel coordinates in `[0, resolution)`;
+            the batch column, when present, is ignored (one object).
+        resolution: R.
+
+    Returns:
+        `[R, R, R] bool` on `coords.device`, indexed `[i, j, k]`.
+    """
+    if coords.ndim != 2 or coords.shape[1] not in (3, 4) or coords.is_floating_point():
+        raise ValueError(f"coords must be integer [N, 3] or [N, 4], got {tuple(coords.shape)} {coords.dtype}")
+    ijk = coords[:, -3:].long()
+    if ijk.numel() and (int(ijk.min()) < 0 or int(ijk.max()) >= resolution):
+        raise ValueError(f"coords must lie in [0, {resolution}), got {int(ijk.min())}..{int(ijk.max())}")
+    grid = torch.zeros(resolution, resolution, resolution, dtype=torch.bool, device=coords.device)
+    grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
+    return grid
+
+
+def solid_occupancy(grid: torch.Tensor) -> torch.Tensor:
+    """Fill the cavities that a surface-voxel shell encloses (6-connected flood fill from outside the grid).
+
+    A closed surface becomes its solid; an open one stays a shell. Surface voxels (`mesh_to_voxels`, the
+    decoder's) are one voxel thick, so their IoU alone would punish a half-voxel offset like a miss.
+
+    Args:
+        grid: `[R, R, R] bool`.
+
+    Returns:
+        `[R, R, R] bool` on `grid.device`, a superset of `grid`.
+    """
+    filled = ndimage.binary_fill_holes(grid.detach().cpu().numpy())
+    return torch.from_numpy(filled).to(grid.device)
+
+
+def volume_iou(a: torch.Tensor, b: torch.Tensor, resolution: int = 64, fill: bool = True) -> torch.Tensor:
+    """Intersection over union of two voxel sets on one grid.
+
+    Args:
+        a, b: each either integer coords `[N, 3]` / `[N, 4]` at `resolution` or a dense `[R, R, R] bool` grid.
+        resolution: R of coordinate inputs (dense grids bring their own; both must agree).
+        fill: compare `solid_occupancy` of both (volumes) instead of the raw voxel sets.
+
+    Returns:
+        Scalar float32 tensor in [0, 1]; 1.0 when both are empty.
+    """
+    grids = []
+    for x in (a, b):
+        grid = x if x.dtype == torch.bool and x.ndim == 3 else occupancy_grid(x, resolution)
+        grids.append(solid_occupancy(grid) if fill else grid)
+    ga, gb = grids
+    if ga.shape != gb.shape:
+        raise ValueError(f"grids differ in shape: {tuple(ga.shape)} vs {tuple(gb.shape)}")
+    gb = gb.to(ga.device)
+    union = (ga | gb).sum()
+    if int(union) == 0:
+        return torch.tensor(1.0)
+    return ((ga & gb).sum() / union).float()
+
+
+# ------------------------------------------------------------------------------------------------ images
+def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if a.ndim not in (2, 3):
+        raise ValueError(f"images must be [H, W] or [H, W, C], got {tuple(a.shape)}")
+
+
+def silhouette_iou(alpha_a: torch.Tensor, alpha_b: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """IoU of two masks: coverage `[H, W]` float in [0, 1] (thresholded, `> threshold`) or bool.
+
+    Returns:
+        Scalar float32 tensor in [0, 1]; 1.0 when both masks are empty.
+    """
+    _check_pair(alpha_a, alpha_b)
+    ma = alpha_a if alpha_a.dtype == torch.bool else alpha_a > threshold
+    mb = alpha_b if alpha_b.dtype == torch.bool else alpha_b > threshold
+    union = (ma | mb).sum()
+    if int(union) == 0:
+        return torch.tensor(1.0)
+    return ((ma & mb).sum() / union).float()
+
+
+def _pixel_mask(mask: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
+    """A `[H, W]` bool mask broadcast over the image's channels -> `[H, W(, C)]` bool."""
+    if mask is None:
+        return torch.ones_like(image, dtype=torch.bool)
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"mask must be [H, W] = {tuple(image.shape[:2])}, got {tuple(mask.shape)}")
+    mask = mask.bool()
+    return mask[..., None].expand_as(image) if image.ndim == 3 else mask
+
+
+def mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over all values, or over the pixels where `mask [H, W]` is true (NaN if none)."""
+    _check_pair(a, b)
+    m = _pixel_mask(mask, a)
+    diff = (a.float() - b.float().to(a.device))[m.to(a.device)]
+    return diff.square().mean() if diff.numel() else torch.tensor(float("nan"))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None, max_value: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio `10 log10(max_value^2 / MSE)` in dB.
+
+    Args:
+        a, b: `[H, W]` or `[H, W, C]` float images in `[0, max_value]`.
+        mask: optional `[H, W]` bool, the pixels compared.
+        max_value: the signal's peak.
+
+    Returns:
+        Scalar float32 tensor in dB; +inf for identical images, NaN for an empty mask.
+    """
+    error = mse(a, b, mask)
+    return 10.0 * torch.log10(torch.tensor(max_value**2) / error.cpu())
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """`[size, size] float32` normalised 2D Gaussian (the separable product of two 1D ones)."""
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    window: int = 11,
+    sigma: float = 1.5,
+    max_value: float = 1.0,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) with a Gaussian window, averaged over channels and positions.
+
+    Local means, variances and covariance are Gaussian-weighted over each fully inside window ("valid"
+    positions, no padding); `C1 = (k1 L)^2`, `C2 = (k2 L)^2` with `L = max_value`.
+
+    Args:
+        a, b: `[H, W]` or `[H, W, C]` float images in `[0, max_value]`, `H, W >= window`.
+        window: window side in pixels (odd).
+        sigma: the Gaussian's standard deviation in pixels.
+
+    Returns:
+        Scalar float32 tensor in [-1, 1]; 1 for identical images.
+    """
+    _check_pair(a, b)
+    if min(a.shape[:2]) < window:
+        raise ValueError(f"images must be at least {window} x {window} for SSIM, got {tuple(a.shape[:2])}")
+    x = a.float() if a.ndim == 3 else a.float()[..., None]
+    y = b.float().to(x.device) if b.ndim == 3 else b.float().to(x.device)[..., None]
+    x, y = x.permute(2, 0, 1)[:, None], y.permute(2, 0, 1)[:, None]  # (H, W, C) -> (C, 1, H, W)
+    kernel = gaussian_window(window, sigma).to(x.device)[None, None]  # (1, 1, k, k)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, kernel)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x.square()
+    var_y = blur(y * y) - mu_y.square()
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (k1 * max_value) ** 2, (k2 * max_value) ** 2
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    den = (mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2)
+    return (num / den).mean()
+
+
+def mean_abs_error(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute difference over all values, or over the pixels where `mask [H, W]` is true (NaN if none).
+
+    `pixal3d eval`'s base-colour error: sRGB base colour `[H, W, 3]`, mask = pixels both renders cover.
+    """
+    _check_pair(a, b)
+    m = _pixel_mask(mask, a)
+    diff = (a.float() - b.float().to(a.device))[m.to(a.device)]
+    return diff.abs().mean() if diff.numel() else torch.tensor(float("nan"))
+
+
+def fov_error_degrees(fov: float | torch.Tensor, fov_true: float | torch.Tensor) -> float:
+    """Absolute FoV error `|fov - fov_true|`, both in radians, returned in degrees."""
+    return abs(math.degrees(float(fov) - float(fov_true)))
