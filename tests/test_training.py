@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -220,3 +222,16 @@ def test_flow_objective_on_dense_and_sparse_latents():
     loss, _ = flow_loss(sparse, batch, g)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("name", ["structure_vae_micro", "shape_vae_micro", "texture_vae_micro"])
+def test_micro_configs_train_through_the_loop(tmp_path, name):
+    config = load_config(TrainConfig, CONFIGS / f"{name}.json")
+    config = dataclasses.replace(config, out_dir=str(tmp_path), max_steps=2, log_interval=1)
+    result = train(config)
+    assert result.step == 2 and all(math.isfinite(v) for v in result.metrics.values())
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2]
+    model_config_cls, model_cls = model_classes(config.model)
+    model = model_cls(config_from_dict(model_config_cls, config.model_config))
+    load_weights(model, tmp_path / "checkpoints", group="ema")
