@@ -299,8 +299,130 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------------ eval
+def _add_model_options(p: argparse.ArgumentParser, presets: Sequence[str]) -> None:
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", default=None,
+                        help="'default' (the shipped weights), a folder from save_pretrained, or a hub name "
+                        "(with --allow-download); default: 'default'")
+    source.add_argument("--random-weights", choices=list(presets), default=None,
+                        help="randomly initialised weights of this size instead of trained ones (scores are noise)")
+    p.add_argument("--allow-download", action="store_true", help="allow --model to name a Hugging Face hub repo")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+
+
+def _load_pipeline(args: argparse.Namespace):  # -> Pixal3DPipeline (imported lazily)
+    from pixal3d.pipeline import Pixal3DPipeline
+
+    device = _generate_device(args.device)
+    if args.random_weights is not None:
+        logger.warning("using RANDOM %s weights: the figures measure the data flow, not a model", args.random_weights)
+        pipe = Pixal3DPipeline.from_config(args.random_weights)
+    else:
+        pipe = Pixal3DPipeline.from_pretrained(args.model or "default", allow_download=args.allow_download)
+    return pipe.to(device)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score the pipeline on held-out assets: geometry, silhouettes, renders, FoV; JSON + Markdown report",
+        description="For each held-out asset (mesh files in a folder, or a procedural seed range), render VIEWS "
+        "condition views with known random cameras (FoV 20-60 degrees), run the pipeline with the true FoV and/or "
+        "its own estimate, and compare with the ground truth in the view-aligned volume frame. Writes "
+        "REPORT_DIR/metrics.json, REPORT_DIR/report.md and REPORT_DIR/images/. Metrics: docs/evaluation.md.",
+    )
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", type=Path, default=None, help="folder of held-out .glb/.gltf/.obj files")
+    data.add_argument("--procedural", default=None, metavar="START:END",
+                      help="procedural objects of seeds START..END-1 (pixal3d data procedural)")
+    p.add_argument("--views", type=int, default=4, help="condition views per asset (default 4)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="report folder (created)")
+    _add_model_options(p, ["micro", "tiny"])
+    p.add_argument("--fov-mode", choices=["true", "estimated", "both"], default="both",
+                   help="run the pipeline with the true FoV, its estimated FoV, or both (default both)")
+    p.add_argument("--samples", type=int, default=100_000, help="surface samples per mesh (default 100000)")
+    p.add_argument("--image-size", type=int, default=256,
+                   help="side of the condition image and of the metric renders, pixels (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the views and of the sampling noise (default 0)")
+    p.set_defaults(func=_run_eval)
+
+
+def _procedural_range(text: str) -> tuple[int, int]:
+    try:
+        start, end = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise InputError(f"--procedural must be START:END (integers), got {text!r}") from None
+    return start, end
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from pixal3d.eval.report import evaluate
+    from pixal3d.eval.runner import EvalOptions, folder_assets, procedural_assets
+
+    if args.views < 1 or args.samples < 1 or args.image_size < 16:
+        raise InputError(f"need --views >= 1, --samples >= 1, --image-size >= 16; got {args.views}, "
+                         f"{args.samples}, {args.image_size}")
+    modes = ("true", "estimated") if args.fov_mode == "both" else (args.fov_mode,)
+    options = EvalOptions(views=args.views, samples=args.samples, image_size=args.image_size, fov_modes=modes,
+                          seed=args.seed)
+    assets = folder_assets(args.data) if args.data is not None else procedural_assets(*_procedural_range(args.procedural))
+    pipe = _load_pipeline(args)
+    model = f"random {args.random_weights}" if args.random_weights else (args.model or "default")
+    data = evaluate(pipe, assets, args.output, options, {"model": model, "command": " ".join(sys.argv)})
+    for mode, stats in data["aggregate"].items():
+        f05, cd = stats.get("fscore@0.05", {}).get("mean"), stats.get("chamfer_l1", {}).get("mean")
+        print(f"{mode} FoV: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {f05}, "
+              f"Chamfer-L1 {cd}")
+    print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.md'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- bench
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time and peak memory of each inference stage (warm-up, then the median of several runs)",
+        description="Run the pipeline on a fixed procedural input: one warm-up, then RUNS timed runs; print a "
+        "table of per-stage median times (preprocess, encode, fov, structure, shape, texture, decode, export) and "
+        "peak memory, and write them as JSON.",
+    )
+    _add_model_options(p, ["micro", "tiny"])
+    p.add_argument("--resolution", type=int, default=None,
+                   help="fine voxel resolution; each checkpoint decodes at one (default: the model's)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    p.add_argument("--export", action="store_true", help="also time the GLB export (bake)")
+    p.add_argument("--faces", type=int, default=100_000, help="export face budget (default 100000)")
+    p.add_argument("--texture-size", type=int, default=2048, help="export texture side (default 2048)")
+    p.add_argument("--fov", type=float, default=None,
+                   help="input FoV in DEGREES (default: estimated, so the fov stage does its real work)")
+    p.add_argument("-o", "--output", type=Path, default=Path("bench.json"), help="JSON file (default bench.json)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import math
+
+    from pixal3d.bench import bench_image, format_table, run_bench
+    from pixal3d.config import write_json_atomic
+
+    if args.fov is not None and not 0 < args.fov < 180:
+        raise InputError(f"--fov is in degrees and must be in (0, 180), got {args.fov}")
+    pipe = _load_pipeline(args)
+    pipe.set_progress_bar_config(disable=True)
+    result = run_bench(pipe, bench_image(pipe.settings.image_size), runs=args.runs, warmup=args.warmup,
+                       export=args.export, fov=None if args.fov is None else math.radians(args.fov),
+                       resolution=args.resolution, faces=args.faces, texture_size=args.texture_size)
+    result["model"] = f"random {args.random_weights}" if args.random_weights else (args.model or "default")
+    write_json_atomic(args.output, result)
+    print(format_table(result))
+    print(f"wrote {args.output}")
+    return 0
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_preprocess, _add_convert, _add_data, _add_train, _add_generate
+    _add_preprocess, _add_convert, _add_data, _add_train, _add_generate, _add_eval, _add_bench
 )
 
 

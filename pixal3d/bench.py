@@ -1,0 +1,181 @@
+"""`pixal3d bench`: wall time and peak memory of each inference stage, warm-up then the median of several runs.
+
+Stages (DESIGN section 1): preprocess, encode, fov, structure, shape, texture, decode, export. The first seven are
+the pipeline's own step timings (`Asset.timings`; "fov" is its "camera" step: the FoV head's estimate plus the
+flows' condition), which synchronise CUDA at every step boundary; "export" times `Asset.export` (clean-up,
+simplification, UV bake, GLB) when asked.
+
+Peak memory: on CUDA, `torch.cuda.max_memory_allocated` over one run (reset before each run); on the CPU, the
+process's resident-set high-water mark (`resource.getrusage`, never reset, so it covers loading too).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from pixal3d.errors import InputError
+
+if TYPE_CHECKING:
+    from pixal3d.pipeline import Pixal3DPipeline
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("preprocess", "encode", "fov", "structure", "shape", "texture", "decode", "export")
+"""Benchmark stage names, in pipeline order."""
+STEP_NAMES = {"camera": "fov"}
+"""Pipeline step name (`Asset.timings`) -> stage name, where they differ."""
+
+
+def reset_peak_memory(device: torch.device | str) -> None:
+    """Start a new peak-memory window on a CUDA device (the CPU's RSS high-water mark cannot be reset)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device | str) -> float:
+    """Peak memory in MiB: CUDA `max_memory_allocated` since the last reset, else the process's peak RSS."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def machine_info(device: torch.device | str) -> dict[str, object]:
+    """Where the figures come from: CPU / GPU name, core and thread counts, torch version."""
+    device = torch.device(device)
+    info: dict[str, object] = {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bench_image(size: int = 512) -> np.ndarray:
+    """A fixed input: procedural object 0 rendered by a seeded random camera, preprocessed; `[S, S, 4] uint8`."""
+    from pixal3d.data.procedural import generate
+    from pixal3d.data.samples import make_sample, view_generator
+
+    sample = make_sample(generate(0).scene, view_generator("bench", 0), image_size=size, resolution=64)
+    return sample.image.numpy()
+
+
+def run_bench(
+    pipe: Pixal3DPipeline,
+    image: np.ndarray,
+    runs: int = 5,
+    warmup: int = 1,
+    export: bool = False,
+    fov: float | None = None,
+    seed: int = 0,
+    resolution: int | None = None,
+    faces: int = 100_000,
+    texture_size: int = 2048,
+) -> dict[str, object]:
+    """Time the pipeline on one image: `warmup` untimed calls, then `runs` timed ones.
+
+    Args:
+        pipe: the pipeline, already on its device.
+        image: the input, any form the pipeline takes (e.g. `[S, S, 4] uint8`).
+        runs: timed runs (>= 1); stage times are their medians.
+        warmup: untimed runs first (kernel selection, allocator, caches).
+        export: also time `Asset.export` (written to a temporary folder, then deleted).
+        fov: the input FoV in radians; None runs the FoV head (the "fov" stage's real work).
+        seed: sampling seed (the same in every run).
+        resolution: fine voxel resolution passed to the pipeline (None = the model's own).
+        faces, texture_size: export settings.
+
+    Returns:
+        JSON-ready dict: `stages {name: {"median_s", "min_s", "runs_s"}}` (export `None` unless `export`),
+        `total_median_s`, `peak_memory_mb`, `faces`, `fine_voxels`, `machine`, and the settings.
+    """
+    if runs < 1 or warmup < 0:
+        raise InputError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    times: dict[str, list[float]] = {s: [] for s in STAGES}
+    peaks, totals = [], []
+    asset = None
+    with tempfile.TemporaryDirectory(prefix="pixal3d-bench-") as tmp:
+        for i in range(warmup + runs):
+            reset_peak_memory(pipe.device)
+            asset = pipe(image, fov=fov, seed=seed, resolution=resolution, faces=faces, texture_size=texture_size)
+            timings = {STEP_NAMES.get(k, k): v for k, v in asset.timings.items()}
+            if export:
+                start = time.perf_counter()
+                asset.export(Path(tmp) / "bench.glb")
+                timings["export"] = time.perf_counter() - start
+            peak = peak_memory_mb(pipe.device)
+            logger.info("%s %d: %s", "warm-up" if i < warmup else "run", i, ", ".join(
+                f"{k} {v:.3f} s" for k, v in timings.items()))
+            if i < warmup:
+                continue
+            for name in STAGES:
+                if name in timings:
+                    times[name].append(timings[name])
+            totals.append(sum(timings.values()))
+            peaks.append(peak)
+    stages = {name: (None if not t else {"median_s": statistics.median(t), "min_s": min(t), "runs_s": t})
+              for name, t in times.items()}
+    return {
+        "stages": stages,
+        "total_median_s": statistics.median(totals),
+        "peak_memory_mb": max(peaks),
+        "faces": len(asset.mesh.faces),
+        "fine_voxels": len(asset.voxels),
+        "image_size": pipe.settings.image_size,
+        "fine_resolution": asset.voxels.resolution,
+        "fov_deg": None if fov is None else float(np.degrees(fov)),
+        "runs": runs,
+        "warmup": warmup,
+        "export": {"faces": faces, "texture_size": texture_size} if export else None,
+        "machine": machine_info(pipe.device),
+    }
+
+
+def format_table(result: dict[str, object]) -> str:
+    """A Markdown table of a `run_bench` result: stage, median, min, share of the total."""
+    total = result["total_median_s"]
+    lines = ["| stage | median (s) | min (s) | share |", "|---|---|---|---|"]
+    for name, t in result["stages"].items():
+        if t is None:
+            lines.append(f"| {name} | - | - | - |")
+        else:
+            lines.append(f"| {name} | {t['median_s']:.3f} | {t['min_s']:.3f} | {100 * t['median_s'] / total:.1f} % |")
+    lines.append(f"| **total** | **{total:.3f}** | | |")
+    lines.append("")
+    lines.append(f"peak memory: {result['peak_memory_mb']:.0f} MiB "
+                 f"({'CUDA max allocated' if str(result['machine']['device']).startswith('cuda') else 'process peak RSS'})"
+                 f"; {result['fine_voxels']} fine voxels at R={result['fine_resolution']}, {result['faces']} faces; "
+                 f"median of {result['runs']} runs after {result['warmup']} warm-up")
+    return "\n".join(lines)
