@@ -16,6 +16,7 @@ The few ops the cascade needs, in pure PyTorch (no spconv / torchsparse):
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -103,9 +104,14 @@ class SparseTensor:
     def replace(self, feats: torch.Tensor | None = None, coords: torch.Tensor | None = None) -> SparseTensor:
         """A new tensor with new `feats` (same voxels, the key table is shared) and/or new `coords`."""
         feats = self.feats if feats is None else feats
-        if coords is None:
-            return SparseTensor(self.coords, feats, self.resolution, self.batch_size, self._sorted_keys)
-        return SparseTensor(coords, feats, self.resolution, self.batch_size)
+        if coords is not None:
+            return SparseTensor(coords, feats, self.resolution, self.batch_size)
+        if feats.ndim != 2 or feats.shape[0] != self.coords.shape[0]:
+            raise ValueError(f"feats must be [N={self.coords.shape[0]}, C], got {tuple(feats.shape)}")
+        # Same (already validated) voxels: skip the constructor's checks, which would sync a GPU every call.
+        out = copy.copy(self)
+        out.feats = feats
+        return out
 
     def to(self, *args, **kwargs) -> SparseTensor:
         """Move/cast the features like `Tensor.to`; coordinates follow the device."""

@@ -148,6 +148,15 @@ class FlowCondition:
         return value
 
 
+@dataclass
+class TokenGeometry:
+    """What depends only on where the tokens are: layout (B groups), RoPE `(cos, sin)`, windows (even, odd)."""
+
+    layout: TokenLayout
+    rope: tuple[torch.Tensor, torch.Tensor]
+    windows: list[WindowPlan | None]
+
+
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of `t [B]` in [0, 1] (scaled by 1000) -> `[B, dim]` float32."""
     half = dim // 2
@@ -206,6 +215,7 @@ class FlowTransformer(nn.Module):
         for layer in (self.out_modulation[1], self.output):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self._last_geometry: tuple[object, TokenGeometry] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -224,17 +234,32 @@ class FlowTransformer(nn.Module):
                 got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise ValueError(f"{name} must be [B, {width}, {g}, {g}, {g}], got {got}")
 
-    def _tokens(self, x: torch.Tensor | SparseTensor) -> tuple[torch.Tensor, torch.Tensor, TokenLayout]:
-        """-> packed features `[N, C_in p^3]`, token coordinates `[N, 4] (b, i, j, k)`, layout (B groups)."""
+    def _geometry(self, x: torch.Tensor | SparseTensor) -> TokenGeometry:
+        """Token layout, RoPE angles and window plans of `x`'s tokens, memoised for the last token set.
+
+        Sampling calls the model many times on the same voxels; recomputing these would also sync a GPU.
+        """
+        key = x.coords if isinstance(x, SparseTensor) else (x.shape[0], x.device)
+        last = self._last_geometry
+        if last is not None and (last[0] is key if isinstance(x, SparseTensor) else last[0] == key):
+            return last[1]
+        cfg = self.config
         if isinstance(x, SparseTensor):
-            return x.feats, x.coords, TokenLayout.from_counts(x.counts)
-        b, p = x.shape[0], self.config.patch
-        n = x.shape[2] // p
-        axis = torch.arange(n, device=x.device)
-        grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)  # (g^3, 3)
-        batch = torch.arange(b, device=x.device).repeat_interleave(n**3)
-        coords = torch.cat([batch[:, None], grid.repeat(b, 1)], dim=1)
-        return patchify(x, p), coords, TokenLayout.dense(b, n**3, x.device)
+            coords, layout = x.coords, TokenLayout.from_counts(x.counts)
+        else:
+            b, n = x.shape[0], x.shape[2] // cfg.patch
+            axis = torch.arange(n, device=x.device)
+            grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)  # (g^3, 3)
+            batch = torch.arange(b, device=x.device).repeat_interleave(n**3)
+            coords = torch.cat([batch[:, None], grid.repeat(b, 1)], dim=1)  # (B g^3, 4) raster order
+            layout = TokenLayout.dense(b, n**3, x.device)
+        windows: list[WindowPlan | None] = [None, None]
+        if cfg.attention == "window":
+            windows = [window_plan(coords, layout.counts, cfg.window_size, shift) for shift in (False, True)]
+        rope = rope_angles(coords[:, 1:], cfg.dim // cfg.heads, cfg.rope_base)
+        geometry = TokenGeometry(layout=layout, rope=rope, windows=windows)
+        self._last_geometry = (key, geometry)
+        return geometry
 
     def _lift(self, x: torch.Tensor | SparseTensor, cond: FlowCondition) -> torch.Tensor:
         """Lifted features per token `[N, lift_dim]`, averaged over the condition's views (cached when sampling)."""
@@ -315,8 +340,9 @@ class FlowTransformer(nn.Module):
         self._check(x_t, cfg.in_channels, "x_t")
         if (concat is None) != (cfg.cond_channels == 0):
             raise ValueError(f"concat is required iff cond_channels > 0 (cond_channels={cfg.cond_channels})")
-        tokens, coords, layout = self._tokens(x_t)
-        batch = layout.groups
+        tokens = x_t.feats if isinstance(x_t, SparseTensor) else patchify(x_t, cfg.patch)
+        geometry = self._geometry(x_t)
+        layout, batch = geometry.layout, geometry.layout.groups
         if concat is not None:
             self._check(concat, cfg.cond_channels, "concat")
             extra = concat.feats if isinstance(concat, SparseTensor) else patchify(concat, cfg.patch)
@@ -326,14 +352,9 @@ class FlowTransformer(nn.Module):
         context, lifted = self._conditioning(x_t, cond, layout, batch)
         t_emb = self.time_embed(timestep_embedding(t).to(tokens.dtype))  # (B, C)
         block_t = self.shared_modulation(t_emb) if self.shared_modulation is not None else t_emb
-        rope = rope_angles(coords[:, 1:], cfg.dim // cfg.heads, cfg.rope_base)
-        windows: list[WindowPlan | None] = [None, None]
-        if cfg.attention == "window":
-            windows = [window_plan(coords, layout.counts, cfg.window_size, shift) for shift in (False, True)]
-
         h = self.input(tokens)  # (N, C_in p^3) -> (N, C)
         for i, block in enumerate(self.blocks):
-            h = block(h, block_t, layout, context, lifted, rope, windows[i % 2])
+            h = block(h, block_t, layout, context, lifted, geometry.rope, geometry.windows[i % 2])
         out_mod = self.out_modulation(t_emb)  # (B, 2C)
         shift, scale = (out_mod[layout.group_index] if batch > 1 else out_mod).chunk(2, dim=-1)
         out = self.output(modulate(self.out_norm(h), shift, scale))  # (N, C) -> (N, C_in p^3)
