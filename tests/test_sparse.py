@@ -105,3 +105,9 @@ def test_sparse_conv_backward_and_chunks():
     full = SparseConv3d(3, 2, kernel_size=3)
     full.load_state_dict(conv.state_dict())
     assert torch.allclose(full(x).feats, conv(x).feats, atol=1e-6)
+
+
+def test_replace_checks_the_row_count():
+    x, _ = random_sparse()
+    with pytest.raises(ValueError, match="feats must be"):
+        x.replace(feats=torch.zeros(x.coords.shape[0] + 1, 2))
