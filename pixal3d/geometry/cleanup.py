@@ -90,14 +90,16 @@ def fill_small_holes(mesh: trimesh.Trimesh, max_hole_edges: int = 32) -> trimesh
     Returns:
         A new mesh: the input faces followed by the filling faces; one new vertex per filled hole.
     """
-    edges = mesh.edges_sorted
+    edges = np.asarray(mesh.edges, dtype=np.int64)  # (3F, 2) directed, as in the faces
     if len(edges) == 0:
         return mesh.copy()
-    _, inverse, counts = np.unique(edges, axis=0, return_inverse=True, return_counts=True)
-    boundary = mesh.edges[counts[inverse.reshape(-1)] == 1]  # (E_b, 2) directed a -> b as in its face
+    n_vert = len(mesh.vertices)
+    # One int64 key per undirected edge: a 1-D unique is ~10x faster than np.unique(axis=0) on rows.
+    key = np.minimum(edges[:, 0], edges[:, 1]) * n_vert + np.maximum(edges[:, 0], edges[:, 1])
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    boundary = edges[counts[inverse] == 1]  # (E_b, 2) directed a -> b as in its face
     if len(boundary) == 0:
         return mesh.copy()
-    n_vert = len(mesh.vertices)
     out_deg = np.bincount(boundary[:, 0], minlength=n_vert)
     in_deg = np.bincount(boundary[:, 1], minlength=n_vert)
     graph = scipy.sparse.coo_matrix(
