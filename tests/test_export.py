@@ -264,6 +264,20 @@ def test_tangents_are_unit_orthogonal_with_signed_w() -> None:
     assert set(np.unique(w)) <= {-1.0, 1.0}
 
 
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_tangents_follow_gltf_convention(mirrored: bool) -> None:
+    """glTF: T along +u, B = cross(N, T) * w points up in the image (-v), so +Y in the normal map is image-up."""
+    vertices = np.array([[-0.5, -0.5, 0], [0.5, -0.5, 0], [0.5, 0.5, 0], [-0.5, 0.5, 0]], dtype=np.float32)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    u = 0.5 - vertices[:, 0] if mirrored else vertices[:, 0] + 0.5
+    uvs = np.stack([u, 0.5 - vertices[:, 1]], axis=1)  # image up (v decreasing) = world +y
+    normals = np.tile([[0.0, 0.0, 1.0]], (4, 1))
+    tangents = bake.vertex_tangents(vertices, faces, uvs, normals)
+    np.testing.assert_allclose(tangents[:, :3], [[-1.0 if mirrored else 1.0, 0, 0]] * 4, atol=1e-6)
+    bitangent = np.cross(normals, tangents[:, :3]) * tangents[:, 3:]
+    np.testing.assert_allclose(bitangent, [[0, 1.0, 0]] * 4, atol=1e-6)
+
+
 def test_write_glb_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mesh = bake.bake_textures(trimesh.creation.icosphere(subdivisions=1, radius=0.4), constant_sampler, 256)
     target = tmp_path / "x.glb"
@@ -331,6 +345,7 @@ TRIANGLE = "v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\n"
         ("empty", {}, "no triangles"),
         ("nan", {}, "NaN"),
         ("missing_texture", {}, "do not exist"),
+        ("missing_buffer", {}, "do not exist"),
         ("ok", {"resolution": 100}, "resolution"),
         ("ok", {"faces": 2}, "face budget"),
         ("ok", {"texture_size": 100}, "texture size"),
@@ -348,6 +363,12 @@ def test_bad_input_raises_and_leaves_no_file(tmp_path: Path, case: str, kwargs: 
         "nan": lambda: write_obj(src / "a.obj", "v 0 0 0\nv nan 0 0\nv 0 1 0\n"),
         "missing_texture": lambda: write_obj(
             src / "a.obj", TRIANGLE, "f 1/1 2/2 3/3\n", mtl="newmtl skin\nmap_Kd skin.png\n"
+        ),
+        "missing_buffer": lambda: (
+            (src / "a.gltf").write_text(
+                '{"asset": {"version": "2.0"}, "buffers": [{"uri": "a.bin", "byteLength": 36}]}'
+            )
+            and src / "a.gltf"
         ),
         "ok": lambda: write_obj(src / "a.obj", TRIANGLE),
     }

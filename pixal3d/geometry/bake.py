@@ -95,6 +95,10 @@ def unwrap_uv(mesh: trimesh.Trimesh, texture_size: int) -> tuple[np.ndarray, np.
     pack.padding = 2
     pack.bilinear = True
     atlas.generate(chart, pack)
+    # With texels_per_unit left at 0, xatlas sizes one atlas near `resolution` (it may exceed it); UVs are then
+    # normalised to that atlas, so several atlases would overlap in [0, 1]^2.
+    if atlas.atlas_count != 1:
+        raise RuntimeError(f"xatlas produced {atlas.atlas_count} atlases; expected one")
     vertex_map, out_faces, uvs = atlas[0]
     logger.debug(
         "xatlas: %d charts, %d atlases, utilisation %.2f",

@@ -16,6 +16,7 @@ import re
 import time
 from functools import partial
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import trimesh
@@ -239,7 +240,7 @@ def referenced_files(path: Path) -> list[Path]:
             for item in doc.get(key, [])
             if isinstance(item, dict)
         ]
-        return [path.parent / _unquote(u) for u in uris if isinstance(u, str) and not u.startswith("data:")]
+        return [path.parent / unquote(u) for u in uris if isinstance(u, str) and not u.startswith("data:")]
     return []
 
 
@@ -255,12 +256,6 @@ def _statements(path: Path, keywords: tuple[str, ...]) -> list[str]:
         rest = re.sub(r"^(-\w+(\s+(on|off|[-+]?[\d.]+))*\s+)+", "", rest)
         names.append(rest.replace("\\", "/"))
     return names
-
-
-def _unquote(uri: str) -> str:
-    from urllib.parse import unquote
-
-    return unquote(uri)
 
 
 def _check_readable(path: Path) -> None:
