@@ -1,0 +1,44 @@
+"""Serving the pipeline: a REST server (`rest.py`, extra `serve`) and a Gradio demo (`demo.py`, extra `demo`).
+
+Both are thin callers of `Pixal3DPipeline`. Neither builds a pipeline at import: each takes a `pipeline_factory`
+(a zero-argument callable, e.g. `functools.partial(build_pipeline, random_weights="micro")`) and calls it when the
+app starts. `progress.py` follows a running pipeline call stage by stage (for progress reports, cancellation and
+time limits) and `jobs.py` owns the REST server's queue, worker thread and results folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Literal
+
+from pixal3d.errors import InputError
+from pixal3d.pipeline import Pixal3DPipeline
+
+logger = logging.getLogger(__name__)
+
+
+def build_pipeline(
+    model: str | os.PathLike | None = None,
+    random_weights: Literal["micro", "tiny"] | None = None,
+    allow_download: bool = False,
+    device: str = "cpu",
+) -> Pixal3DPipeline:
+    """The pipeline a server or demo runs: trained weights (`model`, default "default") or random ones.
+
+    Args:
+        model: "default", a folder from `save_pretrained`, or a hub name (with `allow_download`).
+        random_weights: "micro" or "tiny": randomly initialised weights of that size instead (no trained weights
+            ship yet); exclusive with `model`.
+        allow_download: allow `model` to name a Hugging Face hub repo.
+        device: "cpu", "cuda" or "cuda:N".
+    """
+    if model is not None and random_weights is not None:
+        raise InputError("give either a model or random_weights, not both")
+    if random_weights is not None:
+        logger.warning("using RANDOM %s weights: results show the data flow, not real shapes", random_weights)
+        pipe = Pixal3DPipeline.from_config(random_weights)
+    else:
+        pipe = Pixal3DPipeline.from_pretrained(model or "default", allow_download=allow_download)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
