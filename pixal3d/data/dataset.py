@@ -1,0 +1,167 @@
+"""Feeding training: `ShardDataset` (samples stored by `pixal3d.data.shards`) and `ProceduralStream` (on the fly).
+
+`ShardDataset` is a map-style dataset over every index of a data folder, in a fixed order (unit id, then view);
+item `i` is a `Sample`. A missing or corrupt shard or tensor raises `InputError` naming the sample id and file.
+
+`ProceduralStream` is an endless `IterableDataset` of procedural samples, so a fresh machine trains without stored
+data. Stream position `n` (per rank) maps to global item `g = n * world_size + rank`, asset seed
+`seed_offset + g // views` and view `g % views`. DataLoader worker `w` of `W` makes the positions
+`n = start + w, start + w + W, ...`; with `batch_size=None` (the training loop batches) the loader interleaves
+workers round-robin, so the consumer sees positions `start, start + 1, ...` in order. Every sample carries its
+`stream_index`; after consuming sample `x`, `stream.consumed(x)` (or `load_state_dict({"next_index": ...})` in a
+fresh process) makes the next iteration resume at `x.stream_index + 1`, in any process and worker count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from pixal3d.data.samples import Sample, ViewDoesNotFitError, make_sample, view_generator
+from pixal3d.data.shards import FIELDS, SHARD_FORMAT, SampleOptions, read_indexes, sample_from_tensors
+from pixal3d.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+class ShardDataset(Dataset):
+    """The samples of a data folder written by `write_shards` (all ranks' indexes)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        indexes = read_indexes(self.root)
+        if not indexes:
+            raise InputError(f"{self.root}: no index*.json; write samples with `pixal3d data generate -o DIR`")
+        entries = []
+        for _, index in indexes:
+            for unit_id, unit in index["units"].items():
+                for scalars in unit.get("samples", []):
+                    entries.append((unit_id, int(scalars["view"]), unit["shard"], scalars))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        self._entries = [(shard, scalars) for _, _, shard, scalars in entries]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def sample_id(self, index: int) -> str:
+        """`"<asset_id>/<view>"` of item `index`."""
+        _, scalars = self._entries[index]
+        return f"{scalars['asset_id']}/{scalars['view']}"
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        shard, scalars = self._entries[index]
+        path, key = self.root / shard, str(scalars["key"])
+        name = f"sample {self.sample_id(index)} (item {index}, {path})"
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                if (handle.metadata() or {}).get("format") != SHARD_FORMAT:
+                    raise ValueError("not a pixal3d samples shard")
+                names = set(handle.keys())
+                tensors = {f"{key}.{f}": handle.get_tensor(f"{key}.{f}") for f in FIELDS if f"{key}.{f}" in names}
+            return sample_from_tensors(tensors, scalars, key)
+        except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as err:
+            raise InputError(f"{name} is unreadable: {err}; regenerate its shard (delete the unit from the "
+                             "index and rerun `pixal3d data generate`)") from err
+
+
+class ProceduralStream(IterableDataset):
+    """Endless procedural samples made in the loader's workers; see the module docstring for the split.
+
+    Args:
+        options: image size, resolutions, data seed.
+        views: views per asset.
+        seed_offset: first asset seed.
+        rank, world_size: this DDP rank's share; None reads `torch.distributed` (0 / 1 when not initialised).
+        device: where rendering and voxelisation run (a worker on a GPU machine may use "cuda").
+        limit: stop after this many positions per rank (None: endless).
+    """
+
+    def __init__(
+        self,
+        options: SampleOptions | None = None,
+        views: int = 4,
+        seed_offset: int = 0,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        device: str = "cpu",
+        limit: int | None = None,
+    ) -> None:
+        super().__init__()
+        dist = torch.distributed
+        ready = dist.is_available() and dist.is_initialized()
+        self.rank = rank if rank is not None else (dist.get_rank() if ready else 0)
+        self.world_size = world_size if world_size is not None else (dist.get_world_size() if ready else 1)
+        if views < 1 or seed_offset < 0 or not (0 <= self.rank < self.world_size):
+            raise InputError(f"need views >= 1, seed_offset >= 0, 0 <= rank < world_size; got {views}, "
+                             f"{seed_offset}, rank {self.rank} of {self.world_size}")
+        self.options = options if options is not None else SampleOptions()
+        self.views, self.seed_offset, self.device, self.limit = views, seed_offset, device, limit
+        self.next_index = 0
+
+    def item(self, position: int) -> tuple[int, int]:
+        """`(asset seed, view)` of this rank's stream position."""
+        g = position * self.world_size + self.rank
+        return self.seed_offset + g // self.views, g % self.views
+
+    def make(self, position: int) -> Sample:
+        """The sample at a stream position (deterministic: the same position gives the same bytes)."""
+        from pixal3d.data.procedural import generate
+
+        seed, view = self.item(position)
+        asset_id = f"proc-{seed:08d}"
+        try:
+            sample = make_sample(
+                generate(seed).scene, view_generator(asset_id, view, self.options.seed), self.options.image_size,
+                self.options.resolution, self.options.coarse, asset_id=asset_id, view=view, device=self.device,
+            )
+        except ViewDoesNotFitError as err:
+            # Still deterministic: the same position always fails, and its replacement is the next view seed.
+            logger.warning("%s; drawing view %d with another view seed", err, view)
+            sample = make_sample(
+                generate(seed).scene, view_generator(asset_id, view, self.options.seed + 1),
+                self.options.image_size, self.options.resolution, self.options.coarse, asset_id=asset_id,
+                view=view, device=self.device,
+            )
+        sample.stream_index = position
+        return sample
+
+    def __iter__(self) -> Iterator[Sample]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        position = self.next_index + worker
+        while self.limit is None or position < self.limit:
+            sample = self.make(position)
+            if info is None:
+                self.next_index = position + 1
+            yield sample
+            position += workers
+
+    def consumed(self, sample: Sample) -> None:
+        """Record that the training loop took `sample`: the next iteration starts after it."""
+        self.next_index = sample.stream_index + 1
+
+    def state_dict(self) -> dict[str, object]:
+        """The data position and the settings it depends on (JSON-able; goes in the checkpoint)."""
+        return {"next_index": self.next_index, "views": self.views, "seed_offset": self.seed_offset,
+                "world_size": self.world_size, "options": json.loads(json.dumps(self.options.__dict__))}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Resume at `state["next_index"]`; the settings must match (else the positions mean other samples)."""
+        mine = self.state_dict()
+        for key in ("views", "seed_offset", "world_size", "options"):
+            if state.get(key) != mine[key]:
+                raise InputError(f"stream state has {key}={state.get(key)!r}, this stream {mine[key]!r}; resume "
+                                 "with the same data settings")
+        self.next_index = int(state["next_index"])

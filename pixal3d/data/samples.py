@@ -1,0 +1,284 @@
+"""View-aligned training samples (DESIGN sections 2 and 7): asset -> render -> preprocess -> align -> voxelise.
+
+A sample is exactly what inference sees. The asset (any frame, y up) is rendered by a camera aimed so that its
+2D bounding box is centred (`pixal3d.render.sample_view`, FoV uniform in 10-70 degrees, random direction); the
+RGBA render goes through the *same* `preprocess_image` as user images (background "none": the render has
+alpha); the crop's FoV is `fov_of_crop(fov, S, crop_side)`; and the asset is moved into the canonical volume
+frame of that crop camera (`view_alignment`): camera at `(0, 0, d)`, `d = 0.5 / tan(fov / 2)`, looking down
+`-z`, so that every asset point lands on the pixel of the sample image where the render showed it.
+
+Aim depth (the world depth that becomes the volume origin, hence `scale = d / aim_depth`): the middle of the
+asset's depth range along the optical axis, which centres the asset in `z`. Scaling about the camera centre
+keeps every pixel, so when the middle does not fit the cube the scale is clamped into the interval where the
+asset fits (with a half-voxel margin); a view with no such scale (a wide FoV on a deep asset) is re-drawn and
+counted in `Sample.redraws`.
+
+The fine voxels (`mesh_to_voxels` at `R_hr`) and the coarse occupancy (fine coords integer-divided by
+`R_hr / coarse`) are in that volume frame. Images are `[S, S, 4] uint8`, RGB composited on black, A the mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import trimesh
+from PIL import Image
+
+from pixal3d.camera import Camera, fov_of_crop, view_alignment
+from pixal3d.errors import InputError
+from pixal3d.geometry.dual_grid import check_resolution, mesh_to_voxels, voxels_to_mesh
+from pixal3d.geometry.voxels import SparseVoxels
+from pixal3d.preprocess import preprocess_image
+from pixal3d.render import RenderMesh, mesh_from_trimesh, random_lighting, render_mesh, sample_view
+
+logger = logging.getLogger(__name__)
+
+MAX_REDRAWS = 32
+"""Views drawn per sample before giving up (an asset no view fits in the cube is a bad asset)."""
+
+
+class ViewDoesNotFitError(InputError):
+    """No drawn view put the whole asset inside the volume cube."""
+
+
+@dataclass(eq=False)
+class Sample:
+    """One view-aligned training sample.
+
+    Attributes:
+        image: `[S, S, 4] uint8` preprocessed RGBA (RGB premultiplied on black, A the object mask).
+        fov: horizontal FoV of the crop camera, radians.
+        distance: camera distance `d = 0.5 / tan(fov / 2)` from the volume origin.
+        scale: asset-frame length -> volume length.
+        voxels: fine `SparseVoxels` at `R_hr`, volume frame.
+        coarse: `[M, 3] int32` occupied coarse voxels (unique, sorted by key) at `coarse_resolution`.
+        coarse_resolution: the coarse grid's `R` (64 by default).
+        to_volume: `[4, 4] float64` asset frame -> volume frame (a similarity).
+        asset_id: the asset's id, e.g. "proc-00000012" or a mesh file's stem.
+        view: the view index within the asset.
+        redraws: views drawn and rejected (asset left the cube) before this one.
+        center_offset: `(du, dv)` source pixels between the crop centre and the principal point; the residual of
+            the aim (sub-pixel: the crop is centred on an integer-pixel bounding box).
+        stream_index: position in an on-the-fly stream (`ProceduralStream`), -1 otherwise.
+    """
+
+    image: torch.Tensor
+    fov: float
+    distance: float
+    scale: float
+    voxels: SparseVoxels
+    coarse: torch.Tensor
+    coarse_resolution: int
+    to_volume: torch.Tensor
+    asset_id: str
+    view: int
+    redraws: int = 0
+    center_offset: tuple[float, float] = (0.0, 0.0)
+    stream_index: int = -1
+
+    @property
+    def camera(self) -> Camera:
+        """The inference camera of this sample: `Camera(fov, size=S)` at the default distance."""
+        return Camera(fov=self.fov, size=int(self.image.shape[0]))
+
+    @property
+    def sample_id(self) -> str:
+        """`"<asset_id>/<view>"`, unique within a data set."""
+        return f"{self.asset_id}/{self.view}"
+
+
+def view_generator(asset_id: str, view: int, seed: int = 0) -> torch.Generator:
+    """A CPU generator seeded from `(asset_id, view, seed)` by SHA-256: stable across runs, processes and ranks."""
+    digest = hashlib.sha256(f"{seed}:{asset_id}:{view}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def coarse_coords(coords: torch.Tensor, resolution: int, coarse: int) -> torch.Tensor:
+    """Occupied coarse voxels `[M, 3] int32` of fine coords `[N, 3]` at `resolution`: integer division, unique."""
+    if resolution % coarse:
+        raise InputError(f"coarse resolution {coarse} must divide the fine resolution {resolution}")
+    if coords.shape[0] == 0:
+        return torch.zeros(0, 3, dtype=torch.int32)
+    c = coords.long() // (resolution // coarse)
+    keys = torch.unique((c[:, 0] * coarse + c[:, 1]) * coarse + c[:, 2])
+    return torch.stack([keys // (coarse * coarse), (keys // coarse) % coarse, keys % coarse], dim=1).to(torch.int32)
+
+
+def fit_scale(points_cam: torch.Tensor, distance: float, limit: float) -> float | None:
+    """The volume scale for camera-frame points, or None when no scale fits them in `[-limit, limit]^3`.
+
+    A point `p` (camera frame, `-z` forward) lands at `s * p + (0, 0, d)`; each axis bounds `s` by a linear
+    inequality, so the feasible scales form an interval. The preferred scale puts the middle of the depth
+    range on the origin; it is clamped into the interval.
+
+    Args:
+        points_cam: `[N, 3] float64` asset points in the (OpenGL) camera frame.
+        distance: `d`, the canonical camera's distance.
+        limit: half-side of the allowed box (0.5 minus a margin).
+    """
+    depth = -points_cam[:, 2]
+    if float(depth.min()) <= 0:
+        return None
+    lo = (distance - limit) / float(depth.min())
+    hi = (distance + limit) / float(depth.max())
+    lateral = float(points_cam[:, :2].abs().max())
+    if lateral > 0:
+        hi = min(hi, limit / lateral)
+    if lo > hi:
+        return None
+    preferred = distance / (0.5 * float(depth.min() + depth.max()))
+    return min(max(preferred, lo), hi)
+
+
+def _used_points(mesh: RenderMesh) -> torch.Tensor:
+    return mesh.vertices[torch.unique(mesh.faces.flatten())].detach().to("cpu", torch.float64)
+
+
+def _aligned_scene(scene: trimesh.Scene | trimesh.Trimesh, to_volume: torch.Tensor) -> trimesh.Scene:
+    aligned = scene.copy()
+    aligned.apply_transform(to_volume.numpy())
+    return aligned
+
+
+def make_sample(
+    scene: trimesh.Scene | trimesh.Trimesh,
+    generator: torch.Generator,
+    image_size: int = 512,
+    resolution: int = 256,
+    coarse: int = 64,
+    *,
+    asset_id: str = "asset",
+    view: int = 0,
+    device: torch.device | str = "cpu",
+    render_mesh_cache: RenderMesh | None = None,
+    max_redraws: int = MAX_REDRAWS,
+) -> Sample:
+    """Render, preprocess, align and voxelise one view of an asset (module docstring).
+
+    Args:
+        scene: the asset (any frame and units, +y up), e.g. `generate(seed).scene` or a loaded GLB.
+        generator: CPU generator for the view and lighting (`view_generator(asset_id, view)`); same state, same
+            sample, byte for byte.
+        image_size: `S`, the sample image side.
+        resolution: `R_hr`, one of `pixal3d.geometry.dual_grid.RESOLUTIONS`.
+        coarse: coarse occupancy resolution; must divide `resolution`.
+        asset_id: stored in the sample.
+        view: view index, stored in the sample.
+        device: where rendering and voxelisation run; the sample is returned on the CPU.
+        render_mesh_cache: the scene already converted by `mesh_from_trimesh` (on `device`), to skip the
+            conversion when drawing several views of one asset.
+        max_redraws: views drawn before `ViewDoesNotFitError`.
+
+    Returns:
+        The `Sample` (CPU tensors).
+
+    Raises:
+        ViewDoesNotFitError: no view within `max_redraws` fitted the cube.
+        InputError: an asset without faces, a bad size or resolution.
+    """
+    check_resolution(resolution)
+    if not (isinstance(coarse, int) and coarse > 0 and resolution % coarse == 0):
+        raise InputError(f"coarse must be a positive divisor of resolution {resolution}, got {coarse!r}")
+    mesh = render_mesh_cache if render_mesh_cache is not None else mesh_from_trimesh(scene, device=device)
+    points = _used_points(mesh)
+    limit = 0.5 - 0.5 / resolution
+    for attempt in range(max_redraws):
+        drawn = sample_view(generator, points, size=image_size)
+        lighting = random_lighting(generator)
+        rgba = render_mesh(mesh, drawn.camera, lighting).rgba_uint8().numpy()
+        pre = preprocess_image(rgba, size=image_size, background="none")
+        x0, y0, side = pre.crop
+        fov = fov_of_crop(drawn.camera.fov, image_size, side)
+        d = 0.5 / math.tan(fov / 2)
+        c2w = drawn.camera.c2w()
+        points_cam = (points - c2w[:3, 3]) @ c2w[:3, :3]  # asset -> camera axes
+        scale = fit_scale(points_cam, d, limit)
+        if scale is None:
+            logger.debug("%s view %d: draw %d leaves the cube (fov %.1f deg); re-drawing",
+                         asset_id, view, attempt, math.degrees(fov))
+            continue
+        alignment = view_alignment(c2w, fov, d / scale, size=image_size)
+        voxels = mesh_to_voxels(_aligned_scene(scene, alignment.to_volume), resolution, device=device).to("cpu")
+        offset = (x0 + side / 2 - image_size / 2, y0 + side / 2 - image_size / 2)
+        return Sample(
+            image=torch.from_numpy(np.asarray(pre.image, dtype=np.uint8).copy()),
+            fov=fov,
+            distance=d,
+            scale=alignment.scale,
+            voxels=voxels,
+            coarse=coarse_coords(voxels.coords, resolution, coarse),
+            coarse_resolution=coarse,
+            to_volume=alignment.to_volume,
+            asset_id=asset_id,
+            view=view,
+            redraws=attempt,
+            center_offset=offset,
+        )
+    raise ViewDoesNotFitError(
+        f"{asset_id} view {view}: no view out of {max_redraws} fits the asset in the volume cube; "
+        "the asset may be degenerate (e.g. a long thin rod) or not normalised"
+    )
+
+
+def voxel_silhouette(voxels: SparseVoxels, camera: Camera, supersample: int = 2) -> torch.Tensor:
+    """Coverage `[S, S] float32` of the voxels' dual-grid mesh rasterised by `camera` (the IoU check)."""
+    mesh = voxels_to_mesh(voxels)
+    if len(mesh.faces) == 0:
+        return torch.zeros(camera.size, camera.size)
+    render = RenderMesh(
+        vertices=torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32),
+        faces=torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64),
+    )
+    return render_mesh(render, camera, supersample=supersample).alpha
+
+
+def silhouette_iou(alpha: torch.Tensor, coverage: torch.Tensor, threshold: float = 0.5) -> float:
+    """IoU of two `[S, S]` masks (floats in [0, 1], thresholded at `threshold`)."""
+    a, b = alpha > threshold, coverage > threshold
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 1.0
+
+
+def voxel_views(voxels: SparseVoxels) -> list[torch.Tensor]:
+    """Orthographic splats of the voxels' base colour seen from +z (front), +x (right) and +y (top).
+
+    Each view is `[R, R, 3] uint8`: the nearest voxel per pixel, its sRGB base colour (grey without attrs) darkened
+    with depth; empty pixels are white. Front: right = +x, up = +y; right: right = -z, up = +y; top: right = +x,
+    up = -z.
+    """
+    r = voxels.resolution
+    c = voxels.coords.long()
+    colour = voxels.attrs[:, :3].float() if voxels.attrs is not None else torch.full((len(voxels), 3), 0.7)
+    i, j, k = c[:, 0], c[:, 1], c[:, 2]
+    layouts = (
+        (i, r - 1 - j, k),  # front: (u, v, nearness)
+        (r - 1 - k, r - 1 - j, i),  # right
+        (i, k, j),  # top
+    )
+    views = []
+    for u, v, near in layouts:
+        pixel = v * r + u
+        best = torch.full((r * r,), -1, dtype=torch.long).scatter_reduce(0, pixel, near, reduce="amax")
+        front = near == best[pixel]
+        shade = 0.55 + 0.45 * (near[front].float() + 0.5) / r
+        image = torch.ones(r * r, 3)
+        image[pixel[front]] = colour[front] * shade[:, None]
+        views.append((image.view(r, r, 3).clamp(0, 1) * 255 + 0.5).to(torch.uint8))
+    return views
+
+
+def sample_sheet(sample: Sample, tile: int = 256) -> Image.Image:
+    """The sample's image (composited on grey) beside its voxels seen from the front, right and top: one RGB row."""
+    rgba = sample.image.float() / 255.0
+    grey = rgba[..., :3] + (1.0 - rgba[..., 3:4]) * 0.5  # premultiplied colour over grey
+    tiles = [Image.fromarray((grey * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy())]
+    tiles += [Image.fromarray(v.numpy()) for v in voxel_views(sample.voxels)]
+    sheet = Image.new("RGB", (tile * len(tiles), tile), "white")
+    for n, t in enumerate(tiles):
+        sheet.paste(t.resize((tile, tile), Image.Resampling.NEAREST), (n * tile, 0))
+    return sheet

@@ -1,0 +1,385 @@
+"""Samples on disk: safetensors shards + JSON index, written resumably by parallel worker processes.
+
+Layout of a data folder `DIR`:
+- `DIR/shards/<unit>.safetensors`: one shard per work unit (one asset, a range of views). Tensors are named
+  `<view>.<field>` with fields `image [S, S, 4] uint8`, `coords [N, 3] int32`, `vertex [N, 3] float32`,
+  `edges [N, 3] int8`, `attrs [N, 6] float32`, `coarse [M, 3] int32`, `to_volume [4, 4] float64`; the
+  safetensors metadata holds `format = "pixal3d.samples"`, `version = "1"` and `samples`, a JSON list of each
+  view's scalars (asset_id, view, fov (radians), distance, scale, resolution, coarse_resolution, redraws,
+  center_offset).
+- `DIR/index.json` (or `DIR/index.rank<r>.json` for rank `r` of several): the JSON index. `options` (image size,
+  resolutions, seed) and `units`: unit id -> `{"shard": relative path, "samples": [scalars...]}` for written
+  units, or `{"skipped": reason}` for bad inputs (so a resumed run does not retry them).
+- `DIR/summary.json` (`summary.rank<r>.json`): the last run's counts and reasons.
+
+Resume: a unit already in any index of `DIR` is not redone; a shard written but not yet indexed (an interrupted
+run) is simply written again under the same name, so samples are never duplicated. Every file is written to a
+temporary name and renamed. Ranks split the units by index modulo the world size; within a rank, units run in
+`workers` processes ('spawn' start method) and only the parent writes the index.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from pixal3d.data.samples import Sample, make_sample, view_generator
+from pixal3d.errors import InputError
+from pixal3d.geometry.voxels import SparseVoxels
+
+logger = logging.getLogger(__name__)
+
+SHARD_FORMAT = "pixal3d.samples"
+INDEX_FORMAT = "pixal3d.samples.index"
+FORMAT_VERSION = "1"
+FIELDS = ("image", "coords", "vertex", "edges", "attrs", "coarse", "to_volume")
+
+
+# ------------------------------------------------------------------------------------------- units, options
+@dataclass(frozen=True)
+class WorkUnit:
+    """One asset and a half-open range of its views; the unit of resumption.
+
+    Attributes:
+        source: "procedural:<seed>" or a mesh file path.
+        asset_id: the id samples carry ("proc-00000012", "mesh-chair").
+        views: `(start, stop)` view indices.
+    """
+
+    source: str
+    asset_id: str
+    views: tuple[int, int]
+
+    @property
+    def unit_id(self) -> str:
+        return f"{self.asset_id}@{self.views[0]}-{self.views[1]}"
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How samples are made; stored in the index so a resumed run cannot mix settings.
+
+    Attributes:
+        image_size: `S`, pixels.
+        resolution: `R_hr`.
+        coarse: coarse occupancy resolution.
+        seed: data seed mixed into every view's generator.
+    """
+
+    image_size: int = 512
+    resolution: int = 256
+    coarse: int = 64
+    seed: int = 0
+
+
+def procedural_units(count: int, views: int, seed_offset: int = 0) -> list[WorkUnit]:
+    """`count` procedural assets (seeds `seed_offset ..`), one unit of `views` views each."""
+    if count < 0 or views < 1 or seed_offset < 0:
+        raise InputError(f"need count >= 0, views >= 1, seed_offset >= 0; got {count}, {views}, {seed_offset}")
+    return [WorkUnit(f"procedural:{s}", f"proc-{s:08d}", (0, views)) for s in range(seed_offset, seed_offset + count)]
+
+
+@dataclass
+class RunSummary:
+    """Counts of one writer run (`summary.json`).
+
+    Attributes:
+        units_total: units assigned to this rank.
+        units_written: units whose shard was written this run.
+        units_already_done: units found in an index (resumed runs).
+        samples_written: samples written this run.
+        skipped: `{"id", "reason"}` for bad inputs (no faces, broken materials, views that never fit).
+        failed: `{"id", "reason"}` for unexpected errors (retried by the next run).
+        seconds: wall time.
+    """
+
+    units_total: int = 0
+    units_written: int = 0
+    units_already_done: int = 0
+    samples_written: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """One human line: the counts."""
+        return (f"{self.samples_written} samples in {self.units_written} units written, "
+                f"{self.units_already_done} units already done, {len(self.skipped)} skipped, "
+                f"{len(self.failed)} failed ({self.seconds:.1f} s)")
+
+
+# ------------------------------------------------------------------------------------------- atomic files
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_json(path: Path, value: object) -> None:
+    atomic_write_bytes(path, json.dumps(value, indent=1, sort_keys=True).encode())
+
+
+# ------------------------------------------------------------------------------------------- sample <-> tensors
+def sample_scalars(sample: Sample) -> dict[str, object]:
+    """The JSON-able scalars of a sample (index entries and shard metadata)."""
+    return {
+        "asset_id": sample.asset_id,
+        "view": sample.view,
+        "fov": sample.fov,
+        "distance": sample.distance,
+        "scale": sample.scale,
+        "resolution": sample.voxels.resolution,
+        "coarse_resolution": sample.coarse_resolution,
+        "redraws": sample.redraws,
+        "center_offset": list(sample.center_offset),
+        "voxels": len(sample.voxels),
+    }
+
+
+def sample_tensors(sample: Sample, key: str) -> dict[str, torch.Tensor]:
+    """The tensors of a sample, named `<key>.<field>` (module docstring)."""
+    v = sample.voxels
+    attrs = v.attrs if v.attrs is not None else torch.zeros(len(v), 6)
+    tensors = {
+        "image": sample.image.to(torch.uint8),
+        "coords": v.coords.to(torch.int32),
+        "vertex": v.vertex.to(torch.float32),
+        "edges": v.edges.to(torch.int8),
+        "attrs": attrs.to(torch.float32),
+        "coarse": sample.coarse.to(torch.int32),
+        "to_volume": sample.to_volume.to(torch.float64),
+    }
+    return {f"{key}.{name}": t.contiguous().cpu() for name, t in tensors.items()}
+
+
+def sample_from_tensors(tensors: dict[str, torch.Tensor], scalars: dict[str, object], key: str) -> Sample:
+    """Inverse of `sample_tensors` + `sample_scalars`; raises `ValueError` naming what is wrong."""
+    missing = [f for f in FIELDS if f"{key}.{f}" not in tensors]
+    if missing:
+        raise ValueError(f"missing tensors {missing}")
+    t = {f: tensors[f"{key}.{f}"] for f in FIELDS}
+    n = t["coords"].shape[0]
+    expected = {
+        "image": (torch.uint8, None), "coords": (torch.int32, (n, 3)), "vertex": (torch.float32, (n, 3)),
+        "edges": (torch.int8, (n, 3)), "attrs": (torch.float32, (n, 6)), "coarse": (torch.int32, None),
+        "to_volume": (torch.float64, (4, 4)),
+    }
+    for name, (dtype, shape) in expected.items():
+        if t[name].dtype != dtype or (shape is not None and tuple(t[name].shape) != shape):
+            raise ValueError(f"{name} is {t[name].dtype} {list(t[name].shape)}, expected {dtype} {shape}")
+    image = t["image"]
+    if image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 4:
+        raise ValueError(f"image must be [S, S, 4], got {list(image.shape)}")
+    if t["coarse"].ndim != 2 or t["coarse"].shape[1] != 3:
+        raise ValueError(f"coarse must be [M, 3], got {list(t['coarse'].shape)}")
+    fov = float(scalars["fov"])
+    if not (0.0 < fov < math.pi):
+        raise ValueError(f"fov {fov} is not in (0, pi) radians")
+    voxels = SparseVoxels(t["coords"], t["vertex"], t["edges"], t["attrs"], int(scalars["resolution"]))
+    return Sample(
+        image=image, fov=fov, distance=float(scalars["distance"]), scale=float(scalars["scale"]),
+        voxels=voxels, coarse=t["coarse"], coarse_resolution=int(scalars["coarse_resolution"]),
+        to_volume=t["to_volume"], asset_id=str(scalars["asset_id"]), view=int(scalars["view"]),
+        redraws=int(scalars["redraws"]), center_offset=tuple(scalars["center_offset"]),
+    )
+
+
+# ------------------------------------------------------------------------------------------- one unit
+def _shard_name(unit_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.@-]", "_", unit_id) + ".safetensors"
+
+
+def load_source(source: str) -> object:
+    """A unit's asset: "procedural:<seed>" -> the procedural scene; a path -> `ingest.load_asset`."""
+    if source.startswith("procedural:"):
+        from pixal3d.data.procedural import generate
+
+        return generate(int(source.split(":", 1)[1])).scene
+    from pixal3d.data.ingest import load_asset
+
+    return load_asset(Path(source))
+
+
+def make_unit(unit: WorkUnit, options: SampleOptions, device: str = "cpu") -> tuple[list[Sample], list[dict]]:
+    """All samples of a unit, and `{"id", "reason"}` for its views that never fitted the cube.
+
+    Raises:
+        InputError: the asset is bad (no faces, unreadable, broken materials); the whole unit is skipped.
+    """
+    from pixal3d.data.samples import ViewDoesNotFitError
+    from pixal3d.render import mesh_from_trimesh
+
+    scene = load_source(unit.source)
+    mesh = mesh_from_trimesh(scene, device=device)
+    samples, skipped = [], []
+    for view in range(*unit.views):
+        generator = view_generator(unit.asset_id, view, options.seed)
+        try:
+            samples.append(make_sample(
+                scene, generator, options.image_size, options.resolution, options.coarse,
+                asset_id=unit.asset_id, view=view, device=device, render_mesh_cache=mesh,
+            ))
+        except ViewDoesNotFitError as err:
+            logger.warning("skipping %s view %d: %s", unit.asset_id, view, err)
+            skipped.append({"id": f"{unit.asset_id}/{view}", "reason": str(err)})
+    if not samples:
+        raise InputError(f"no view of {unit.asset_id} fits the volume cube")
+    return samples, skipped
+
+
+def write_shard(path: Path, samples: list[Sample]) -> list[dict[str, object]]:
+    """Write samples to one safetensors shard atomically; returns their index entries (scalars + key)."""
+    tensors: dict[str, torch.Tensor] = {}
+    entries = []
+    for sample in samples:
+        key = str(sample.view)
+        tensors.update(sample_tensors(sample, key))
+        entries.append({"key": key, **sample_scalars(sample)})
+    metadata = {"format": SHARD_FORMAT, "version": FORMAT_VERSION, "samples": json.dumps(entries)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return entries
+
+
+def _run_unit(job: tuple[WorkUnit, SampleOptions, str, str]) -> dict[str, object]:
+    """Worker entry: make and write one unit; never raises (the result carries the status and reason)."""
+    unit, options, out_dir, device = job
+    try:
+        samples, skipped = make_unit(unit, options, device)
+        shard = Path("shards") / _shard_name(unit.unit_id)
+        entries = write_shard(Path(out_dir) / shard, samples)
+        return {"unit": unit.unit_id, "status": "written", "shard": str(shard), "samples": entries,
+                "skipped": skipped}
+    except InputError as err:
+        logger.warning("skipping %s (%s): %s", unit.unit_id, unit.source, err)
+        return {"unit": unit.unit_id, "status": "skipped", "reason": str(err)}
+    except Exception as err:  # one bad asset never stops a large run; counted and retried next time
+        logger.exception("failed %s (%s)", unit.unit_id, unit.source)
+        return {"unit": unit.unit_id, "status": "failed", "reason": f"{type(err).__name__}: {err}"}
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------- index, writer
+def index_path(out_dir: Path, rank: int, world_size: int) -> Path:
+    return out_dir / ("index.json" if world_size == 1 else f"index.rank{rank:03d}.json")
+
+
+def read_indexes(out_dir: Path) -> list[tuple[Path, dict]]:
+    """Every index file of a data folder, parsed (sorted by name)."""
+    found = []
+    for path in sorted(Path(out_dir).glob("index*.json")):
+        try:
+            index = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(f"{path}: unreadable index ({err}); restore it or delete the folder") from err
+        if index.get("format") != INDEX_FORMAT:
+            raise InputError(f"{path}: not a pixal3d samples index (format={index.get('format')!r})")
+        found.append((path, index))
+    return found
+
+
+def write_shards(
+    units: Iterable[WorkUnit],
+    out_dir: str | os.PathLike,
+    options: SampleOptions | None = None,
+    *,
+    workers: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    device: str = "cpu",
+) -> RunSummary:
+    """Make and store the samples of `units` (this rank's share), resumably; see the module docstring.
+
+    Args:
+        units: all work units of the run (every rank passes the same list).
+        out_dir: the data folder (created).
+        options: sample settings (None: `SampleOptions()`); must equal those of an existing index in `out_dir`.
+        workers: worker processes (<= 1: in this process).
+        rank, world_size: this process's share is `units[i]` with `i % world_size == rank`.
+        device: where rendering and voxelisation run ("cuda:<rank>" on GPU machines).
+
+    Returns:
+        The `RunSummary` (also written to `summary.json`).
+    """
+    options = options if options is not None else SampleOptions()
+    if not (0 <= rank < world_size):
+        raise InputError(f"rank must be in [0, world_size), got rank {rank}, world size {world_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    done: set[str] = set()
+    for path, other in read_indexes(out):
+        if other.get("options") != asdict(options):
+            raise InputError(f"{path} was written with options {other.get('options')}, this run uses "
+                             f"{asdict(options)}; use the same options or another output folder")
+        done.update(other["units"])
+    own_path = index_path(out, rank, world_size)
+    index = {"format": INDEX_FORMAT, "version": FORMAT_VERSION, "options": asdict(options), "units": {}}
+    if own_path.exists():
+        index = dict(read_indexes(out))[own_path]
+    mine = [u for i, u in enumerate(units) if i % world_size == rank]
+    summary = RunSummary(units_total=len(mine))
+    todo = [u for u in mine if u.unit_id not in done]
+    summary.units_already_done = len(mine) - len(todo)
+    jobs = [(u, options, str(out), device) for u in todo]
+    for result in _results(jobs, workers):
+        _record(result, index, summary)
+        atomic_write_json(own_path, index)
+    summary.seconds = time.perf_counter() - start
+    summary_name = "summary.json" if world_size == 1 else f"summary.rank{rank:03d}.json"
+    atomic_write_json(out / summary_name, asdict(summary))
+    logger.info("%s: %s", out, summary.line())
+    return summary
+
+
+def _results(jobs: list[tuple], workers: int) -> Iterator[dict[str, object]]:
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_run_unit, jobs)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_worker_init, initargs=(threads,)) as pool:
+        yield from pool.imap_unordered(_run_unit, jobs, chunksize=1)
+
+
+def _record(result: dict[str, object], index: dict, summary: RunSummary) -> None:
+    unit = str(result["unit"])
+    if result["status"] == "written":
+        index["units"][unit] = {"shard": result["shard"], "samples": result["samples"]}
+        summary.units_written += 1
+        summary.samples_written += len(result["samples"])
+        summary.skipped.extend(result["skipped"])
+    elif result["status"] == "skipped":
+        index["units"][unit] = {"skipped": result["reason"]}
+        summary.skipped.append({"id": unit, "reason": str(result["reason"])})
+    else:
+        summary.failed.append({"id": unit, "reason": str(result["reason"])})
