@@ -95,3 +95,28 @@ def test_convert_missing_texture_and_corrupt_voxels(
     bad.write_bytes(b"\x00" * 32)
     assert main(["convert", str(bad), "-o", str(out_dir / "b.glb")]) == 2
     assert list(out_dir.iterdir()) == []
+
+
+def test_failure_after_voxelising_removes_saved_voxels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pixal3d.geometry.export as export
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise export.InputError("the voxels have no crossing edges")
+
+    monkeypatch.setattr(export, "voxels_to_glb", fail)
+    src = write_textured_obj(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = [
+        "convert",
+        str(src),
+        "-o",
+        str(out_dir / "a.glb"),
+        *SMALL,
+        "--save-voxels",
+        str(out_dir / "a.safetensors"),
+    ]
+    assert main(args) == 2
+    assert list(out_dir.iterdir()) == []

@@ -303,7 +303,7 @@ def checker_voxels():
 
 def test_colour_round_trip_through_voxels(tmp_path: Path, checker_voxels) -> None:
     """Checker box -> voxels (R = 64) -> baked GLB: median base-colour error <= 0.05 away from checker edges."""
-    path = voxels_to_glb(checker_voxels, tmp_path / "box.glb", faces=2000, texture_size=512)
+    path = voxels_to_glb(checker_voxels, tmp_path / "box.glb", faces=2000, texture_size=256)
     assert_valid_glb(path)
     (loaded,) = trimesh.load(path).geometry.values()
     points, face_id = trimesh.sample.sample_surface(loaded, 10000, seed=2)
