@@ -24,6 +24,13 @@ import trimesh
 from pixal3d.errors import InputError
 from pixal3d.geometry.bake import AttributeSampler, bake_textures, check_texture_size
 from pixal3d.geometry.cleanup import CleanupOptions, check_face_budget, clean_mesh
+from pixal3d.geometry.dual_grid import (
+    check_resolution,
+    mesh_to_voxels,
+    normalize_to_unit_cube,
+    sample_attributes,
+    voxels_to_mesh,
+)
 from pixal3d.geometry.gltf import ImageFormat, check_image_format, write_glb
 from pixal3d.geometry.voxels import SparseVoxels, load_voxels, save_voxels
 
@@ -46,7 +53,8 @@ def mesh_to_glb(
     """Clean and simplify a detailed mesh, bake its attributes and normals, and write a GLB.
 
     Args:
-        fine_mesh: the detailed surface, volume frame (e.g. `voxels_to_mesh(voxels)`).
+        fine_mesh: the detailed surface, volume frame, vertices shared between faces so that its vertex normals
+            are smooth (e.g. `voxels_to_mesh(voxels)`).
         sampler: `points [M, 3] -> attrs [M, 6]` (sRGB base colour, metallic, roughness, alpha) on that surface.
         path: output `.glb` path, written atomically.
         faces: face budget of the simplified mesh.
@@ -95,8 +103,6 @@ def voxels_to_glb(
     Returns:
         The output path.
     """
-    from pixal3d.geometry.dual_grid import sample_attributes, voxels_to_mesh
-
     if voxels.attrs is None:
         raise InputError("the voxels carry no attributes (attrs is None); voxelise with with_attributes=True")
     check_face_budget(faces)
@@ -138,8 +144,6 @@ def convert_file(
     Returns:
         The output path.
     """
-    from pixal3d.geometry.dual_grid import check_resolution, mesh_to_voxels, normalize_to_unit_cube
-
     input_path = Path(input_path)
     suffix = input_path.suffix.lower()
     if suffix not in MESH_SUFFIXES + VOXEL_SUFFIXES:
