@@ -117,8 +117,8 @@ def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------ clean-up
 def test_remove_small_components_drops_floater_keeps_parts() -> None:
-    big = trimesh.creation.icosphere(subdivisions=4, radius=0.3)
-    other = trimesh.creation.icosphere(subdivisions=4, radius=0.2).apply_translation([0.6, 0, 0])
+    big = trimesh.creation.icosphere(subdivisions=5, radius=0.3)
+    other = trimesh.creation.icosphere(subdivisions=5, radius=0.2).apply_translation([0.6, 0, 0])
     floater = trimesh.creation.icosphere(subdivisions=0, radius=0.01).apply_translation([0, 0.6, 0])
     mesh = trimesh.util.concatenate([big, other, floater])
     out = cleanup.remove_small_components(mesh)

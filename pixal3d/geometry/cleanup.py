@@ -30,9 +30,9 @@ MAX_FACES = 10_000_000
 class CleanupOptions:
     """What `clean_mesh` removes and fills; the defaults suit dual-grid meshes at R = 64..512."""
 
-    min_face_fraction: float = 0.005
+    min_face_fraction: float = 0.001
     """A component is a floater when it holds fewer than this fraction of all faces ..."""
-    min_area_fraction: float = 0.005
+    min_area_fraction: float = 0.001
     """... and less than this fraction of the total surface area (the largest component is always kept)."""
     max_hole_edges: int = 32
     """Boundary loops with at most this many edges are closed (a fan around the loop's centroid)."""
@@ -48,7 +48,7 @@ def check_face_budget(faces: int) -> None:
 
 
 def remove_small_components(
-    mesh: trimesh.Trimesh, min_face_fraction: float = 0.005, min_area_fraction: float = 0.005
+    mesh: trimesh.Trimesh, min_face_fraction: float = 0.001, min_area_fraction: float = 0.001
 ) -> trimesh.Trimesh:
     """Drop connected components (faces joined by shared edges) that are small in both face count and area.
 
