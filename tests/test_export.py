@@ -205,6 +205,20 @@ def test_glb_loads_back_with_material_slots_and_validates(tmp_path: Path) -> Non
     ]  # no temporary files left
 
 
+def test_cancelling_vertex_normals_still_give_a_valid_glb(tmp_path: Path) -> None:
+    """A double-sided sheet (each triangle also present reversed) has zero angle-weighted vertex normals."""
+    sheet = trimesh.creation.box(extents=(0.6, 0.6, 0.01)).subdivide()
+    sheet = trimesh.Trimesh(sheet.vertices, sheet.faces[sheet.face_normals[:, 2] > 0.9], process=False)
+    double = trimesh.Trimesh(
+        sheet.vertices, np.concatenate([sheet.faces, sheet.faces[:, ::-1]]), process=False
+    )
+    box = trimesh.creation.box(extents=(0.3, 0.3, 0.3)).apply_translation([0, 0, 0.2])
+    mesh = trimesh.util.concatenate([double, box])
+    assert (np.linalg.norm(mesh.vertex_normals, axis=1) < 0.5).any()
+    path = mesh_to_glb(mesh, constant_sampler, tmp_path / "d.glb", faces=500, texture_size=256)
+    assert_valid_glb(path)
+
+
 def test_bake_colour_round_trip_with_stand_in_sampler(tmp_path: Path) -> None:
     """Bake an analytic checker (3D position -> colour) and read it back from the GLB through trimesh's UVs."""
 

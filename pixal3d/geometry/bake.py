@@ -155,6 +155,26 @@ def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndar
     return face_id.reshape(size, size), bary.reshape(size, size, 3)
 
 
+def unit_vertex_normals(mesh: trimesh.Trimesh) -> np.ndarray:
+    """`[V, 3] float32` unit vertex normals, never zero (glTF requires unit NORMAL and TANGENT vectors).
+
+    trimesh's angle-weighted normals, except where they vanish (faces around the vertex cancel, e.g. on a
+    double-sided sheet, or it only has degenerate faces): there the normal of one adjacent non-degenerate face,
+    else +z.
+    """
+    normals = np.asarray(mesh.vertex_normals, dtype=np.float64).copy()
+    bad = np.linalg.norm(normals, axis=1) < 0.5
+    if bad.any():
+        faces = np.asarray(mesh.faces)
+        face_normals = np.asarray(mesh.face_normals, dtype=np.float64)
+        usable = np.linalg.norm(face_normals, axis=1) > 0.5
+        fallback = np.tile([0.0, 0.0, 1.0], (len(normals), 1))
+        for corner in range(3):
+            fallback[faces[usable, corner]] = face_normals[usable]
+        normals[bad] = fallback[bad]
+    return _normalize(normals).astype(np.float32)
+
+
 def vertex_tangents(
     vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, normals: np.ndarray
 ) -> np.ndarray:
@@ -329,7 +349,7 @@ def bake_textures(
     vertex_map, faces, uvs = unwrap_uv(mesh, texture_size)
     clock.lap("unwrap (xatlas)")
     vertices = np.asarray(mesh.vertices, dtype=np.float32)[vertex_map]
-    normals = np.asarray(mesh.vertex_normals, dtype=np.float32)[vertex_map]
+    normals = unit_vertex_normals(mesh)[vertex_map]
     tangents = vertex_tangents(vertices, faces, uvs, normals)
     face_id, bary = rasterize_uv(uvs, faces, texture_size)
     clock.lap("tangents + UV rasterisation")
@@ -343,7 +363,7 @@ def bake_textures(
         fine_face, fine_bary = closest_surface_points(fine_mesh, points)
         clock.lap("closest points on the fine mesh")
         fine_corners = np.asarray(fine_mesh.faces, dtype=np.int64)[fine_face]  # (M, 3)
-        fine_normals = np.asarray(fine_mesh.vertex_normals, dtype=np.float32)[fine_corners]
+        fine_normals = unit_vertex_normals(fine_mesh)[fine_corners]
         fine_normals = _normalize(np.einsum("mc,mcd->md", fine_bary, fine_normals))
         if sample_at_vertices:
             vertex_attrs = _sample_in_chunks(sampler, np.asarray(fine_mesh.vertices, dtype=np.float32))
@@ -351,7 +371,10 @@ def bake_textures(
         else:
             fine_points = np.asarray(fine_mesh.vertices, dtype=np.float32)[fine_corners]
             attrs = _sample_in_chunks(sampler, np.einsum("mc,mcd->md", fine_bary, fine_points))
-        tangent_space = _normalize(np.stack([np.sum(fine_normals * v, axis=1) for v in (t, b, n)], axis=1))
+        tangent_space = np.stack([np.sum(fine_normals * v, axis=1) for v in (t, b, n)], axis=1)
+        # Interpolated normals can cancel (opposite corner normals on a fold): keep the coarse normal there.
+        tangent_space[np.linalg.norm(tangent_space, axis=1) < 1e-6] = (0.0, 0.0, 1.0)
+        tangent_space = _normalize(tangent_space)
     elif sample_at_vertices:
         raise ValueError("sample_at_vertices=True needs a fine_mesh to take the vertices from")
     else:
