@@ -7,7 +7,9 @@ Every objective has the signature `objective(model, batch, generator) -> (loss, 
 - `generator`: the source of all training noise (posterior samples, timesteps), on the model's device;
 - returns the scalar loss to back-propagate and a dict of detached scalar tensors to log.
 
-Losses are means over samples (dense) or over voxels (sparse), so they do not depend on the batch size.
+Losses are means over samples (dense) or over voxels (sparse), so they do not depend on the batch size. Under DDP
+the sparse means divide by the voxel count averaged over ranks (one all-reduce of the counts), so that DDP's
+average of the rank losses is the mean over the global batch's voxels, as one process would compute it.
 `OBJECTIVES` maps the names of `pixal3d.models.MODELS` to these functions.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -29,6 +32,20 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, 1)), averaged over every latent element; fp32 scalar."""
     mean, logvar = mean.float(), logvar.float()
     return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
+
+
+def global_means(sums: list[torch.Tensor], counts: list[int]) -> list[torch.Tensor]:
+    """`sums[i] / counts[i]`, with each count replaced by its mean over DDP ranks (see the module docstring)."""
+    denominators = torch.tensor(counts, dtype=torch.float64, device=sums[0].device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(denominators)
+        denominators = denominators / dist.get_world_size()
+    return [s / d.clamp_min(1).to(s.dtype) for s, d in zip(sums, denominators, strict=True)]
+
+
+def _kl_sum(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    mean, logvar = mean.float(), logvar.float()
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum()
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -61,11 +78,16 @@ def shape_vae_loss(model: nn.Module, batch: dict[str, torch.Tensor],
     out = model(batch["coords"], batch["vertex"], batch["edges"], generator=generator)
     occ_logits = torch.cat([x.reshape(-1) for x in out.occupancy_logits]).float()
     occ_target = torch.cat([x.reshape(-1) for x in out.occupancy_targets]).float()
-    occupancy = F.binary_cross_entropy_with_logits(occ_logits, occ_target)
-    vertex = (out.vertex.float() - batch["vertex"].float()).abs().mean()
     edge_target = (batch["edges"].long() + 1).reshape(-1)  # {-1, 0, 1} -> class {0, 1, 2}
-    edge = F.cross_entropy(out.edge_logits.float().reshape(-1, 3), edge_target)
-    kl = kl_divergence(out.mean, out.logvar)
+    occupancy, vertex, edge, kl = global_means(
+        [
+            F.binary_cross_entropy_with_logits(occ_logits, occ_target, reduction="sum"),
+            (out.vertex.float() - batch["vertex"].float()).abs().sum(),
+            F.cross_entropy(out.edge_logits.float().reshape(-1, 3), edge_target, reduction="sum"),
+            _kl_sum(out.mean, out.logvar),
+        ],
+        [occ_target.numel(), out.vertex.numel(), edge_target.numel(), out.mean.numel()],
+    )
     loss = (config.occupancy_weight * occupancy + config.vertex_weight * vertex + config.edge_weight * edge
             + config.kl_weight * kl)
     with torch.no_grad():
@@ -80,8 +102,10 @@ def texture_vae_loss(model: nn.Module, batch: dict[str, torch.Tensor],
     """Stage-3 VAE: L1 on the six PBR attributes of every fine voxel + KL."""
     config = _unwrap(model).config
     out = model(batch["coords"], batch["attrs"], generator=generator)
-    l1 = (out.attrs.float() - batch["attrs"].float()).abs().mean()
-    kl = kl_divergence(out.mean, out.logvar)
+    l1, kl = global_means(
+        [(out.attrs.float() - batch["attrs"].float()).abs().sum(), _kl_sum(out.mean, out.logvar)],
+        [out.attrs.numel(), out.mean.numel()],
+    )
     loss = l1 + config.kl_weight * kl
     return loss, {"l1": l1.detach(), "kl": kl.detach()}
 
