@@ -360,17 +360,7 @@ def bake_textures(
     points = np.einsum("mc,mcd->md", w, vertices[corners])
     t, b, n = _tangent_frames(normals[corners], tangents[corners], w)
     if fine_mesh is not None:
-        fine_face, fine_bary = closest_surface_points(fine_mesh, points)
-        clock.lap("closest points on the fine mesh")
-        fine_corners = np.asarray(fine_mesh.faces, dtype=np.int64)[fine_face]  # (M, 3)
-        fine_normals = unit_vertex_normals(fine_mesh)[fine_corners]
-        fine_normals = _normalize(np.einsum("mc,mcd->md", fine_bary, fine_normals))
-        if sample_at_vertices:
-            vertex_attrs = _sample_in_chunks(sampler, np.asarray(fine_mesh.vertices, dtype=np.float32))
-            attrs = np.einsum("mc,mcd->md", fine_bary, vertex_attrs[fine_corners])
-        else:
-            fine_points = np.asarray(fine_mesh.vertices, dtype=np.float32)[fine_corners]
-            attrs = _sample_in_chunks(sampler, np.einsum("mc,mcd->md", fine_bary, fine_points))
+        attrs, fine_normals = _fine_surface_values(fine_mesh, points, sampler, sample_at_vertices, clock)
         tangent_space = np.stack([np.sum(fine_normals * v, axis=1) for v in (t, b, n)], axis=1)
         # Interpolated normals can cancel (opposite corner normals on a fold): keep the coarse normal there.
         tangent_space[np.linalg.norm(tangent_space, axis=1) < 1e-6] = (0.0, 0.0, 1.0)
@@ -380,7 +370,6 @@ def bake_textures(
     else:
         attrs = _sample_in_chunks(sampler, points)
         tangent_space = np.tile(np.array([[0.0, 0.0, 1.0]], dtype=np.float32), (len(points), 1))
-
     clock.lap("attribute sampling + tangent-space normals")
     source = _nearest_covered(mask)
 
@@ -402,6 +391,26 @@ def bake_textures(
     )
     clock.lap("seam fill")
     return result
+
+
+def _fine_surface_values(
+    fine_mesh: trimesh.Trimesh,
+    points: np.ndarray,
+    sampler: AttributeSampler,
+    sample_at_vertices: bool,
+    clock: _StageClock,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(attrs [M, 6], normals [M, 3] unit)` of the fine surface at its nearest point to each of `points [M, 3]`."""
+    fine_face, fine_bary = closest_surface_points(fine_mesh, points)
+    clock.lap("closest points on the fine mesh")
+    fine_corners = np.asarray(fine_mesh.faces, dtype=np.int64)[fine_face]  # (M, 3)
+    normals = _normalize(np.einsum("mc,mcd->md", fine_bary, unit_vertex_normals(fine_mesh)[fine_corners]))
+    vertices = np.asarray(fine_mesh.vertices, dtype=np.float32)
+    if sample_at_vertices:
+        attrs = np.einsum("mc,mcd->md", fine_bary, _sample_in_chunks(sampler, vertices)[fine_corners])
+    else:
+        attrs = _sample_in_chunks(sampler, np.einsum("mc,mcd->md", fine_bary, vertices[fine_corners]))
+    return attrs, normals
 
 
 def decode_normal_map(mesh: TexturedMesh, face_id: np.ndarray, bary: np.ndarray) -> np.ndarray:
