@@ -156,7 +156,9 @@ def machine() -> str:
                 if line.startswith("model name")), platform.processor())
     import torch
 
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{cpu}, {os.cpu_count()} cores (load average {load} at the end: other work shares them), "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def main() -> int:
@@ -164,6 +166,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--queue-size", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the load (RSS read after each round)")
     parser.add_argument("--deadline", type=float, default=900.0, help="overall limit, seconds")
     parser.add_argument("--rss-tolerance-mib", type=float, default=64.0)
     parser.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
@@ -210,21 +213,23 @@ def run(args: argparse.Namespace, server: subprocess.Popen, base: str, options: 
         stop = threading.Event()
         poller = threading.Thread(target=poll_health, args=(base, server.pid, stop, health))
         poller.start()
-        stats, t0 = Stats(), time.monotonic()
-        load(base, args.clients, args.jobs, options, deadline, stats)
+        stats, t0, rounds = Stats(), time.monotonic(), []
+        for _ in range(args.rounds):
+            load(base, args.clients, args.jobs, options, deadline, stats)
+            wait_idle(client, deadline)
+            time.sleep(2.0)
+            rounds.append(rss_mib(server.pid))
         wall = time.monotonic() - t0
-        wait_idle(client, deadline)
         stop.set()
         poller.join()
-        time.sleep(2.0)
-        after = rss_mib(server.pid)
+        after = rounds[-1]
     ended = stats.outcomes.get("succeeded", 0) + stats.outcomes.get("429", 0)
-    ok = (warm.outcomes == {"succeeded": 2} and ended == args.jobs and health["failures"] == 0
+    ok = (warm.outcomes == {"succeeded": 2} and ended == args.jobs * args.rounds and health["failures"] == 0
           and after <= baseline + args.rss_tolerance_mib)
     lat = sorted(stats.latencies) or [float("nan")]
     lines = [
         f"- machine: {machine()}",
-        f"- {args.clients} clients, {args.jobs} jobs, queue size {args.queue_size}, micro random weights on the CPU, "
+        f"- {args.clients} clients, {args.jobs} jobs{f' x {args.rounds} rounds' if args.rounds > 1 else ''}, queue size {args.queue_size}, micro random weights on the CPU, "
         f"options {json.dumps(options)}; server start {startup:.1f} s",
         f"- outcomes: {stats.outcomes.get('succeeded', 0)} succeeded, {stats.outcomes.get('429', 0)} refused with 429, "
         f"{stats.outcomes.get('error', 0)} errors; wall {wall:.1f} s, "
@@ -234,7 +239,8 @@ def run(args: argparse.Namespace, server: subprocess.Popen, base: str, options: 
         f"- /healthz: {health['answers']} answers, {health['failures']} failures, "
         f"slowest {1000 * health['max_latency']:.0f} ms",
         f"- server RSS: baseline {baseline:.0f} MiB (after 2 warm-up jobs), peak {health['peak_rss']:.0f} MiB, "
-        f"after the load {after:.0f} MiB (tolerance {args.rss_tolerance_mib:.0f} MiB)",
+        f"after the load {after:.0f} MiB ({after - baseline:+.0f} MiB; tolerance {args.rss_tolerance_mib:.0f} MiB)"
+        + (f"; after each round {', '.join(f'{r:.0f}' for r in rounds)} MiB" if len(rounds) > 1 else ""),
         f"- result: {'PASS' if ok else 'FAIL'}",
     ]
     print("\n".join(lines))
@@ -249,7 +255,8 @@ def append_report(lines: list[str]) -> None:
     path = ROOT / "docs" / "benchmarks.md"
     heading = "## REST server load test (issue 8)"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    entry = f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (`python bench/load_test.py`):\n\n" + \
+    command = " ".join(["python bench/load_test.py", *sys.argv[1:]])
+    entry = f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (`{command}`):\n\n" + \
         "\n".join(lines) + "\n"
     if heading in text:
         head, _, rest = text.partition(heading)

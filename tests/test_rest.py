@@ -20,7 +20,7 @@ from gltf_validator import assert_valid_glb
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the REST server needs pixal3d[serve] (fastapi)")
-pytest.importorskip("multipart", reason="the REST server needs pixal3d[serve] (python-multipart)")
+pytest.importorskip("python_multipart", reason="the REST server needs pixal3d[serve] (python-multipart)")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
@@ -346,3 +346,16 @@ def test_retention(client: TestClient, tmp_path: Path, monkeypatch: pytest.Monke
     assert "notes.glb" in left  # only files named by job ids are ever deleted
     assert client.get(f"/v1/jobs/{names[3][:32]}").json()["status"] == "succeeded"
     assert client.get(f"/v1/jobs/{names[3][:32]}/result.glb").content == b"glTF"
+
+
+def test_cli_serve_and_demo_options() -> None:
+    from pixal3d.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--random-weights", "micro", "--port", "8123", "--queue-size", "3",
+                                      "--max-upload-mb", "1.5", "--results-dir", "out"])
+    assert args.func.__name__ == "_run_serve" and args.host == "127.0.0.1" and args.port == 8123
+    assert args.queue_size == 3 and args.max_upload_mb == 1.5 and str(args.results_dir) == "out"
+    demo = build_parser().parse_args(["demo", "--low-vram", "--host", "0.0.0.0", "--port", "9000"])
+    assert demo.func.__name__ == "_run_demo" and demo.low_vram and demo.port == 9000
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--model", "x", "--random-weights", "micro"])

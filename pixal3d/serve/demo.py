@@ -168,9 +168,7 @@ def run_demo(
 ) -> None:
     """Build the pipeline, then serve the demo until interrupted (one generation at a time)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before import: no calls home from a local demo
-    gr = _import_gradio()
     demo = create_demo(pipeline_factory(), low_vram=low_vram)
     logger.info("demo on http://%s:%d", host, port)
     demo.queue(default_concurrency_limit=1, max_size=16).launch(
-        server_name=host, server_port=port, share=False, show_error=True, quiet=True,
-        theme=gr.themes.Default())
+        server_name=host, server_port=port, share=False, show_error=True, quiet=True)

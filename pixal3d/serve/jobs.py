@@ -84,6 +84,8 @@ class Job:
     fov_source: str | None = None
     fov_degrees: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    forget: bool = False
+    """Set by DELETE on a running job: whatever its outcome, drop its record and result when it ends."""
 
 
 class JobRunner:
@@ -186,6 +188,7 @@ class JobRunner:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is not None and job.status == "running":
+                job.forget = True
                 job.cancel.set()
                 return "cancelling"
             if job is not None:
@@ -199,9 +202,11 @@ class JobRunner:
 
     def health(self) -> dict[str, Any]:
         with self._lock:
+            alive = self._thread is not None and self._thread.is_alive()
+            error = self.load_error or (None if alive or self._stop else "the worker thread stopped")
             return {
-                "status": "ok" if self.load_error is None else "error",
-                "error": self.load_error,
+                "status": "ok" if error is None else "error",
+                "error": error,
                 "queued": len(self._pending),
                 "queue_size": self.queue_size,
                 "running": self._running.id if self._running is not None else None,
@@ -222,7 +227,7 @@ class JobRunner:
             self._ready.set()
             return
         self._ready.set()
-        self.prune()
+        self._prune_safely()
         while True:
             with self._lock:
                 if not self._pending and not self._stop:
@@ -234,7 +239,7 @@ class JobRunner:
                     job.status, job.started, self._running = "running", time.time(), job
             if job is not None:
                 self._execute(pipe, tracker, job)
-            self.prune()
+            self._prune_safely()
         tracker.close()
 
     def _execute(self, pipe: Pixal3DPipeline, tracker: StageTracker, job: Job) -> None:
@@ -262,13 +267,13 @@ class JobRunner:
             logger.exception("job %s failed", job.id)
             job.error, job.error_kind = f"{type(err).__name__}: {err}", "model"
         finally:
-            if status != "succeeded":
-                path.unlink(missing_ok=True)
             with self._lock:
+                if status != "succeeded" or job.forget:
+                    path.unlink(missing_ok=True)
                 job.status, job.finished, job.image, self._running = status, time.time(), None, None
                 self.completed += 1
-                if status == "cancelled":
-                    self._jobs.pop(job.id, None)  # only DELETE cancels a running job: it asked to forget it
+                if job.forget:
+                    self._jobs.pop(job.id, None)
             gc.collect()
         logger.info("job %s %s%s", job.id, status, f": {job.error}" if job.error else "")
 
@@ -295,6 +300,12 @@ class JobRunner:
         asset.export(path)  # atomic: a temporary file, then a rename
         _check(should_stop)  # a job past its limit never succeeds (`_execute` removes the file)
         job.progress.finish(asset.timings)
+
+    def _prune_safely(self) -> None:
+        try:
+            self.prune()
+        except OSError:  # a results-folder hiccup must not stop the worker
+            logger.exception("retention pass failed")
 
     def prune(self) -> None:
         """Apply the retention limits to finished jobs and to the result files (ours only: `<id>.glb`)."""

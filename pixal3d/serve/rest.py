@@ -60,11 +60,14 @@ class OptionsShapeError(ValueError):
 
 
 def _import_serve() -> Any:
+    import importlib.util
+
     try:
         import fastapi
-        import multipart  # noqa: F401  (python-multipart: FastAPI needs it for form uploads)
     except ImportError as err:
         raise ImportError(f"the REST server needs its extra: pip install 'pixal3d[serve]' ({err})") from err
+    if importlib.util.find_spec("python_multipart") is None:  # FastAPI parses form uploads with it
+        raise ImportError("the REST server needs python-multipart >= 0.0.13: pip install 'pixal3d[serve]'")
     return fastapi
 
 
