@@ -153,11 +153,12 @@ def to_rgba_array(image: Image.Image) -> tuple[np.ndarray, bool]:
 
 
 # --------------------------------------------------------------------------------------------- masking
-def remove_background(rgb: np.ndarray, iterations: int = 5, work_size: int = 512) -> np.ndarray:
+def remove_background(rgb: np.ndarray, iterations: int = 5, work_size: int = 320) -> np.ndarray:
     """Foreground mask of an opaque image by GrabCut seeded from its border.
 
     The 1-pixel image border (at the working size) is definite background, the rest probable foreground.
-    Runs at most `work_size` pixels on the long side, then upsamples the mask.
+    Runs at most `work_size` pixels on the long side (GrabCut costs seconds at 512 px, about a second at
+    320 px on a 2-core CPU), then upsamples the mask.
 
     Args:
         rgb: `[H, W, 3] uint8`.
