@@ -22,6 +22,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +95,30 @@ class Sample:
         return f"{self.asset_id}/{self.view}"
 
 
+STEPS = ("generate", "render_mesh", "view", "render", "preprocess", "align", "voxelise", "attributes", "coarse")
+"""Step names of `make_sample(..., timings=...)` (plus "generate", timed by callers that generate the asset)."""
+
+
+@contextmanager
+def timed(timings: dict[str, float] | None, step: str, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Add the seconds the block takes to `timings[step]` (no-op when `timings` is None).
+
+    On CUDA the device is synchronised before and after, so queued kernels are charged to their step; this
+    costs two syncs per step, so only pass `timings` when profiling.
+    """
+    if timings is None:
+        yield
+        return
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    yield
+    if cuda:
+        torch.cuda.synchronize(device)
+    timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
+
+
 def view_generator(asset_id: str, view: int, seed: int = 0) -> torch.Generator:
     """A CPU generator seeded from `(asset_id, view, seed)` by SHA-256: stable across runs, processes and ranks."""
     digest = hashlib.sha256(f"{seed}:{asset_id}:{view}".encode()).digest()
@@ -139,12 +166,6 @@ def _used_points(mesh: RenderMesh) -> torch.Tensor:
     return mesh.vertices[torch.unique(mesh.faces.flatten())].detach().to("cpu", torch.float64)
 
 
-def _aligned_scene(scene: trimesh.Scene | trimesh.Trimesh, to_volume: torch.Tensor) -> trimesh.Scene:
-    aligned = scene.copy()
-    aligned.apply_transform(to_volume.numpy())
-    return aligned
-
-
 def make_sample(
     scene: trimesh.Scene | trimesh.Trimesh,
     generator: torch.Generator,
@@ -157,6 +178,8 @@ def make_sample(
     device: torch.device | str = "cpu",
     render_mesh_cache: RenderMesh | None = None,
     max_redraws: int = MAX_REDRAWS,
+    material_cache: dict | None = None,
+    timings: dict[str, float] | None = None,
 ) -> Sample:
     """Render, preprocess, align and voxelise one view of an asset (module docstring).
 
@@ -173,6 +196,10 @@ def make_sample(
         render_mesh_cache: the scene already converted by `mesh_from_trimesh` (on `device`), to skip the
             conversion when drawing several views of one asset.
         max_redraws: views drawn before `ViewDoesNotFitError`.
+        material_cache: a dict kept across the views of one asset on one device, so its material tables are
+            read once (`mesh_to_voxels`'s `material_cache`); None reads them per call.
+        timings: when given, the seconds of each step (`STEPS`) are added to it (CUDA synchronised around each
+            step, which slows the GPU path a little: profile with it, measure throughput without it).
 
     Returns:
         The `Sample` (CPU tensors).
@@ -184,26 +211,40 @@ def make_sample(
     check_resolution(resolution)
     if not (isinstance(coarse, int) and coarse > 0 and resolution % coarse == 0):
         raise InputError(f"coarse must be a positive divisor of resolution {resolution}, got {coarse!r}")
-    mesh = render_mesh_cache if render_mesh_cache is not None else mesh_from_trimesh(scene, device=device)
-    points = _used_points(mesh)
+    with timed(timings, "render_mesh", device):
+        mesh = render_mesh_cache if render_mesh_cache is not None else mesh_from_trimesh(scene, device=device)
+    with timed(timings, "view", device):
+        points = _used_points(mesh)
     limit = 0.5 - 0.5 / resolution
     for attempt in range(max_redraws):
-        drawn = sample_view(generator, points, size=image_size)
-        lighting = random_lighting(generator)
-        rgba = render_mesh(mesh, drawn.camera, lighting).rgba_uint8().numpy()
-        pre = preprocess_image(rgba, size=image_size, background="none")
-        x0, y0, side = pre.crop
-        fov = fov_of_crop(drawn.camera.fov, image_size, side)
-        d = 0.5 / math.tan(fov / 2)
-        c2w = drawn.camera.c2w()
-        points_cam = (points - c2w[:3, 3]) @ c2w[:3, :3]  # asset -> camera axes
-        scale = fit_scale(points_cam, d, limit)
+        with timed(timings, "view", device):
+            drawn = sample_view(generator, points, size=image_size)
+            lighting = random_lighting(generator)
+        with timed(timings, "render", device):
+            rgba = render_mesh(mesh, drawn.camera, lighting).rgba_uint8().numpy()
+        with timed(timings, "preprocess", device):
+            pre = preprocess_image(rgba, size=image_size, background="none")
+        with timed(timings, "align", device):
+            x0, y0, side = pre.crop
+            fov = fov_of_crop(drawn.camera.fov, image_size, side)
+            d = 0.5 / math.tan(fov / 2)
+            c2w = drawn.camera.c2w()
+            points_cam = (points - c2w[:3, 3]) @ c2w[:3, :3]  # asset -> camera axes
+            scale = fit_scale(points_cam, d, limit)
         if scale is None:
             logger.debug("%s view %d: draw %d leaves the cube (fov %.1f deg); re-drawing",
                          asset_id, view, attempt, math.degrees(fov))
             continue
-        alignment = view_alignment(c2w, fov, d / scale, size=image_size)
-        voxels = mesh_to_voxels(_aligned_scene(scene, alignment.to_volume), resolution, device=device).to("cpu")
+        with timed(timings, "align", device):
+            alignment = view_alignment(c2w, fov, d / scale, size=image_size)
+        attributes_before = timings.get("attributes", 0.0) if timings is not None else 0.0
+        with timed(timings, "voxelise", device):
+            voxels = mesh_to_voxels(scene, resolution, device=device, transform=alignment.to_volume.numpy(),
+                                    material_cache=material_cache, timings=timings).to("cpu")
+        with timed(timings, "coarse", device):
+            coarse_voxels = coarse_coords(voxels.coords, resolution, coarse)
+        if timings is not None:  # attributes were timed inside the voxelisation
+            timings["voxelise"] -= timings.get("attributes", 0.0) - attributes_before
         offset = (x0 + side / 2 - image_size / 2, y0 + side / 2 - image_size / 2)
         return Sample(
             image=torch.from_numpy(np.asarray(pre.image, dtype=np.uint8).copy()),
@@ -211,7 +252,7 @@ def make_sample(
             distance=d,
             scale=alignment.scale,
             voxels=voxels,
-            coarse=coarse_coords(voxels.coords, resolution, coarse),
+            coarse=coarse_voxels,
             coarse_resolution=coarse,
             to_volume=alignment.to_volume,
             asset_id=asset_id,

@@ -14,6 +14,10 @@ Frame and units: the volume cube `[-0.5, 0.5]^3` (DESIGN section 2); voxel `(i, 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -48,6 +52,25 @@ TOUCH_WEIGHT = 1e-6
 # Per-voxel statistics accumulated over (triangle, voxel) pairs, columns of the `[U, STATS]` table.
 _QEF, _RHS, _WEIGHT, _CENTROID, _ATTRS = slice(0, 6), slice(6, 9), 9, slice(10, 13), slice(13, 19)
 STATS = 19
+
+
+@contextmanager
+def _timed(timings: dict[str, float] | None, step: str, device: torch.device) -> Iterator[None]:
+    """Add the block's seconds to `timings[step]`, syncing CUDA around it; no-op when `timings` is None.
+
+    The same contract as `pixal3d.data.samples.timed` (the data engine's profiler), kept here so the geometry
+    layer does not import the data layer.
+    """
+    if timings is None:
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
 
 
 def check_resolution(resolution: int) -> None:
@@ -120,11 +143,80 @@ def normalize_to_unit_cube(
     return result
 
 
-def _concatenate(parts: list[trimesh.Trimesh]) -> tuple[np.ndarray, np.ndarray]:
+def _placed(geometry: trimesh.Trimesh, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """`(vertices, faces, flipped)` of `geometry.copy().apply_transform(matrix)`, bit for bit, without the copy.
+
+    trimesh skips (near-)identity matrices, transforms points in float64 and reverses the faces of a matrix that
+    flips the winding; this does the same on the arrays only (no visual, cache or texture copies).
+    """
+    matrix = np.asanyarray(matrix, order="C", dtype=np.float64)
+    vertices, faces = np.asarray(geometry.vertices), np.asarray(geometry.faces)
+    if trimesh.util.allclose(matrix, np.eye(4), 1e-8):
+        return vertices, faces, False
+    vertices = trimesh.transformations.transform_points(vertices, matrix=matrix)
+    rotates = not trimesh.util.allclose(matrix[:3, :3], np.eye(3), atol=1e-6)
+    flipped = bool(rotates and trimesh.transformations.flips_winding(matrix))
+    if flipped:
+        faces = np.ascontiguousarray(np.fliplr(faces))
+    return vertices, faces, flipped
+
+
+def _flatten(
+    mesh_or_scene: trimesh.Trimesh | trimesh.Scene, transform: np.ndarray | None
+) -> list[tuple[str, trimesh.Trimesh, np.ndarray, np.ndarray, bool]]:
+    """`(geometry name, geometry, vertices, faces, flipped)` per part with faces, as `mesh_parts` of the asset
+    moved by `transform` (`[4, 4]`, applied like `Scene.apply_transform`) would give, without copying geometry."""
+    if isinstance(mesh_or_scene, trimesh.Trimesh):
+        placed = [("", mesh_or_scene, *_placed(mesh_or_scene, np.eye(4) if transform is None else transform))]
+    elif isinstance(mesh_or_scene, trimesh.Scene):
+        graph = mesh_or_scene.graph
+        if transform is not None:  # Scene.apply_transform on a copy of the graph only
+            graph = graph.copy()
+            base = graph.base_frame
+            for child in graph.transforms.children[base]:
+                graph.update(frame_from=base, frame_to=child, matrix=np.dot(transform, graph[child][0]))
+        placed = []
+        for node in graph.nodes_geometry:
+            matrix, name = graph[node]
+            geometry = mesh_or_scene.geometry[name]
+            if isinstance(geometry, trimesh.Trimesh):
+                placed.append((name, geometry, *_placed(geometry, matrix)))
+    else:
+        raise InputError(
+            f"expected a trimesh.Trimesh or trimesh.Scene, got {type(mesh_or_scene).__name__}; "
+            "load meshes with trimesh.load(path)"
+        )
+    placed = [p for p in placed if len(p[3]) > 0]
+    if not placed:
+        raise InputError("the mesh has no faces (empty, or only points/lines); give a mesh with triangles")
+    return placed
+
+
+def _concatenate(placed: list[tuple[str, trimesh.Trimesh, np.ndarray, np.ndarray, bool]]) -> tuple[np.ndarray, np.ndarray]:
     """`(triangles [F, 3, 3] float64, face_offsets [P + 1] int64)` of all parts."""
-    triangles = np.concatenate([np.asarray(p.vertices, dtype=np.float64)[np.asarray(p.faces)] for p in parts])
-    offsets = np.cumsum([0] + [len(p.faces) for p in parts])
+    triangles = np.concatenate([np.asarray(v, dtype=np.float64)[np.asarray(f)] for _, _, v, f, _ in placed])
+    offsets = np.cumsum([0] + [len(f) for _, _, _, f, _ in placed])
     return triangles, offsets
+
+
+def _part_tables(
+    placed: list[tuple[str, trimesh.Trimesh, np.ndarray, np.ndarray, bool]],
+    device: torch.device,
+    cache: dict[tuple[str, bool], MaterialTables] | None,
+) -> list[MaterialTables]:
+    """Material tables of each part; read once per (geometry, flipped) when a `cache` dict is given."""
+    tables = []
+    for name, geometry, _, _, flipped in placed:
+        key = (name, flipped)
+        table = cache.get(key) if cache is not None else None
+        if table is None:
+            table = material_tables(geometry, device)
+            if flipped:  # the transform reversed the faces; attributes follow the corners
+                table = replace(table, faces=table.faces.flip(1).contiguous())
+            if cache is not None:
+                cache[key] = table
+        tables.append(table)
+    return tables
 
 
 def _keys_to_coords(keys: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -154,6 +246,7 @@ def _voxel_statistics(
     resolution: int,
     materials: list[MaterialTables] | None,
     face_offsets: torch.Tensor,
+    timings: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip one chunk of sub-triangles against the voxels they touch and sum per-voxel statistics.
 
@@ -182,8 +275,9 @@ def _voxel_statistics(
     stats[:, _WEIGHT] = weight
     stats[:, _CENTROID] = weight[:, None] * centroid
     if materials is not None:
-        point_bary = torch.einsum("kc,kcd->kd", bary, sub_bary[tri])  # in the source face
-        stats[:, _ATTRS] = weight[:, None] * _sample_parts(materials, face_offsets, source[tri], point_bary)
+        with _timed(timings, "attributes", sub.device):
+            point_bary = torch.einsum("kc,kcd->kd", bary, sub_bary[tri])  # in the source face
+            stats[:, _ATTRS] = weight[:, None] * _sample_parts(materials, face_offsets, source[tri], point_bary)
     return _reduce(grid_keys(voxel, resolution), stats)
 
 
@@ -204,6 +298,10 @@ def mesh_to_voxels(
     resolution: int,
     device: torch.device | str = "cpu",
     with_attributes: bool = True,
+    *,
+    transform: np.ndarray | torch.Tensor | None = None,
+    material_cache: dict[tuple[str, bool], MaterialTables] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> SparseVoxels:
     """Voxelise a mesh or scene (already in the volume frame) into sparse PBR voxels.
 
@@ -220,24 +318,33 @@ def mesh_to_voxels(
         resolution: R, one of `RESOLUTIONS`.
         device: where the computation runs and the result lives.
         with_attributes: sample the material into `attrs [N, 6]`; when False, `attrs` is None.
+        transform: `[4, 4]` applied to the asset first, as `scene.copy().apply_transform(transform)` would (same
+            bits), but without copying any geometry or texture; None = the asset as it is.
+        material_cache: an empty dict to reuse across calls on one asset and device (e.g. its views): the
+            material tables (textures as float tensors) are then read once, not per call.
+        timings: when given, the seconds spent on material tables and sampling are added to
+            `timings["attributes"]` (CUDA synchronised around them; for profiling only).
 
     Returns:
         `SparseVoxels` with coords sorted by key `(i * R + j) * R + k`.
     """
     check_resolution(resolution)
-    parts = mesh_parts(mesh_or_scene)
-    triangles, offsets = _concatenate(parts)
+    placed = _flatten(mesh_or_scene, None if transform is None else np.asarray(transform, dtype=np.float64))
+    triangles, offsets = _concatenate(placed)
     _check_vertices(triangles.reshape(-1, 3), inside_cube=True)
     device = torch.device(device)
     grid = torch.from_numpy((triangles + 0.5) * resolution).to(device=device, dtype=torch.float32)
     sub, source, sub_bary = subdivide_triangles(grid, MAX_SUB_EDGE)
-    materials = [material_tables(p, device) for p in parts] if with_attributes else None
+    materials = None
+    if with_attributes:
+        with _timed(timings, "attributes", device):
+            materials = _part_tables(placed, device, material_cache)
     face_offsets = torch.as_tensor(offsets, device=device)
     keys, stats, crossings = [], [], []
     for start in range(0, sub.shape[0], CHUNK_TRIANGLES):
         chunk = slice(start, start + CHUNK_TRIANGLES)
         k, s = _voxel_statistics(
-            sub[chunk], source[chunk], sub_bary[chunk], resolution, materials, face_offsets
+            sub[chunk], source[chunk], sub_bary[chunk], resolution, materials, face_offsets, timings
         )
         keys.append(k)
         stats.append(s)
