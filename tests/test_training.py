@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -95,8 +96,12 @@ def _ddp_worker(rank: int, world_size: int, port: int, configs: list[dict]) -> N
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    # One process group for both runs (train() then leaves it alone): re-initialising one on the same port
+    # right after destroying it can meet the other rank's stale store.
+    torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
     for config in configs:
         train(config_from_dict(TrainConfig, config))
+    torch.distributed.destroy_process_group()
 
 
 def test_ddp_two_gloo_ranks_match_one_process(tmp_path):

@@ -35,6 +35,7 @@ from pixal3d.config import config_from_dict, config_to_dict, save_config
 from pixal3d.errors import InputError
 from pixal3d.models import model_classes
 from pixal3d.training.checkpoint import (
+    check_tensors,
     latest_checkpoint,
     load_checkpoint,
     load_weights,
@@ -137,6 +138,41 @@ def _truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def restore_training_state(folder: Path, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer,
+                           data: SyntheticSource, generator: torch.Generator, rank: int, world_size: int) -> int:
+    """Load weights, EMA, optimizer state, data position and this rank's RNG from a checkpoint; return its step.
+
+    Every tensor's shape is checked against the model first: a mismatch raises one `InputError` naming them.
+    """
+    tensors, meta = load_checkpoint(folder)
+    modules = {"model": model, "ema": ema} if ema is not None else {"model": model}
+    for group, module in modules.items():
+        if group not in tensors:
+            raise InputError(f"checkpoint {folder} has no {group!r} weights; it was written with ema_decay = 0")
+        check_tensors(module.state_dict(), tensors[group], f"checkpoint {folder} ({group})")
+        module.load_state_dict(tensors[group], strict=True)
+    restore_optimizer(optimizer, tensors["optimizer"], meta["optimizer"])
+    data.load_state_dict(meta["data"])
+    if len(meta["rng"]) == world_size:
+        restore_rng_state(meta["rng"][rank], generator)
+    else:
+        logger.warning("checkpoint has RNG states for %d ranks, this run has %d: training noise is re-seeded",
+                       len(meta["rng"]), world_size)
+    logger.info("resumed %s at step %d", folder, meta["step"])
+    return int(meta["step"])
+
+
+def save_training_state(run_dir: Path, step: int, model: nn.Module, ema: nn.Module | None,
+                        optimizer: torch.optim.Optimizer, meta: dict[str, Any], config: TrainConfig) -> Path:
+    """Write weights, EMA and optimizer state (sharded safetensors) plus `meta` as one atomic checkpoint."""
+    opt_tensors, opt_meta = optimizer_tensors(optimizer)
+    groups = {"model": model.state_dict(), "optimizer": opt_tensors}
+    if ema is not None:
+        groups["ema"] = ema.state_dict()
+    return save_checkpoint(run_dir, step, groups, {**meta, "optimizer": opt_meta},
+                           max_shard_bytes=int(config.max_shard_mib * 2**20), keep=config.keep_checkpoints)
+
+
 def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None) -> TrainResult:
     """Train `config.model` on `config.data`; see the module docstring.
 
@@ -195,19 +231,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None)
     if resume and existing is None:
         logger.warning("--resume: no checkpoint in %s yet, starting at step 0", run_dir)
     if resume and existing is not None:
-        tensors, meta = load_checkpoint(existing)
-        load_weights(raw_model, existing, group="model")
-        if ema is not None:
-            load_weights(ema, existing, group="ema")
-        restore_optimizer(optimizer, tensors["optimizer"], meta["optimizer"])
-        data.load_state_dict(meta["data"])
-        if len(meta["rng"]) == world_size:
-            restore_rng_state(meta["rng"][rank], generator)
-        else:
-            logger.warning("checkpoint has RNG states for %d ranks, this run has %d: noise is re-seeded",
-                           len(meta["rng"]), world_size)
-        step = int(meta["step"])
-        logger.info("resumed %s at step %d", existing, step)
+        step = restore_training_state(existing, raw_model, ema, optimizer, data, generator, rank, world_size)
 
     model = DistributedDataParallel(raw_model, device_ids=[local_rank] if use_cuda else None) if ddp else raw_model
     model.train()
@@ -262,17 +286,11 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
 
         if step % config.checkpoint_interval == 0 or step == stop:
-            rng = _gather_json(rng_state(generator), device)
+            rng = _gather_json(rng_state(generator), device)  # every rank takes part in the gather
             if master:
-                opt_tensors, opt_meta = optimizer_tensors(optimizer)
-                groups = {"model": raw_model.state_dict(), "optimizer": opt_tensors}
-                if ema is not None:
-                    groups["ema"] = ema.state_dict()
-                meta = {"config": config_to_dict(config), "model_config": config_to_dict(model_config),
-                        "rng": rng, "data": data.state_dict(), "optimizer": opt_meta}
-                result.checkpoint = save_checkpoint(run_dir, step, groups, meta,
-                                                    max_shard_bytes=int(config.max_shard_mib * 2**20),
-                                                    keep=config.keep_checkpoints)
+                meta = {"config": config_to_dict(config), "model_config": config_to_dict(model_config), "rng": rng,
+                        "data": data.state_dict()}
+                result.checkpoint = save_training_state(run_dir, step, raw_model, ema, optimizer, meta, config)
             if ddp:
                 dist.barrier()
     bar.close()
