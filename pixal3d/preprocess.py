@@ -228,18 +228,19 @@ def square_crop(
     height, width = rgba.shape[:2]
     side = margin * max(x1 - x0, y1 - y0)
     left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
-    # Premultiply in float so the resampling filter never bleeds background colour into the edge.
-    premult = rgba.astype(np.float32)
-    premult[..., :3] *= premult[..., 3:4] / 255.0
     # Pad with transparent black so the crop box lies inside the array (Pillow rejects boxes outside it).
     pad = int(np.ceil(max(0.0, -left, -top, left + side - width, top + side - height))) + 1
-    premult = np.pad(premult, ((pad, pad), (pad, pad), (0, 0)))
+    # Premultiply in float so the resampling filter never bleeds background colour into the edge. Written
+    # straight into one padded plane per channel (what Pillow's "F" mode wants): no interleaved float copy.
+    planes = np.zeros((4, height + 2 * pad, width + 2 * pad), dtype=np.float32)
+    inner = (slice(pad, pad + height), slice(pad, pad + width))
+    planes[3][inner] = rgba[..., 3]
+    weight = planes[3][inner] / 255.0
+    for c in range(3):
+        np.multiply(rgba[..., c], weight, out=planes[c][inner], dtype=np.float32)
     box = (left + pad, top + pad, left + pad + side, top + pad + side)
     resample = Image.Resampling.BICUBIC if side < size else Image.Resampling.BOX
-    channels = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(premult[..., c])).resize((size, size), resample, box=box))
-        for c in range(4)
-    ]
+    channels = [np.asarray(Image.fromarray(plane).resize((size, size), resample, box=box)) for plane in planes]
     out = np.clip(np.stack(channels, axis=-1), 0.0, 255.0).round().astype(np.uint8)
     out[..., :3] = np.minimum(out[..., :3], out[..., 3:4])  # premultiplied colour never exceeds alpha
     return Image.fromarray(out), (float(left), float(top), float(side))

@@ -109,18 +109,77 @@ def sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return out / 255.0 if texture.dtype == torch.uint8 else out
 
 
-def _material_values(material: Material, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Linear base colour `[n, 3]`, metallic `[n]`, roughness `[n]` of one material at `uv [n, 2]`."""
-    n = uv.shape[0]
-    base = material.base_color_factor[:3].expand(n, 3)
-    if material.base_color_texture is not None:
-        base = base * srgb_to_linear(sample_texture(material.base_color_texture, uv)[:, :3])
-    metallic = torch.full((n,), material.metallic_factor, device=uv.device)
-    roughness = torch.full((n,), material.roughness_factor, device=uv.device)
-    if material.metallic_roughness_texture is not None:
-        mr = sample_texture(material.metallic_roughness_texture, uv)
-        metallic, roughness = metallic * mr[:, 2], roughness * mr[:, 1]
-    return base, metallic.clamp(0, 1), roughness.clamp(0, 1)
+def _atlas(textures: list[torch.Tensor | None], material_id: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """`sample_texture(textures[m], uv)[:, :3]` for every fragment's material `m`, in one batched lookup.
+
+    The textures (first three channels) are concatenated into one flat table and each fragment reads its own at
+    its own offset, width and height, so the arithmetic per fragment is `sample_texture`'s, bit for bit, while
+    the kernel count no longer grows with the number of materials. Fragments whose material has no texture
+    read texel 0 (the caller ignores them).
+    """
+    device = uv.device
+    rows, start = [], 0  # (offset, height, width) per material; a 1 x 1 stand-in for a missing texture
+    for t in textures:
+        rows.append((start, t.shape[0], t.shape[1]) if t is not None else (0, 1, 1))
+        start += 0 if t is None else t.shape[0] * t.shape[1]
+    present = [t for t in textures if t is not None]
+    all_uint8 = all(t.dtype == torch.uint8 for t in present)
+    flat = torch.cat([t[..., :3].reshape(-1, 3) if all_uint8 else t[..., :3].reshape(-1, 3).float() for t in present])
+    table = torch.tensor(rows, dtype=torch.long).to(device)[material_id]  # (N, 3)
+    offset, h, w = table.unbind(1)
+    x = uv[:, 0] * w.float() - 0.5
+    y = (1.0 - uv[:, 1]) * h.float() - 0.5
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+
+    def texel(ix: torch.Tensor, iy: torch.Tensor) -> torch.Tensor:
+        return flat[offset + torch.remainder(iy, h) * w + torch.remainder(ix, w)].float()
+
+    top = texel(x0, y0) * (1 - fx) + texel(x0 + 1, y0) * fx
+    bottom = texel(x0, y0 + 1) * (1 - fx) + texel(x0 + 1, y0 + 1) * fx
+    out = top * (1 - fy) + bottom * fy
+    if all_uint8:
+        return out / 255.0
+    is_uint8 = torch.tensor([t is not None and t.dtype == torch.uint8 for t in textures], device=device)
+    is_uint8 = is_uint8[material_id]
+    return torch.where(is_uint8[:, None], out / 255.0, out)
+
+
+def _materials_at(
+    materials: list[Material], material_id: torch.Tensor, uv: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Linear base colour `[N, 3]`, metallic `[N]`, roughness `[N]` of fragments with `material_id [N]` at `uv`.
+
+    Per fragment: the base colour factor times the linearised texture (`sample_texture`), the metallic and
+    roughness factors times the texture's B and G channels. All materials at once, with one host sync instead of
+    one per material: fragments are stably sorted by material, the textures read by one batched lookup, and only
+    `srgb_to_linear` runs per material (on its contiguous run), because the vectorised CPU `pow` rounds its
+    tail elements differently and the result must stay bit for bit that of a pass per material.
+    """
+    device = uv.device
+    order = torch.argsort(material_id, stable=True)
+    counts = torch.bincount(material_id, minlength=len(materials)).tolist()
+    mid, uv = material_id[order], uv[order]
+    factors = torch.stack([m.base_color_factor[:3].to(device) for m in materials])[mid]  # (N, 3)
+    scalars = torch.tensor([[m.metallic_factor, m.roughness_factor] for m in materials], device=device)
+    metallic, roughness = scalars[mid].unbind(1)
+    base = factors
+    colour_maps = [m.base_color_texture for m in materials]
+    if any(t is not None for t in colour_maps):
+        has = torch.tensor([t is not None for t in colour_maps], device=device)[mid]
+        texel = _atlas(colour_maps, mid, uv)
+        linear = torch.cat([srgb_to_linear(run) for run in texel.split(counts)])
+        base = torch.where(has[:, None], factors * linear, factors)
+    mr_maps = [m.metallic_roughness_texture for m in materials]
+    if any(t is not None for t in mr_maps):
+        has = torch.tensor([t is not None for t in mr_maps], device=device)[mid]
+        mr = _atlas(mr_maps, mid, uv)
+        metallic = torch.where(has, metallic * mr[:, 2], metallic)
+        roughness = torch.where(has, roughness * mr[:, 1], roughness)
+    values = torch.cat([base, metallic.clamp(0, 1)[:, None], roughness.clamp(0, 1)[:, None]], dim=1)
+    values = torch.zeros_like(values).index_copy_(0, order, values)  # back to the fragments' order
+    return values[:, :3].contiguous(), values[:, 3].contiguous(), values[:, 4].contiguous()
 
 
 def _surface(mesh: RenderMesh, face: torch.Tensor, bary: torch.Tensor, eye: torch.Tensor) -> _Surface:
@@ -142,14 +201,7 @@ def _surface(mesh: RenderMesh, face: torch.Tensor, bary: torch.Tensor, eye: torc
         length = smooth.norm(dim=-1, keepdim=True)
         normal = torch.where(length > 1e-6, smooth / length.clamp(min=1e-12), geometric)
     uv = interp(mesh.uvs) if mesh.uvs is not None else torch.zeros(face.shape[0], 2, device=face.device)
-    material_id = mesh.face_materials[face]
-    base = torch.zeros(face.shape[0], 3, device=face.device)
-    metallic = torch.zeros(face.shape[0], device=face.device)
-    roughness = torch.zeros(face.shape[0], device=face.device)
-    for index, material in enumerate(mesh.materials):
-        sel = torch.nonzero(material_id == index).flatten()
-        if sel.numel():
-            base[sel], metallic[sel], roughness[sel] = _material_values(material, uv[sel])
+    base, metallic, roughness = _materials_at(mesh.materials, mesh.face_materials[face], uv)
     if mesh.colors is not None:
         base = base * srgb_to_linear(interp(mesh.colors)[:, :3].clamp(0, 1))
     return _Surface(position=position, normal=normal, base_color=base, metallic=metallic, roughness=roughness)
