@@ -286,11 +286,19 @@ def _sample_parts(
 ) -> torch.Tensor:
     """Material attributes `[M, 6]` at points given by global face index `[M]` and barycentrics `[M, 3]`."""
     part = torch.searchsorted(face_offsets, face, right=True) - 1
-    out = torch.zeros(face.shape[0], 6, device=face.device)
-    for p in torch.unique(part).tolist():  # one pass per mesh part present (scene geometries), not per face
-        mask = part == p
-        out[mask] = sample_material(materials[p], face[mask] - face_offsets[p], bary[mask])
-    return out
+    # One pass per mesh part present (scene geometries), not per face. A stable sort by part and one count
+    # (a single host sync) give each part a contiguous run holding exactly what a boolean mask would select.
+    order = torch.argsort(part, stable=True)
+    counts = torch.bincount(part, minlength=len(materials)).tolist()
+    face, bary = face[order], bary[order]
+    runs, start = [], 0
+    for p, count in enumerate(counts):
+        if count:
+            run = slice(start, start + count)
+            runs.append(sample_material(materials[p], face[run] - face_offsets[p], bary[run]))
+        start += count
+    out = torch.cat(runs) if runs else torch.zeros(0, 6, device=face.device)
+    return torch.zeros_like(out).index_copy_(0, order, out)
 
 
 def mesh_to_voxels(
@@ -388,7 +396,8 @@ def _assemble(
     edges[torch.searchsorted(keys, edge_keys // 3), axis] = edge_sign
     weight = full[:, _WEIGHT]
     has = weight > 0
-    if not bool(has.all()):
+    all_have = bool(has.all())  # one host sync, used twice
+    if not all_have:
         logger.debug("%d voxels around crossed edges touch no triangle; vertex at centre", int((~has).sum()))
     centroid = full[:, _CENTROID] / weight.clamp(min=1e-12)[:, None]
     q = full[:, _QEF]
@@ -402,7 +411,7 @@ def _assemble(
     attrs = None
     if with_attributes:
         attrs = full[:, _ATTRS] / weight.clamp(min=1e-12)[:, None]
-        if not bool(has.all()):
+        if not all_have:
             known = SparseVoxels(coords[has], vertex[has], edges[has], attrs[has], resolution)
             attrs[~has] = sample_attributes(known, voxel_centres(coords[~has], resolution))
     return SparseVoxels(coords=coords, vertex=vertex.float(), edges=edges, attrs=attrs, resolution=resolution)

@@ -203,9 +203,10 @@ def rasterize(
     area = (edges.sign * _canonical(edges.base, edges.direction, tri[..., 0], tri[..., 1])).sum(dim=-1)
     valid = (tri[..., 2] > near).all(dim=1) & (area > 0) & torch.isfinite(tri).all(dim=(1, 2))
     valid &= (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
-    behind = int(((tri[..., 2] <= near).any(dim=1)).sum())
-    if behind:
-        logger.debug("dropped %d triangles with a vertex behind the near plane", behind)
+    if logger.isEnabledFor(logging.DEBUG):  # the count is a host sync: only when it is logged
+        behind = int(((tri[..., 2] <= near).any(dim=1)).sum())
+        if behind:
+            logger.debug("dropped %d triangles with a vertex behind the near plane", behind)
     tri_ids = torch.nonzero(valid).flatten()
     zbuf = _zbuffer(edges, boxes, tri_ids, height, width, max_candidates)
 
