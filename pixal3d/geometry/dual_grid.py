@@ -257,6 +257,7 @@ def _voxel_statistics(
     tri, voxel = candidate_voxels(sub, resolution)
     local = sub[tri] - voxel[:, None, :].to(sub.dtype)  # (K, 3, 3), voxel-local
     keep = triangle_box_overlap(local)
+    keep = torch.nonzero(keep).squeeze(1)  # one host sync for three selections
     tri, voxel, local = tri[keep], voxel[keep], local[keep]
     # The triangle's point nearest the voxel centre stands for the part inside the voxel: it is the sample point
     # for the material and the pull target of the QEF. Its distance to the centre stands in for the clipped area

@@ -151,7 +151,7 @@ def _zbuffer(
     span_row = boxes[span_tri, 1] + rank
     spans = _row_spans(edges, span_tri, span_row, boxes)
     counts = (spans[:, 1] - spans[:, 0] + 1).clamp(min=0)
-    keep = counts > 0
+    keep = torch.nonzero(counts > 0).squeeze(1)  # one host sync for four selections
     span_tri, span_row, spans, counts = span_tri[keep], span_row[keep], spans[keep], counts[keep]
     # Chunks of consecutive spans holding about `max_candidates` samples each.
     ends = torch.cumsum(counts, dim=0)
@@ -168,7 +168,7 @@ def _zbuffer(
         x = cols.to(edges.base.dtype)[:, None] + 0.5  # (N, 1)
         y = rows.to(edges.base.dtype)[:, None] + 0.5
         inside, _, depth = _inside_and_bary(edges, tri, x, y)
-        inside, depth = inside[:, 0], depth[:, 0]
+        inside, depth = torch.nonzero(inside[:, 0]).squeeze(1), depth[:, 0]  # one host sync, four selections
         depth_bits = depth.to(torch.float32)[inside].view(torch.int32).to(torch.int64)
         keys = (depth_bits << 32) | tri[inside]
         zbuf.scatter_reduce_(0, rows[inside] * width + cols[inside], keys, reduce="amin")
