@@ -10,15 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pixal3d.encoder import EncoderConfig
 from pixal3d.errors import InputError
+from pixal3d.models.fov_head import FovHeadConfig
 
 
 @dataclass
 class DataConfig:
-    """Where batches come from. `synthetic`: procedural spheres and boxes voxelised analytically (no files)."""
+    """Where batches come from (`pixal3d.training.data`).
 
-    kind: Literal["synthetic"] = "synthetic"
-    """Data source kind; `synthetic` needs nothing on disk."""
+    `synthetic`: spheres and boxes voxelised analytically (voxels only, no images: VAEs only);
+    `procedural`: the data engine on the fly (`ProceduralStream`: procedural asset -> render -> voxelise), so a
+    fresh machine trains with no stored data; `shards`: a folder written by `pixal3d data generate`.
+    """
+
+    kind: Literal["synthetic", "procedural", "shards"] = "synthetic"
+    """Data source kind; `synthetic` and `procedural` need nothing on disk."""
     resolution: int = 64
     """Fine voxel resolution R_hr of the targets (the shape/texture VAEs' `resolution`)."""
     coarse_resolution: int = 64
@@ -28,9 +35,30 @@ class DataConfig:
     num_objects: int = 0
     """Synthetic: 0 draws a new object for every sample; n > 0 cycles over the first n (overfitting runs)."""
     seed: int = 0
-    """Synthetic: object `i` depends only on (seed, i), whatever the rank count."""
+    """Synthetic: object `i` depends only on (seed, i). Procedural: the data seed of every view. Shards: shuffle seed."""
+    image_size: int = 512
+    """Procedural: sample image side S in pixels (shards: checked against the stored images)."""
+    views: int = 4
+    """Procedural: views rendered per procedural asset."""
+    seed_offset: int = 0
+    """Procedural: first asset seed (hold out a range for evaluation by starting elsewhere)."""
+    workers: int = 0
+    """Procedural: DataLoader worker processes making samples (0: in the training process)."""
+    engine_device: Literal["cpu", "cuda"] = "cpu"
+    """Procedural: where the workers render and voxelise ("cuda": the rank's GPU, spawned workers)."""
+    root: str | None = None
+    """Shards: the data folder (holds index*.json and shards/)."""
+    shuffle: bool = True
+    """Shards: visit the samples in a seeded random order per epoch (False: stored order)."""
 
     def __post_init__(self) -> None:
+        if self.kind == "shards" and not self.root:
+            raise InputError('data: kind "shards" needs "root", the folder written by `pixal3d data generate`')
+        if self.image_size < 32 or self.image_size % 32 or self.views < 1 or self.seed_offset < 0 or self.workers < 0:
+            raise InputError(
+                f"data: need image_size a multiple of 32, views >= 1, seed_offset >= 0, workers >= 0; got "
+                f"{self.image_size}, {self.views}, {self.seed_offset}, {self.workers}"
+            )
         if self.resolution < 2 or self.coarse_resolution < 1 or self.resolution % self.coarse_resolution:
             raise InputError(
                 f"data: coarse_resolution ({self.coarse_resolution}) must divide resolution ({self.resolution})"
@@ -39,6 +67,54 @@ class DataConfig:
             raise InputError(
                 f"data: need max_primitives >= 1 and num_objects >= 0, got {self.max_primitives}, {self.num_objects}"
             )
+
+
+@dataclass
+class FlowTrainConfig:
+    """What a conditioned flow run (`"model": "flow"`) trains besides the flow, and on which latents.
+
+    The flow learns the latents of a frozen VAE, computed on the fly from each batch (no_grad). The condition is
+    built from the batch's images and cameras exactly as at inference (`stages.make_condition`); the encoder
+    (and the FoV head, when configured) train with the flow and are saved in the same checkpoint.
+    """
+
+    stage: Literal["structure", "shape", "texture"] = "structure"
+    """Cascade stage: structure (dense latent of the coarse occupancy), shape or texture (sparse tokens)."""
+    vae_checkpoint: str | None = None
+    """The stage's VAE (structure / shape / texture): a run folder, its checkpoints/ or a step_* folder."""
+    vae_config: dict[str, Any] = field(default_factory=dict)
+    """Only without vae_checkpoint: the VAE's config for a randomly initialised frozen VAE (benchmarks, tests)."""
+    shape_vae_checkpoint: str | None = None
+    """Stage 3 only: the shape VAE whose latent is concatenated to the texture flow's input."""
+    shape_vae_config: dict[str, Any] = field(default_factory=dict)
+    """Stage 3 only, without shape_vae_checkpoint: config of a randomly initialised frozen shape VAE."""
+    vae_weights: Literal["ema", "model"] = "ema"
+    """Which weights of a VAE training checkpoint to use."""
+    latent: Literal["mean", "sample"] = "mean"
+    """Flow target: the VAE posterior mean, or a posterior sample (mean + std * noise) per step."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """The image encoder; `pretrained` starts the backbone from the ImageNet weights when no checkpoint is given."""
+    encoder_checkpoint: str | None = None
+    """Initialise the encoder from a component folder (`encoder/` of a pipeline) or a flow run's checkpoint."""
+    train_encoder: bool = True
+    """Fine-tune the encoder with the flow (False: frozen, run without gradients)."""
+    fov_head: FovHeadConfig | None = None
+    """Train a FoV head on the encoder's global tokens in this run (None: no FoV head)."""
+    fov_weight: float = 1.0
+    """Weight of the FoV head's L1 loss (radians) beside the flow-matching loss."""
+    cond_dropout: float = 0.1
+    """Probability of dropping the condition (lifted features and global tokens together) for CFG."""
+    timesteps: Literal["logit_normal", "uniform"] = "logit_normal"
+    """Training timestep distribution."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.cond_dropout < 1 or self.fov_weight < 0:
+            raise InputError(f"flow: need 0 <= cond_dropout < 1 and fov_weight >= 0, got {self.cond_dropout}, "
+                             f"{self.fov_weight}")
+        if self.vae_checkpoint is None and not self.vae_config:
+            raise InputError('flow: give "vae_checkpoint" (a trained VAE run) or "vae_config" (a random frozen VAE)')
+        if self.stage == "texture" and self.shape_vae_checkpoint is None and not self.shape_vae_config:
+            raise InputError('flow: stage "texture" also needs "shape_vae_checkpoint" or "shape_vae_config"')
 
 
 @dataclass
@@ -51,6 +127,8 @@ class TrainConfig:
     """The model's config as a JSON object (keys of its dataclass; missing keys keep their defaults)."""
     data: DataConfig = field(default_factory=DataConfig)
     """The data source."""
+    flow: FlowTrainConfig | None = None
+    """Required when model is "flow": the stage, frozen VAE(s), encoder and FoV head of a conditioned flow run."""
     out_dir: str = "runs/structure_vae"
     """Run folder: checkpoints, metrics.jsonl, config.json (relative paths are relative to the working dir)."""
     batch_size: int = 8
@@ -102,6 +180,9 @@ class TrainConfig:
             "keep_checkpoints": self.keep_checkpoints >= 1,
             "max_shard_mib": self.max_shard_mib > 0,
         }
+        if (self.model == "flow") != (self.flow is not None):
+            raise InputError('TrainConfig: "flow" (the stage, VAE checkpoint, encoder) is required for model '
+                             f'"flow" and only allowed there; model is {self.model!r}')
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             values = {name: getattr(self, name) for name in bad}

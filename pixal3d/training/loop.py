@@ -45,9 +45,13 @@ from pixal3d.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from pixal3d.training.conditioned import build_conditioned_flow
 from pixal3d.training.config import DataConfig, TrainConfig
-from pixal3d.training.objectives import OBJECTIVES
+from pixal3d.training.data import ProceduralSource, ShardSource
+from pixal3d.training.objectives import OBJECTIVES, Objective
 from pixal3d.training.synthetic import SyntheticSource
+
+DataSource = SyntheticSource | ProceduralSource | ShardSource
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +78,34 @@ def get_lr(step: int, config: TrainConfig) -> float:
 
 
 def make_data_source(data: DataConfig, batch_size: int, rank: int, world_size: int,
-                     device: torch.device) -> SyntheticSource:
+                     device: torch.device) -> DataSource:
     """The rank's data source: an iterable of batch dicts with `state_dict()` / `load_state_dict()`."""
-    if data.kind == "synthetic":
-        return SyntheticSource(data, batch_size, rank, world_size, device)
-    raise InputError(f"unknown data kind {data.kind!r}; known kinds: ['synthetic']")
+    sources = {"synthetic": SyntheticSource, "procedural": ProceduralSource, "shards": ShardSource}
+    if data.kind not in sources:
+        raise InputError(f"unknown data kind {data.kind!r}; known kinds: {sorted(sources)}")
+    return sources[data.kind](data, batch_size, rank, world_size, device)
+
+
+def build_model(config: TrainConfig, device: torch.device) -> tuple[nn.Module, Objective, Any]:
+    """The trainable module, its objective and its config (`model_config`, or the flow run's components).
+
+    `"model": "flow"` builds encoder + flow (+ FoV head) over frozen VAEs (`pixal3d.training.conditioned`);
+    every other model is `MODELS[name](model_config)` with `OBJECTIVES[name]`. Call after seeding: the initial
+    weights come from the global torch RNG.
+    """
+    if config.model == "flow":
+        return build_conditioned_flow(config, device)
+    config_cls, model_cls = model_classes(config.model)
+    if config.model not in OBJECTIVES:
+        raise InputError(f"no training objective for model {config.model!r}; trainable: {sorted(OBJECTIVES)}")
+    model_config = config_from_dict(config_cls, config.model_config, where=f"{config.model} model_config")
+    _check_data(config.model, model_config, config.data)
+    return model_cls(model_config).to(device), OBJECTIVES[config.model], model_config
+
+
+def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move a batch's tensors to `device` (other values, e.g. the `Camera` list, stay as they are)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def configure_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -139,7 +166,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def restore_training_state(folder: Path, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer,
-                           data: SyntheticSource, generator: torch.Generator, rank: int, world_size: int) -> int:
+                           data: DataSource, generator: torch.Generator, rank: int, world_size: int) -> int:
     """Load weights, EMA, optimizer state, data position and this rank's RNG from a checkpoint; return its step.
 
     Every tensor's shape is checked against the model first: a mismatch raises one `InputError` naming them.
@@ -203,14 +230,8 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None)
     stop = config.max_steps if stop_at is None else min(stop_at, config.max_steps)
 
     # ---------------------------------------------------------------------------------------- model, EMA, optimizer
-    config_cls, model_cls = model_classes(config.model)
-    if config.model not in OBJECTIVES:
-        raise InputError(f"no training objective for model {config.model!r}; trainable: {sorted(OBJECTIVES)}")
-    objective = OBJECTIVES[config.model]
-    model_config = config_from_dict(config_cls, config.model_config, where=f"{config.model} model_config")
-    _check_data(config.model, model_config, config.data)
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    raw_model = model_cls(model_config).to(device)
+    raw_model, objective, model_config = build_model(config, device)
     if config.init_weights:
         load_weights(raw_model, config.init_weights)
     ema = copy.deepcopy(raw_model).requires_grad_(False).eval() if config.ema_decay > 0 else None
@@ -254,7 +275,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None)
         lr = get_lr(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        batch = batch_to(next(batches), device)
         with autocast:
             loss, metrics = objective(model, batch, generator)
         loss.backward()

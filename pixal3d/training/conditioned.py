@@ -1,0 +1,274 @@
+"""Conditioned flow training (DESIGN sections 3, 5, 8): encoder + flow (+ FoV head) on frozen-VAE latents.
+
+A flow run (`"model": "flow"` with a `"flow"` section, `FlowTrainConfig`) trains one `ConditionedFlow`: the
+image encoder, the stage's `FlowTransformer` and optionally the FoV head, as one module, so DDP, EMA and the
+checkpoint treat them together (tensor names `encoder.*`, `flow.*`, `fov_head.*`). The frozen VAEs are not part
+of it: they only turn each batch into the flow's target latents (no_grad, eval mode), so they are neither saved
+again nor averaged by the EMA.
+
+Targets per stage (the VAE's posterior mean, or a posterior sample, `FlowTrainConfig.latent`):
+- structure: the structure VAE latent `[B, C, G, G, G]` of the coarse occupancy (dense tokens);
+- shape: the shape VAE latent tokens on the coarse active voxels, a `SparseTensor` at R_tok;
+- texture: the texture VAE latent on the same tokens, with the shape VAE latent as `concat`.
+
+The condition is built exactly as at inference: `FeatureMaps` from the encoder, one `Camera` per sample (its
+FoV, the default distance), `stages.make_condition`; then `FlowCondition.with_dropout(p)` drops the lifted
+features and the global tokens together. The FoV head, when configured, regresses the sample's FoV (L1 in
+radians) from the same features; the shipped configs train it in the stage-1 run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pixal3d.camera import Camera
+from pixal3d.config import config_from_dict, config_to_dict
+from pixal3d.encoder import EncoderConfig, ImageEncoder
+from pixal3d.errors import InputError
+from pixal3d.models import model_classes
+from pixal3d.models.flow import FlowConfig, FlowTransformer
+from pixal3d.models.fov_head import FovHead, FovHeadConfig
+from pixal3d.sampling import flow_matching_loss
+from pixal3d.sparse import SparseTensor
+from pixal3d.stages import make_condition
+from pixal3d.training.checkpoint import check_tensors, latest_checkpoint, load_checkpoint, read_safetensors
+from pixal3d.training.config import FlowTrainConfig, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+STAGE_VAE = {"structure": "structure_vae", "shape": "shape_vae", "texture": "texture_vae"}
+"""The VAE whose latent each stage's flow learns."""
+
+
+@dataclass
+class ConditionedFlowConfig:
+    """The trained components of a flow run (stored as the checkpoint's `model_config`)."""
+
+    stage: str
+    encoder: EncoderConfig
+    flow: FlowConfig
+    fov_head: FovHeadConfig | None = None
+
+
+class ConditionedFlow(nn.Module):
+    """Encoder + flow (+ FoV head): `forward` is one training pass returning its loss terms."""
+
+    def __init__(self, config: ConditionedFlowConfig, train_encoder: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.train_encoder = train_encoder
+        self.encoder = ImageEncoder(config.encoder).requires_grad_(train_encoder)
+        self.flow = FlowTransformer(config.flow)
+        self.fov_head = FovHead(config.fov_head) if config.fov_head is not None else None
+
+    def forward(self, image: torch.Tensor, cameras: list[Camera], x0: torch.Tensor | SparseTensor,
+                generator: torch.Generator, concat: SparseTensor | None = None, fov: torch.Tensor | None = None,
+                cond_dropout: float = 0.1, timesteps: str = "logit_normal") -> dict[str, torch.Tensor]:
+        """One training pass.
+
+        Args:
+            image: `[B, 4, S, S]` float RGBA in [0, 1].
+            cameras: one `Camera` per element.
+            x0: the clean latents (dense `[B, C, G, G, G]` or a `SparseTensor` with B batch elements).
+            generator: dropout, timestep and noise source.
+            concat: stage 3's shape latent on the voxels of `x0`.
+            fov: `[B]` radians, the FoV head's target (needed when the head exists).
+            cond_dropout: probability of the unconditional branch per element.
+            timesteps: "logit_normal" or "uniform".
+
+        Returns:
+            `{"mse": flow-matching loss, "keep": fraction conditioned}` plus `"fov_l1"` (radians) with a FoV head.
+        """
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
+            features = self.encoder(image)
+        cond = make_condition([features], [cameras]).with_dropout(cond_dropout, generator)
+        kwargs = {"concat": concat} if concat is not None else {}
+        out = {"mse": flow_matching_loss(self.flow, x0, cond, generator, timesteps, model_kwargs=kwargs),
+               "keep": cond.keep.float().mean()}
+        if self.fov_head is not None:
+            out["fov_l1"] = (self.fov_head(features) - fov.float()).abs().mean()
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ frozen VAEs
+def load_frozen_vae(name: str, checkpoint: str | None, config: dict[str, Any], weights: str,
+                    device: torch.device) -> nn.Module:
+    """The frozen VAE `name` ("structure_vae", ...) from a training checkpoint, or random from `config`.
+
+    Args:
+        name: its `MODELS` key; a checkpoint written for another model raises.
+        checkpoint: a run folder, its `checkpoints/` or a `step_*` folder; None builds `config` with random
+            weights (benchmarks, tests; logged as a warning since its latents mean nothing).
+        config: the VAE config (only without a checkpoint).
+        weights: "ema" or "model".
+        device: where it runs.
+    """
+    config_cls, model_cls = model_classes(name)
+    if checkpoint is None:
+        logger.warning("%s: no vae_checkpoint, using random frozen weights (benchmarks and tests only)", name)
+        vae = model_cls(config_from_dict(config_cls, config, where=f"flow.{name} config"))
+    else:
+        folder = latest_checkpoint(checkpoint) or Path(checkpoint)
+        tensors, meta = load_checkpoint(folder)
+        if meta.get("config", {}).get("model") != name:
+            raise InputError(f"{folder} is a {meta.get('config', {}).get('model')!r} checkpoint, this stage needs "
+                             f"a {name!r} one")
+        if weights not in tensors:
+            raise InputError(f"{folder} has no {weights!r} weights (groups {sorted(tensors)}); set vae_weights")
+        vae = model_cls(config_from_dict(config_cls, meta["model_config"], where=f"{folder} model_config"))
+        check_tensors(vae.state_dict(), tensors[weights], f"checkpoint {folder} ({weights})")
+        vae.load_state_dict(tensors[weights], strict=True)
+    return vae.to(device).requires_grad_(False).eval()
+
+
+def _posterior(mean: torch.Tensor, logvar: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+    if mode == "mean":
+        return mean.float()
+    noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
+    return mean.float() + torch.exp(0.5 * logvar.float()) * noise
+
+
+@torch.no_grad()
+def stage_latents(stage: str, vaes: dict[str, nn.Module], batch: dict[str, Any], mode: str,
+                  generator: torch.Generator) -> tuple[torch.Tensor | SparseTensor, SparseTensor | None]:
+    """The flow's clean latents `x0` (and stage 3's `concat`) of a batch, from the frozen VAEs."""
+    if stage == "structure":
+        mean, logvar = vaes["structure_vae"].encode(batch["occupancy"])
+        return _posterior(mean, logvar, mode, generator), None
+    shape_mean, shape_logvar = vaes["shape_vae"].encode(batch["coords"], batch["vertex"], batch["edges"])
+    shape = shape_mean.replace(feats=_posterior(shape_mean.feats, shape_logvar, mode, generator))
+    if stage == "shape":
+        return shape, None
+    tex_mean, tex_logvar = vaes["texture_vae"].encode(batch["coords"], batch["attrs"])
+    if not torch.equal(tex_mean.coords, shape.coords):
+        raise InputError("the shape and texture VAEs put their tokens on different voxels; their token_resolution "
+                         "must be equal")
+    return tex_mean.replace(feats=_posterior(tex_mean.feats, tex_logvar, mode, generator)), shape
+
+
+def _tokens(x0: torch.Tensor | SparseTensor, flow: FlowConfig) -> int:
+    """Flow tokens in the batch: `B (G / p)^3` dense, the rows of a sparse latent."""
+    if isinstance(x0, SparseTensor):
+        return int(x0.feats.shape[0])
+    return int(x0.shape[0]) * (flow.resolution // flow.patch) ** 3
+
+
+def make_flow_objective(flow_config: FlowTrainConfig, vaes: dict[str, nn.Module]) -> Callable:
+    """The objective of a conditioned flow run: `(model, batch, generator) -> (loss, metrics)`.
+
+    loss = flow-matching MSE + `fov_weight` * FoV L1 (radians) when the model has a FoV head.
+    """
+    def flow_objective(model: nn.Module, batch: dict[str, Any],
+                       generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        x0, concat = stage_latents(flow_config.stage, vaes, batch, flow_config.latent, generator)
+        out = model(batch["image"], batch["cameras"], x0, generator, concat=concat, fov=batch["fov"],
+                    cond_dropout=flow_config.cond_dropout, timesteps=flow_config.timesteps)
+        loss = out["mse"]
+        if "fov_l1" in out:
+            loss = loss + flow_config.fov_weight * out["fov_l1"]
+        tokens = torch.tensor(float(_tokens(x0, inner.config.flow)), device=out["mse"].device)
+        return loss, {name: value.detach() for name, value in out.items()} | {"tokens": tokens}
+
+    return flow_objective
+
+
+# ------------------------------------------------------------------------------------------------ building
+def _load_encoder(encoder: ImageEncoder, path: str) -> None:
+    """Encoder weights from a component folder (`encoder/model.safetensors`) or a flow run's checkpoint."""
+    p = Path(path)
+    if p.is_file():
+        tensors = read_safetensors(p)
+    elif (p / "model.safetensors").is_file():
+        tensors = read_safetensors(p / "model.safetensors")
+    else:
+        folder = latest_checkpoint(p) or p
+        groups, _ = load_checkpoint(folder)
+        group = groups.get("ema", groups["model"])
+        tensors = {k.removeprefix("encoder."): v for k, v in group.items() if k.startswith("encoder.")}
+    check_tensors(encoder.state_dict(), tensors, f"encoder weights {path}")
+    encoder.load_state_dict(tensors, strict=True)
+
+
+def build_conditioned_flow(config: TrainConfig, device: torch.device) -> tuple[ConditionedFlow, Callable, Any]:
+    """The trainable module, its objective and its config for a `"model": "flow"` run (VAEs loaded frozen)."""
+    fc = config.flow
+    flow = config_from_dict(FlowConfig, config.model_config, where="flow model_config")
+    model_config = ConditionedFlowConfig(stage=fc.stage, encoder=fc.encoder, flow=flow, fov_head=fc.fov_head)
+    vaes = {STAGE_VAE[fc.stage]: load_frozen_vae(STAGE_VAE[fc.stage], fc.vae_checkpoint, fc.vae_config,
+                                                 fc.vae_weights, device)}
+    if fc.stage == "texture":
+        vaes["shape_vae"] = load_frozen_vae("shape_vae", fc.shape_vae_checkpoint, fc.shape_vae_config,
+                                            fc.vae_weights, device)
+    check_stage(model_config, vaes, config)
+    model = ConditionedFlow(model_config, train_encoder=fc.train_encoder)
+    if fc.encoder_checkpoint:
+        _load_encoder(model.encoder, fc.encoder_checkpoint)
+    return model.to(device), make_flow_objective(fc, vaes), model_config
+
+
+def check_stage(model: ConditionedFlowConfig, vaes: dict[str, nn.Module], config: TrainConfig) -> None:
+    """Raise `InputError` unless the flow, the VAEs, the encoder and the data sizes chain."""
+    flow, data, stage = model.flow, config.data, model.stage
+    vae = vaes[STAGE_VAE[stage]].config
+    pairs = [("flow.feature_channels", flow.feature_channels, "encoder.channels", model.encoder.channels),
+             ("flow.in_channels", flow.in_channels, f"{STAGE_VAE[stage]}.latent_channels", vae.latent_channels)]
+    if data.kind == "synthetic":
+        raise InputError('flow runs need images: use data kind "procedural" or "shards", not "synthetic"')
+    if stage == "structure":
+        pairs += [("flow.tokens", flow.tokens, "dense", "dense"),
+                  ("flow.resolution", flow.resolution, "structure_vae.latent_resolution", vae.latent_resolution),
+                  ("structure_vae.resolution", vae.resolution, "data.coarse_resolution", data.coarse_resolution)]
+    else:
+        pairs += [("flow.tokens", flow.tokens, "sparse", "sparse"),
+                  ("flow.resolution", flow.resolution, f"{STAGE_VAE[stage]}.token_resolution", vae.token_resolution),
+                  (f"{STAGE_VAE[stage]}.resolution", vae.resolution, "data.resolution", data.resolution),
+                  ("flow.cond_channels", flow.cond_channels, "shape latent channels",
+                   vaes["shape_vae"].config.latent_channels if stage == "texture" else 0)]
+    if model.fov_head is not None:
+        pairs += [("fov_head.feature_channels", model.fov_head.feature_channels, "encoder.channels",
+                   model.encoder.channels),
+                  ("fov_head.tokens", model.fov_head.tokens, "encoder.global_grid^2 + 1",
+                   model.encoder.global_grid ** 2 + 1)]
+    bad = [f"{a} = {va} but {b} = {vb}" for a, va, b, vb in pairs if va != vb]
+    if bad:
+        raise InputError(f"flow run ({stage}) does not chain: " + "; ".join(bad))
+
+
+# ------------------------------------------------------------------------------------------------ export
+def flow_run_components(checkpoint: str | Path, group: str = "ema") -> dict[str, nn.Module]:
+    """The trained components of a flow run, as pipeline modules with their weights (CPU, eval mode).
+
+    Returns:
+        `{"encoder": ImageEncoder, "<stage>_flow": FlowTransformer}` plus `"fov_head"` when the run trained one;
+        pass them to `Pixal3DPipeline(...)` or `pixal3d.weights.save_component` each.
+    """
+    folder = latest_checkpoint(checkpoint) or Path(checkpoint)
+    tensors, meta = load_checkpoint(folder)
+    if meta.get("config", {}).get("model") != "flow" or group not in tensors:
+        raise InputError(f"{folder} is not a flow run checkpoint with {group!r} weights")
+    cfg = config_from_dict(ConditionedFlowConfig, meta["model_config"], where=f"{folder} model_config")
+    modules: dict[str, nn.Module] = {"encoder": ImageEncoder(_no_imagenet(cfg.encoder)),
+                                     f"{cfg.stage}_flow": FlowTransformer(cfg.flow)}
+    if cfg.fov_head is not None:
+        modules["fov_head"] = FovHead(cfg.fov_head)
+    for name, module in modules.items():
+        prefix = "flow." if name.endswith("_flow") else f"{name}."
+        part = {k.removeprefix(prefix): v for k, v in tensors[group].items() if k.startswith(prefix)}
+        check_tensors(module.state_dict(), part, f"checkpoint {folder} ({group}, {prefix}*)")
+        module.load_state_dict(part, strict=True)
+        module.eval()
+    return modules
+
+
+def _no_imagenet(config: EncoderConfig) -> EncoderConfig:
+    """The same encoder without reading the ImageNet file (the checkpoint's weights replace them)."""
+    return config_from_dict(EncoderConfig, config_to_dict(config) | {"pretrained": False})

@@ -1,0 +1,179 @@
+"""Conditioned flow training on the data engine: the three stages through `train()`, resume, dropout, shards."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pixal3d.config import load_config
+from pixal3d.data.shards import SampleOptions, procedural_units, write_shards
+from pixal3d.encoder import EncoderConfig, FeatureMaps
+from pixal3d.errors import InputError
+from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer
+from pixal3d.training.checkpoint import load_checkpoint
+from pixal3d.training.conditioned import flow_run_components
+from pixal3d.training.config import TrainConfig
+from pixal3d.training.data import ProceduralSource, collate_samples
+from pixal3d.training.loop import train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def micro(name: str, out_dir: Path, **changes) -> TrainConfig:
+    """A shipped micro config, shrunk to a few quiet CPU steps in `out_dir`."""
+    config = load_config(TrainConfig, CONFIGS / f"{name}.json")
+    defaults = dict(out_dir=str(out_dir), max_steps=2, log_interval=1, checkpoint_interval=100, progress=False,
+                    warmup_steps=1)
+    return dataclasses.replace(config, **(defaults | changes))
+
+
+@pytest.fixture(scope="module")
+def vae_runs(tmp_path_factory) -> dict[str, Path]:
+    """One-step procedural runs of the three micro VAEs (the flows' frozen VAE checkpoints)."""
+    root = tmp_path_factory.mktemp("vaes")
+    torch.set_num_threads(1)
+    runs = {}
+    for stage in ("structure", "shape", "texture"):
+        runs[stage] = root / stage
+        result = train(micro(f"{stage}_vae_micro_procedural", runs[stage], max_steps=1))
+        assert result.step == 1 and math.isfinite(result.metrics["loss"])
+    return runs
+
+
+def flow_config(stage: str, out_dir: Path, runs: dict[str, Path], **changes) -> TrainConfig:
+    config = micro(f"{stage}_flow_micro", out_dir, **changes)
+    flow = dataclasses.replace(config.flow, vae_checkpoint=str(runs[stage]),
+                               shape_vae_checkpoint=str(runs["shape"]) if stage == "texture" else None)
+    return dataclasses.replace(config, flow=flow)
+
+
+@pytest.mark.parametrize("stage", ["structure", "shape", "texture"])
+def test_flow_stage_trains_and_checkpoint_loads_back(stage, vae_runs, tmp_path):
+    result = train(flow_config(stage, tmp_path, vae_runs))
+    assert result.step == 2 and all(math.isfinite(v) for v in result.metrics.values())
+    assert result.metrics["tokens"] > 0
+    tensors, meta = load_checkpoint(result.checkpoint)
+    prefixes = {name.split(".")[0] for name in tensors["ema"]}
+    assert prefixes == ({"encoder", "flow", "fov_head"} if stage == "structure" else {"encoder", "flow"})
+    assert meta["data"]["next_index"] == 2 * 2  # procedural stream position: 2 steps x batch 2
+    modules = flow_run_components(tmp_path, group="model")
+    assert set(modules) == {"encoder", f"{stage}_flow"} | ({"fov_head"} if stage == "structure" else set())
+    for name, module in modules.items():
+        prefix = "flow." if name.endswith("_flow") else f"{name}."
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, tensors["model"][prefix + key])
+
+
+def test_cross_attention_variant_trains_through_the_same_path(vae_runs, tmp_path):
+    config = flow_config("shape", tmp_path, vae_runs, max_steps=1)
+    config = dataclasses.replace(config, model_config=config.model_config | {"conditioning": "cross"})
+    result = train(config)
+    assert result.step == 1 and math.isfinite(result.metrics["loss"])
+
+
+def test_flow_resume_is_exact(vae_runs, tmp_path):
+    """4 steps in one go == 2 steps, resume, 2 steps: bitwise, weights, EMA and optimizer state (CPU)."""
+    kwargs = dict(max_steps=4, batch_size=1, checkpoint_interval=2)
+    whole = train(flow_config("structure", tmp_path / "a", vae_runs, **kwargs))
+    train(flow_config("structure", tmp_path / "b", vae_runs, **kwargs), stop_at=2)
+    resumed = train(flow_config("structure", tmp_path / "b", vae_runs, **kwargs), resume=True)
+    a, meta_a = load_checkpoint(whole.checkpoint)
+    b, meta_b = load_checkpoint(resumed.checkpoint)
+    assert meta_a["data"] == meta_b["data"] and meta_a["rng"] == meta_b["rng"]
+    for group in ("model", "ema", "optimizer"):
+        assert a[group].keys() == b[group].keys()
+        for name in a[group]:
+            assert torch.equal(a[group][name], b[group][name]), (group, name)
+
+
+def test_frozen_encoder_keeps_its_weights(vae_runs, tmp_path):
+    config = flow_config("shape", tmp_path, vae_runs, max_steps=2, ema_decay=0.0, checkpoint_interval=1)
+    config = dataclasses.replace(config, flow=dataclasses.replace(config.flow, train_encoder=False))
+    train(config)
+    first, _ = load_checkpoint(tmp_path / "checkpoints" / "step_00000001")
+    second, _ = load_checkpoint(tmp_path / "checkpoints" / "step_00000002")
+    changed = {k.split(".")[0] for k in first["model"] if not torch.equal(first["model"][k], second["model"][k])}
+    assert changed == {"flow"}
+
+
+def test_condition_dropout_drops_both_inputs_together():
+    """A dropped element's output equals the unconditional one; a kept element's does not."""
+    torch.manual_seed(0)
+    model = FlowTransformer(FlowConfig(tokens="dense", in_channels=2, resolution=4, patch_size=2, dim=32, depth=1,
+                                       heads=2, feature_channels=8)).eval()
+    for p in model.parameters():  # zero-initialised output layers would hide the condition
+        torch.nn.init.normal_(p, std=0.2)
+    features = FeatureMaps(maps=[torch.rand(4, 4, 32, 32), torch.randn(4, 8, 8, 8)],
+                           global_tokens=torch.randn(4, 2, 8))
+    from pixal3d.camera import Camera
+    cond = FlowCondition(features, [Camera(fov=0.6, size=32)] * 4)
+    drops = (cond.with_dropout(0.5, torch.Generator().manual_seed(s)) for s in range(50))
+    dropped = next(d for d in drops if d.keep.any() and not d.keep.all())
+    keep = dropped.keep
+    assert keep.any() and not keep.all()
+    x, t = torch.randn(4, 2, 4, 4, 4), torch.full((4,), 0.5)
+    with torch.no_grad():
+        out, uncond, full = model(x, t, dropped), model(x, t, None), model(x, t, cond)
+    assert torch.allclose(out[~keep], uncond[~keep], atol=1e-6)
+    assert torch.allclose(out[keep], full[keep], atol=1e-6)
+    assert not torch.allclose(full[~keep], uncond[~keep], atol=1e-4)
+    rate = FlowCondition(features, cond.cameras).with_dropout(0.1, torch.Generator().manual_seed(0))
+    many = torch.stack([cond.with_dropout(0.1, torch.Generator().manual_seed(s)).keep for s in range(200)])
+    assert rate.keep.shape == (4,) and 0.05 < 1 - many.float().mean() < 0.15
+
+
+def test_shard_data_kind_reads_a_written_folder(vae_runs, tmp_path):
+    options = SampleOptions(image_size=64, resolution=64, coarse=16)
+    summary = write_shards(procedural_units(2, 1), tmp_path / "data", options)
+    assert summary is not None
+    config = flow_config("structure", tmp_path / "run", vae_runs, max_steps=2)
+    data = dataclasses.replace(config.data, kind="shards", root=str(tmp_path / "data"))
+    result = train(dataclasses.replace(config, data=data))
+    assert result.step == 2 and math.isfinite(result.metrics["loss"])
+    _, meta = load_checkpoint(result.checkpoint)
+    assert meta["data"] == {"position": 2, "samples": 2}
+    wrong = dataclasses.replace(data, image_size=128)
+    with pytest.raises(InputError, match="image_size"):
+        train(dataclasses.replace(config, data=wrong, out_dir=str(tmp_path / "other")))
+
+
+def test_collate_builds_images_cameras_and_voxels():
+    config = load_config(TrainConfig, CONFIGS / "structure_flow_micro.json").data
+    source = ProceduralSource(config, batch_size=2)
+    batch = next(iter(source))
+    assert batch["image"].shape == (2, 4, 64, 64) and batch["image"].dtype == torch.float32
+    assert 0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1
+    assert [c.size for c in batch["cameras"]] == [64, 64]
+    assert torch.allclose(torch.tensor([c.fov for c in batch["cameras"]]), batch["fov"])
+    assert batch["occupancy"].shape == (2, 1, 16, 16, 16)
+    assert batch["coarse_coords"].shape[1] == 4 and batch["coords"].shape[1] == 4
+    occupied = batch["occupancy"][batch["coarse_coords"][:, 0].long(), 0, *batch["coarse_coords"][:, 1:].long().T]
+    assert bool((occupied == 1).all()) and int(batch["occupancy"].sum()) == batch["coarse_coords"].shape[0]
+    assert source.state_dict()["next_index"] == 2
+
+
+def test_flow_config_errors(tmp_path):
+    config = load_config(TrainConfig, CONFIGS / "structure_flow_micro.json")
+    with pytest.raises(InputError, match="vae_checkpoint"):
+        dataclasses.replace(config.flow, vae_checkpoint=None, vae_config={})
+    with pytest.raises(InputError, match='"flow"'):
+        dataclasses.replace(config, flow=None)
+    bad = dataclasses.replace(config, out_dir=str(tmp_path), model_config=config.model_config | {"in_channels": 3},
+                              flow=dataclasses.replace(config.flow, vae_checkpoint=None, vae_config={
+                                  "resolution": 16, "latent_resolution": 4, "latent_channels": 4,
+                                  "channels": [8, 16, 16], "norm_groups": 4}))
+    with pytest.raises(InputError, match="in_channels"):
+        train(bad)
+    assert EncoderConfig(**{**config.flow.encoder.__dict__}).channels == 16
