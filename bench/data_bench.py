@@ -98,8 +98,8 @@ def main() -> None:
             break
     if pool is not None:
         pool.terminate()
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    elif args.device.startswith("cuda"):
+        torch.cuda.synchronize()  # only this process ran kernels (workers finished theirs before returning)
     elapsed = time.perf_counter() - start
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print("| device | workers | S | R_hr | samples | mean voxels | seconds | samples/s |")
