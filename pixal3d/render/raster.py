@@ -155,7 +155,7 @@ def _zbuffer(
     span_tri, span_row, spans, counts = span_tri[keep], span_row[keep], spans[keep], counts[keep]
     # Chunks of consecutive spans holding about `max_candidates` samples each.
     ends = torch.cumsum(counts, dim=0)
-    n_chunks = int(ends[-1]) // max_candidates + 1 if ends.numel() else 0
+    n_chunks = int(ends[-1]) // max_candidates + 1 if ends.numel() else 1
     bounds = torch.searchsorted(ends, torch.arange(1, n_chunks, device=ends.device) * max_candidates)
     bounds = [0, *bounds.tolist(), ends.numel()]
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
