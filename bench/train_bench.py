@@ -5,7 +5,8 @@ For each model (structure/shape/texture VAE, structure/shape/texture flow) this 
 gradient clipping, DDP under torchrun), then times `--steps` optimizer steps after `--warmup` steps. The data
 engine is timed apart: each rank first makes a pool of `--pool` procedural samples (its share of the stream,
 on its device) and the model steps cycle over batches collated from that pool and already on the device, so
-the figures measure the model, not the engine. Flows use randomly initialised frozen VAEs (the speed is the same).
+the figures measure the model, not the engine. Flows use randomly initialised frozen VAEs and encoder (no
+ImageNet file needed; the speed is the same).
 
 Tokens: flow tokens per sample (dense `(G/p)^3`, sparse: latent tokens on the active coarse voxels); sparse VAEs:
 active fine voxels; the dense structure VAE: voxels of its `R^3` grid. The batch per GPU is the config's
@@ -51,7 +52,8 @@ def bench_config(name: str, size: str) -> TrainConfig:
     vae = load_config(TrainConfig, CONFIGS / f"{stage}_vae_{size}_procedural.json").model_config
     shape = load_config(TrainConfig, CONFIGS / f"shape_vae_{size}_procedural.json").model_config
     flow = dataclasses.replace(config.flow, vae_checkpoint=None, vae_config=vae, shape_vae_checkpoint=None,
-                               shape_vae_config=shape if stage == "texture" else {})
+                               shape_vae_config=shape if stage == "texture" else {},
+                               encoder=dataclasses.replace(config.flow.encoder, pretrained=False))
     return dataclasses.replace(config, flow=flow)
 
 
@@ -132,7 +134,6 @@ def bench_model(name: str, config: TrainConfig, pool: list, batch: int, steps: i
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     seconds = float(elapsed)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    del wrapped, model, optimizer, batches
     return {"model": name, "params_m": params / 1e6, "batch_per_gpu": batch, "gpus": world,
             "samples_per_s": world * batch * steps / seconds, "tokens_per_s": float(seen) / seconds,
             "tokens_per_sample": float(seen) / (world * batch * steps), "step_ms": 1000 * seconds / steps,

@@ -17,7 +17,7 @@ from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer
 from pixal3d.training.checkpoint import load_checkpoint
 from pixal3d.training.conditioned import flow_run_components
 from pixal3d.training.config import TrainConfig
-from pixal3d.training.data import ProceduralSource, collate_samples
+from pixal3d.training.data import ProceduralSource
 from pixal3d.training.loop import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -159,7 +159,8 @@ def test_collate_builds_images_cameras_and_voxels():
     assert torch.allclose(torch.tensor([c.fov for c in batch["cameras"]]), batch["fov"])
     assert batch["occupancy"].shape == (2, 1, 16, 16, 16)
     assert batch["coarse_coords"].shape[1] == 4 and batch["coords"].shape[1] == 4
-    occupied = batch["occupancy"][batch["coarse_coords"][:, 0].long(), 0, *batch["coarse_coords"][:, 1:].long().T]
+    b, i, j, k = batch["coarse_coords"].long().T
+    occupied = batch["occupancy"][b, 0, i, j, k]
     assert bool((occupied == 1).all()) and int(batch["occupancy"].sum()) == batch["coarse_coords"].shape[0]
     assert source.state_dict()["next_index"] == 2
 
@@ -177,3 +178,18 @@ def test_flow_config_errors(tmp_path):
     with pytest.raises(InputError, match="in_channels"):
         train(bad)
     assert EncoderConfig(**{**config.flow.encoder.__dict__}).channels == 16
+
+
+def test_procedural_position_maps_across_rank_counts():
+    """A checkpoint of 2 ranks resumes on 1 or 4 ranks at the same global sample count."""
+    config = load_config(TrainConfig, CONFIGS / "structure_flow_micro.json").data
+    two = ProceduralSource(config, batch_size=1, rank=1, world_size=2)
+    two.stream.next_index = 6  # 3 steps x 2 per rank: 12 samples consumed globally
+    one, four = ProceduralSource(config, 2), ProceduralSource(config, 1, rank=3, world_size=4)
+    one.load_state_dict(two.state_dict())
+    four.load_state_dict(two.state_dict())
+    assert one.stream.next_index == 12 and four.stream.next_index == 3
+    assert four.stream.item(four.stream.next_index) == one.stream.item(12 + 3)  # global item 15 on both
+    odd = ProceduralSource(config, 1, rank=0, world_size=5)
+    with pytest.raises(InputError, match="divides"):
+        odd.load_state_dict(two.state_dict())

@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pixal3d.camera import Camera
 from pixal3d.config import config_from_dict, config_to_dict

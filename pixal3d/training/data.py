@@ -74,6 +74,18 @@ class ProceduralSource:
         return self.stream.state_dict()
 
     def load_state_dict(self, state: dict[str, object]) -> None:
+        """Resume the stream; a checkpoint of another rank count maps to the same global position.
+
+        Every rank consumes the same number of samples, so `next_index * world_size` is the global count.
+        """
+        state = dict(state)
+        world, mine = int(state["world_size"]), self.stream.world_size
+        if world != mine:
+            consumed = int(state["next_index"]) * world
+            if consumed % mine:
+                raise InputError(f"the checkpoint consumed {consumed} samples over {world} ranks, which {mine} ranks "
+                                 "cannot split evenly; resume with a rank count that divides it")
+            state.update(world_size=mine, next_index=consumed // mine)
         self.stream.load_state_dict(state)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
