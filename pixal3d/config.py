@@ -48,7 +48,7 @@ def _check_value(name: str, value: Any, annotation: Any, where: str) -> Any:
                 return _check_value(name, value, option, where)
             except InputError as err:
                 errors.append(str(err))
-        raise InputError(f"{where}: '{name}' = {value!r} matches none of {annotation}")
+        raise InputError(f"{where}: '{name}' = {value!r} matches none of {annotation} ({'; '.join(errors)})")
     if origin is typing.Literal:
         allowed = typing.get_args(annotation)
         if value not in allowed:
@@ -64,7 +64,7 @@ def _check_value(name: str, value: Any, annotation: Any, where: str) -> Any:
         elif origin is tuple and args:
             if len(args) != len(value):
                 raise InputError(f"{where}: '{name}' must have {len(args)} items, got {value!r}")
-            return tuple(_check_value(name, v, a, where) for v, a in zip(value, args))
+            return tuple(_check_value(name, v, a, where) for v, a in zip(value, args, strict=True))
         items = [_check_value(name, v, item, where) for v in value]
         return tuple(items) if origin is tuple else items
     if origin is dict:

@@ -36,7 +36,7 @@ def test_known_points_project_to_formula_pixels(fov_deg: float, size: int) -> No
     mid_edges = [(0.5, 0.0, 0.0), (-0.5, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, -0.5, 0.0)]
     points = corners + mid_edges + [(0.0, 0.0, 0.0)]
     uv, depth = cam.project(torch.tensor(points, dtype=torch.float64))
-    for p, (u, v), dz in zip(points, uv.tolist(), depth.tolist()):
+    for p, (u, v), dz in zip(points, uv.tolist(), depth.tolist(), strict=True):
         eu, ev = _expected_uv(p, cam.fov, size)
         assert abs(u - eu) < 1e-4 and abs(v - ev) < 1e-4, (p, (u, v), (eu, ev))
         assert dz == pytest.approx(cam.eye_distance - p[2])
