@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pixal3d.atomic import write_text_atomic
 from pixal3d.errors import InputError
 
 T = TypeVar("T")
@@ -117,18 +117,7 @@ def load_config(cls: type[T], path: str | os.PathLike) -> T:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write `data` as indented JSON to `path` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_config(config: Any, path: str | os.PathLike) -> None:

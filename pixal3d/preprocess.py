@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pixal3d.atomic import atomic_path
 from pixal3d.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -306,12 +306,5 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> None:
         raise InputError(f"output must be a .png file, got {path}")
     if not path.parent.is_dir():
         raise InputError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, make_parents=False) as tmp:
+        image.save(tmp, format="PNG")

@@ -26,7 +26,6 @@ import math
 import multiprocessing
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from pixal3d.atomic import atomic_path, write_bytes_atomic
 from pixal3d.data.samples import Sample, make_sample, view_generator
 from pixal3d.errors import InputError
 from pixal3d.geometry.voxels import SparseVoxels
@@ -121,21 +121,10 @@ class RunSummary:
 
 
 # ------------------------------------------------------------------------------------------- atomic files
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def atomic_write_json(path: Path, value: object) -> None:
-    atomic_write_bytes(path, json.dumps(value, indent=1, sort_keys=True).encode())
+    write_bytes_atomic(path, json.dumps(value, indent=1, sort_keys=True).encode())
 
 
 # ------------------------------------------------------------------------------------------- sample <-> tensors
@@ -255,15 +244,8 @@ def write_shard(path: Path, samples: list[Sample]) -> list[dict[str, object]]:
         tensors.update(sample_tensors(sample, key))
         entries.append({"key": key, **sample_scalars(sample)})
     metadata = {"format": SHARD_FORMAT, "version": FORMAT_VERSION, "samples": json.dumps(entries)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return entries
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from pixal3d.atomic import write_text_atomic
 from pixal3d.bench import machine_info
 from pixal3d.config import write_json_atomic
 from pixal3d.eval.runner import FSCORE_THRESHOLDS, EvalOptions, HeldOutAsset, evaluate_asset
@@ -86,7 +87,7 @@ def evaluate(
     }
     del data["options"]["fov_range"]
     write_json_atomic(output / "metrics.json", data)
-    _write_text(output / "report.md", markdown_report(data, options))
+    write_text_atomic(output / "report.md", markdown_report(data, options))
     logger.info("wrote %s and %s", output / "metrics.json", output / "report.md")
     return data
 
@@ -143,12 +144,6 @@ def write_images(images: dict[str, dict[str, np.ndarray]], asset_id: str, folder
         save_png(strip, folder / name)
         files[mode] = f"images/{name}"
     return files
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _cell(value: object) -> str:

@@ -19,13 +19,13 @@ import json
 import logging
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
 
+from pixal3d.atomic import write_bytes_atomic
 from pixal3d.errors import InputError
 from pixal3d.geometry.bake import TexturedMesh
 
@@ -141,23 +141,11 @@ def write_glb(path: str | os.PathLike, mesh: TexturedMesh, image_format: ImageFo
     if not path.parent.is_dir():
         raise InputError(f"output folder {str(path.parent)!r} does not exist; create it first")
     data = glb_bytes(mesh, image_format)
-    write_atomic(path, data)
+    write_bytes_atomic(path, data, make_parents=False)
     logger.info("wrote %s (%d faces, %.1f MiB)", path, len(mesh.faces), len(data) / 2**20)
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path` and rename it over `path`; nothing is left on failure."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _BinaryBuilder:

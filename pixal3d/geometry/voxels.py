@@ -20,7 +20,6 @@ On disk (`save_voxels` / `load_voxels`, documented in docs/voxel-format.md): one
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from pixal3d.atomic import atomic_path
 from pixal3d.errors import InputError
 
 ATTR_NAMES = ("base_r", "base_g", "base_b", "metallic", "roughness", "alpha")
@@ -82,15 +82,8 @@ def save_voxels(path: str | os.PathLike, voxels: SparseVoxels) -> None:
         "resolution": str(int(voxels.resolution)),
         "attr_names": ",".join(ATTR_NAMES) if voxels.attrs is not None else "",
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_voxels(path: str | os.PathLike, device: torch.device | str = "cpu") -> SparseVoxels:

@@ -11,7 +11,6 @@ families (balanced data sets) and `generate(s, family=f)` equals `generate(s)` w
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import trimesh
 from trimesh.visual import TextureVisuals
 
+from pixal3d.atomic import write_bytes_atomic
 from pixal3d.data.procedural import furniture, organic, props, tools, toys, vessels
 from pixal3d.data.procedural.parts import Part
 from pixal3d.errors import InputError
@@ -105,16 +105,7 @@ def export_glb(obj: ProceduralObject, path: str | os.PathLike) -> Path:
     if path.suffix.lower() != ".glb":
         raise InputError(f"procedural objects are written as GLB; use a .glb path, got {str(path)!r}")
     data = obj.scene.export(file_type="glb")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(path, data)
     return path
 
 

@@ -1,0 +1,49 @@
+"""Atomic file writes: every file pixal3d writes appears whole or not at all.
+
+Data goes to a temporary file in the destination's folder (same file system), which is then renamed over the
+destination (`os.replace`, atomic on POSIX and Windows). On any error the temporary file is removed, so a failed
+or interrupted write leaves nothing behind and never clobbers an existing file with half of a new one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, make_parents: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds it is renamed to `path`.
+
+    Use it for writers that want a file name (`safetensors.torch.save_file`, `Image.save`):
+
+        with atomic_path(out) as tmp:
+            save_file(tensors, tmp)
+    """
+    path = Path(path)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, make_parents: bool = True) -> None:
+    """Write `data` to `path` atomically (flushed to disk before the rename)."""
+    with atomic_path(path, make_parents) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, make_parents: bool = True) -> None:
+    """Write UTF-8 `text` to `path` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"), make_parents)
