@@ -53,7 +53,8 @@ def bench_config(name: str, size: str) -> TrainConfig:
     shape = load_config(TrainConfig, CONFIGS / f"shape_vae_{size}_procedural.json").model_config
     flow = dataclasses.replace(config.flow, vae_checkpoint=None, vae_config=vae, shape_vae_checkpoint=None,
                                shape_vae_config=shape if stage == "texture" else {},
-                               encoder=dataclasses.replace(config.flow.encoder, pretrained=False))
+                               encoder=dataclasses.replace(config.flow.encoder, pretrained=False),
+                               encoder_checkpoint=None)
     return dataclasses.replace(config, flow=flow)
 
 

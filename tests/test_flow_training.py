@@ -54,7 +54,7 @@ def vae_runs(tmp_path_factory) -> dict[str, Path]:
 
 def flow_config(stage: str, out_dir: Path, runs: dict[str, Path], **changes) -> TrainConfig:
     config = micro(f"{stage}_flow_micro", out_dir, **changes)
-    flow = dataclasses.replace(config.flow, vae_checkpoint=str(runs[stage]),
+    flow = dataclasses.replace(config.flow, vae_checkpoint=str(runs[stage]), encoder_checkpoint=None,
                                shape_vae_checkpoint=str(runs["shape"]) if stage == "texture" else None)
     return dataclasses.replace(config, flow=flow)
 
@@ -193,3 +193,18 @@ def test_procedural_position_maps_across_rank_counts():
     odd = ProceduralSource(config, 1, rank=0, world_size=5)
     with pytest.raises(InputError, match="divides"):
         odd.load_state_dict(two.state_dict())
+
+
+def test_later_stages_reuse_the_stage1_encoder(vae_runs, tmp_path):
+    """The shipped shape/texture configs freeze the encoder that the structure run trained (one encoder in the
+    pipeline): `encoder_checkpoint` reads its EMA weights from the structure run's checkpoint."""
+    train(flow_config("structure", tmp_path / "structure", vae_runs, max_steps=1))
+    config = flow_config("shape", tmp_path / "shape", vae_runs, max_steps=1)
+    assert config.flow.train_encoder is False
+    config = dataclasses.replace(config, flow=dataclasses.replace(config.flow,
+                                                                  encoder_checkpoint=str(tmp_path / "structure")))
+    result = train(config)
+    stage1, _ = load_checkpoint(tmp_path / "structure" / "checkpoints" / "step_00000001")
+    stage2, _ = load_checkpoint(result.checkpoint)
+    encoder = [k for k in stage2["model"] if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(stage1["ema"][k], stage2["model"][k]) for k in encoder)
