@@ -3,9 +3,11 @@
 For each model (structure/shape/texture VAE, structure/shape/texture flow) this builds the run exactly as
 `pixal3d train configs/<name>.json` does (`loop.build_model`, `configure_optimizer`, bf16 autocast on CUDA,
 gradient clipping, DDP under torchrun), then times `--steps` optimizer steps after `--warmup` steps. The data
-engine is timed apart: each rank first makes a pool of `--pool` procedural samples (its share of the stream,
-on its device) and the model steps cycle over batches collated from that pool and already on the device, so
-the figures measure the model, not the engine. Flows use randomly initialised frozen VAEs and encoder (no
+engine is timed apart: each rank first makes a pool of `--pool` procedural samples (on its device) and the
+model steps cycle over batches collated from that pool and already on the device, so the figures measure the
+model, not the engine. By default every rank makes the same pool (the one-process stream's first samples): sparse
+models' step time follows the voxel count of the samples, so 1-GPU and N-GPU figures compare only when each rank
+does the same work; `--rank-shares` gives each rank its own share of the stream instead, as training does. Flows use randomly initialised frozen VAEs and encoder (no
 ImageNet file needed; the speed is the same).
 
 Tokens: flow tokens per sample (dense `(G/p)^3`, sparse: latent tokens on the active coarse voxels); sparse VAEs:
@@ -162,6 +164,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model")
     parser.add_argument("--pool", type=int, default=8, help="procedural samples made per rank")
+    parser.add_argument("--rank-shares", action="store_true",
+                        help="each rank pools its own share of the stream (default: all ranks the same samples)")
     parser.add_argument("--batch", type=int, default=0, help="batch per GPU (0: the config's batch_size)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here (rank 0)")
     args = parser.parse_args()
@@ -176,7 +180,8 @@ def main() -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     configs = {name: bench_config(name, args.size) for name in args.models}
     first = next(iter(configs.values()))
-    pool, seconds = make_pool(first, args.pool, rank, world, device)
+    pool_rank, pool_world = (rank, world) if args.rank_shares else (0, 1)
+    pool, seconds = make_pool(first, args.pool, pool_rank, pool_world, device)
     rate = torch.tensor([args.pool / seconds], dtype=torch.float64, device=device)
     if world > 1:
         dist.all_reduce(rate)
