@@ -91,8 +91,13 @@ def micro_config() -> PipelineConfig:
 
 
 def tiny_config() -> PipelineConfig:
-    """The shipped default's architecture (DESIGN section 9): 512 px, 64^3 structure, 256^3 fine voxels."""
+    """The shipped default's architecture (DESIGN section 9): 512 px, 64^3 structure, 256^3 fine voxels.
+
+    The encoder starts from random weights here: a pipeline's encoder weights always come from its own checkpoint
+    (training initialises from ImageNet; see `pixal3d/training`), so inference never needs the ImageNet package.
+    """
     return PipelineConfig(
+        encoder=EncoderConfig(pretrained=False),
         shape_flow=FlowConfig(tokens="sparse", resolution=64, attention="window"),
         texture_flow=FlowConfig(tokens="sparse", resolution=64, cond_channels=8, attention="window"),
         settings=PipelineSettings(min_structure_voxels=64, max_structure_voxels=8192),

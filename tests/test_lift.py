@@ -115,7 +115,7 @@ def test_cuda_matches_cpu() -> None:
     coords = _all_coords(1, r)
     cpu = lift_sparse(maps, cam, coords, r)
     gpu = lift_sparse([m.cuda() for m in maps], cam, coords.cuda(), r)
-    assert torch.allclose(gpu.cpu(), cpu, atol=1e-5)
+    assert torch.allclose(gpu.cpu(), cpu, rtol=1e-5, atol=1e-4)  # float32 bilinear: FMA order differs by device
 
 
 def test_bad_arguments_raise() -> None:
