@@ -1,0 +1,178 @@
+"""`pixal3d eval`, `bench`, `serve` and `demo`: commands that run a whole pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pixal3d.cli.common import add_model_options, device_from_arg, load_pipeline
+from pixal3d.errors import InputError
+
+
+# ------------------------------------------------------------------------------------------------------ eval
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score the pipeline on held-out assets: geometry, silhouettes, renders, FoV; JSON + Markdown report",
+        description="For each held-out asset (mesh files in a folder, or a procedural seed range), render VIEWS "
+        "condition views with known random cameras (FoV 20-60 degrees), run the pipeline with the true FoV and/or "
+        "its own estimate, and compare with the ground truth in the view-aligned volume frame. Writes "
+        "REPORT_DIR/metrics.json, REPORT_DIR/report.md and REPORT_DIR/images/. Metrics: docs/evaluation.md.",
+    )
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", type=Path, default=None, help="folder of held-out .glb/.gltf/.obj files")
+    data.add_argument("--procedural", default=None, metavar="START:END",
+                      help="procedural objects of seeds START..END-1 (pixal3d data procedural)")
+    p.add_argument("--views", type=int, default=4, help="condition views per asset (default 4)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="report folder (created)")
+    add_model_options(p, ["micro", "tiny"])
+    p.add_argument("--fov-mode", choices=["true", "estimated", "both"], default="both",
+                   help="run the pipeline with the true FoV, its estimated FoV, or both (default both)")
+    p.add_argument("--samples", type=int, default=100_000, help="surface samples per mesh (default 100000)")
+    p.add_argument("--image-size", type=int, default=256,
+                   help="side of the condition image and of the metric renders, pixels (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the views and of the sampling noise (default 0)")
+    p.set_defaults(func=_run_eval)
+
+
+def _procedural_range(text: str) -> tuple[int, int]:
+    try:
+        start, end = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise InputError(f"--procedural must be START:END (integers), got {text!r}") from None
+    return start, end
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from pixal3d.eval.report import evaluate
+    from pixal3d.eval.runner import EvalOptions, folder_assets, procedural_assets
+
+    if args.views < 1 or args.samples < 1 or args.image_size < 16:
+        raise InputError(f"need --views >= 1, --samples >= 1, --image-size >= 16; got {args.views}, "
+                         f"{args.samples}, {args.image_size}")
+    modes = ("true", "estimated") if args.fov_mode == "both" else (args.fov_mode,)
+    options = EvalOptions(views=args.views, samples=args.samples, image_size=args.image_size, fov_modes=modes,
+                          seed=args.seed)
+    assets = folder_assets(args.data) if args.data is not None else procedural_assets(*_procedural_range(args.procedural))
+    pipe = load_pipeline(args)
+    model = f"random {args.random_weights}" if args.random_weights else (args.model or "default")
+    data = evaluate(pipe, assets, args.output, options, {"model": model, "command": " ".join(sys.argv)})
+    for mode, stats in data["aggregate"].items():
+        f05, cd = stats.get("fscore@0.05", {}).get("mean"), stats.get("chamfer_l1", {}).get("mean")
+        print(f"{mode} FoV: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {f05}, "
+              f"Chamfer-L1 {cd}")
+    print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.md'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- bench
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time and peak memory of each inference stage (warm-up, then the median of several runs)",
+        description="Run the pipeline on a fixed procedural input: one warm-up, then RUNS timed runs; print a "
+        "table of per-stage median times (preprocess, encode, fov, structure, shape, texture, decode, export) and "
+        "peak memory, and write them as JSON.",
+    )
+    add_model_options(p, ["micro", "tiny"])
+    p.add_argument("--resolution", type=int, default=None,
+                   help="fine voxel resolution; each checkpoint decodes at one (default: the model's)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    p.add_argument("--export", action="store_true", help="also time the GLB export (bake)")
+    p.add_argument("--faces", type=int, default=100_000, help="export face budget (default 100000)")
+    p.add_argument("--texture-size", type=int, default=2048, help="export texture side (default 2048)")
+    p.add_argument("--fov", type=float, default=None,
+                   help="input FoV in DEGREES (default: estimated, so the fov stage does its real work)")
+    p.add_argument("-o", "--output", type=Path, default=Path("bench.json"), help="JSON file (default bench.json)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+
+    from pixal3d.bench import bench_image, format_table, run_bench
+    from pixal3d.config import write_json_atomic
+
+    if args.fov is not None and not 0 < args.fov < 180:
+        raise InputError(f"--fov is in degrees and must be in (0, 180), got {args.fov}")
+    pipe = load_pipeline(args)
+    pipe.set_progress_bar_config(disable=True)
+    result = run_bench(pipe, bench_image(pipe.settings.image_size), runs=args.runs, warmup=args.warmup,
+                       export=args.export, fov=None if args.fov is None else math.radians(args.fov),
+                       resolution=args.resolution, faces=args.faces, texture_size=args.texture_size)
+    result["model"] = f"random {args.random_weights}" if args.random_weights else (args.model or "default")
+    write_json_atomic(args.output, result)
+    print(format_table(result))
+    print(f"wrote {args.output}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- serve, demo
+def _add_server_options(p: argparse.ArgumentParser, port: int) -> None:
+    add_model_options(p, ["micro", "tiny"])
+    p.add_argument("--low-vram", action="store_true", help="keep only the running step's weights on the GPU")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=port, help=f"TCP port (default {port})")
+
+
+def _pipeline_factory(args: argparse.Namespace) -> Callable[[], object]:
+    from functools import partial
+
+    from pixal3d.serve import build_pipeline
+
+    return partial(build_pipeline, model=args.model, random_weights=args.random_weights,
+                   allow_download=args.allow_download, device=device_from_arg(args.device))
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="REST server: POST an image, poll the job, download the GLB (FastAPI + uvicorn)",
+        description="Serve the pipeline over HTTP: POST /v1/generate (multipart image + JSON options, fov in "
+        "degrees), GET /v1/jobs/ID, GET /v1/jobs/ID/result.glb, DELETE /v1/jobs/ID, GET /healthz; the OpenAPI "
+        "document is at /openapi.json and /docs. One worker runs the jobs in order from a bounded queue. "
+        "Needs: pip install 'pixal3d[serve]'.",
+    )
+    _add_server_options(p, port=8000)
+    p.add_argument("--results-dir", type=Path, default=Path("pixal3d-results"),
+                   help="folder of the result GLBs (created; default ./pixal3d-results)")
+    p.add_argument("--queue-size", type=int, default=8, help="jobs that may wait; more get HTTP 429 (default 8)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB; more: 413 (default 20)")
+    p.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image in pixels (default 16e6)")
+    p.add_argument("--job-timeout", type=float, default=600.0, help="per-job time limit in seconds (default 600)")
+    p.add_argument("--keep-results", type=int, default=100, help="keep this many most recent results (default 100)")
+    p.add_argument("--max-age-hours", type=float, default=24.0, help="delete results older than this (default 24)")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from pixal3d.serve.jobs import Retention
+    from pixal3d.serve.rest import serve
+
+    serve(_pipeline_factory(args), args.results_dir, host=args.host, port=args.port, queue_size=args.queue_size,
+          max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
+          job_timeout_s=args.job_timeout, low_vram=args.low_vram,
+          retention=Retention(max_results=args.keep_results, max_age_s=args.max_age_hours * 3600))
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="web demo (Gradio): upload an image, watch the stages, turn the 3D result, download the GLB",
+        description="A browser UI over the pipeline: the preprocessed crop, FoV auto or manual, seed, steps, "
+        "guidance, resolution, face budget, texture size, progress per stage, an interactive 3D view of the GLB "
+        "and its download. Needs: pip install 'pixal3d[demo]'.",
+    )
+    _add_server_options(p, port=7860)
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pixal3d.serve.demo import run_demo
+
+    run_demo(_pipeline_factory(args), host=args.host, port=args.port, low_vram=args.low_vram)
+    return 0
