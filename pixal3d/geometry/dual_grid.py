@@ -277,7 +277,7 @@ def _voxel_statistics(
     stats[:, _CENTROID] = weight[:, None] * centroid
     if materials is not None:
         with _timed(timings, "attributes", sub.device):
-            point_bary = torch.einsum("kc,kcd->kd", bary, sub_bary[tri])  # in the source face
+            point_bary = (bary[:, :, None] * sub_bary[tri]).sum(1)  # in the source face
             stats[:, _ATTRS] = weight[:, None] * _sample_parts(materials, face_offsets, source[tri], point_bary)
     return _reduce(grid_keys(voxel, resolution), stats)
 
