@@ -239,8 +239,9 @@ def closest_surface_points(
     inv_det = torch.where(
         det > 0, 1.0 / det.clamp_min(1e-30), torch.zeros_like(det)
     )  # degenerate -> vertex a
-    # One [F, 12] table gathered once per chunk: origin, e0, e1, then (d00, d01, d11) * inv_det.
-    table = torch.cat([origin, e0, e1, torch.stack([d00, d01, d11], dim=1) * inv_det[:, None]], dim=1)
+    # One [12, F] table gathered once per chunk: origin, e0, e1, then (d00, d01, d11) * inv_det. Component-major, so
+    # that each gathered component is a contiguous [M, k] plane and the arithmetic below runs on dense tensors.
+    table = torch.cat([origin, e0, e1, torch.stack([d00, d01, d11], dim=1) * inv_det[:, None]], dim=1).T.contiguous()
     tree = scipy.spatial.cKDTree((origin + (e0 + e1) / 3).numpy())
     k = min(candidates, len(faces))
     face_id = np.zeros(len(points), dtype=np.int64)
@@ -249,17 +250,18 @@ def closest_surface_points(
         p = torch.from_numpy(np.asarray(points[s : s + _QUERY_CHUNK], dtype=np.float32))
         _, cand = tree.query(p.numpy(), k=k, workers=-1)
         cand = torch.from_numpy(cand.reshape(len(p), k))  # (M, k)
-        tri = table[cand]  # (M, k, 12)
-        a, f0, f1 = tri[..., 0:3], tri[..., 3:6], tri[..., 6:9]
-        g00, g01, g11 = tri[..., 9], tri[..., 10], tri[..., 11]
-        ap = p[:, None, :] - a
-        r0, r1 = (f0 * ap).sum(2), (f1 * ap).sum(2)
+        tri = table.index_select(1, cand.reshape(-1)).view(12, len(p), k)  # (12, M, k)
+        a, f0, f1 = tri[0:3], tri[3:6], tri[6:9]  # each (3, M, k)
+        g00, g01, g11 = tri[9], tri[10], tri[11]
+        ap = p.T[:, :, None] - a
+        r0 = f0[0] * ap[0] + f0[1] * ap[1] + f0[2] * ap[2]
+        r1 = f1[0] * ap[0] + f1[1] * ap[1] + f1[2] * ap[2]
         u = (g11 * r0 - g01 * r1).clamp_min(0)  # barycentrics of the projection onto the plane, clamped
         v = (g00 * r1 - g01 * r0).clamp_min(0)
         scale = 1.0 / (u + v).clamp_min(1.0)  # back onto the edge bc when outside it
         u, v = u * scale, v * scale
-        offset = f0 * u[..., None] + f1 * v[..., None] - ap  # closest - p, (M, k, 3)
-        best = (offset * offset).sum(2).argmin(1)
+        offset = f0 * u + f1 * v - ap  # closest - p, (3, M, k)
+        best = (offset[0] * offset[0] + offset[1] * offset[1] + offset[2] * offset[2]).argmin(1)
         rows = torch.arange(len(p))
         u, v = u[rows, best], v[rows, best]
         face_id[s : s + len(p)] = cand[rows, best].numpy()

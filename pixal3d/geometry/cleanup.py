@@ -200,7 +200,7 @@ def _drop_degenerate(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
 def _submesh(mesh: trimesh.Trimesh, face_mask: np.ndarray) -> trimesh.Trimesh:
     """The faces where `face_mask` [F] bool is set, with unused vertices dropped and indices remapped."""
     faces = np.asarray(mesh.faces)[face_mask]
-    used = np.unique(faces)
+    used = np.flatnonzero(np.bincount(faces.ravel(), minlength=len(mesh.vertices)))  # np.unique, no sort
     remap = np.full(len(mesh.vertices), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     return trimesh.Trimesh(vertices=np.asarray(mesh.vertices)[used], faces=remap[faces], process=False)
