@@ -373,23 +373,21 @@ def bake_textures(
         attrs = _sample_in_chunks(sampler, points)
         tangent_space = np.tile(np.array([[0.0, 0.0, 1.0]], dtype=np.float32), (len(points), 1))
     clock.lap("attribute sampling + tangent-space normals")
-    source = _nearest_covered(mask)
-
-    def to_image(values: np.ndarray) -> np.ndarray:
-        image = np.zeros((texture_size, texture_size, values.shape[1]), dtype=np.uint8)
-        image[mask] = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
-        return _fill_from(image, source)
-
-    metallic_roughness = np.stack([np.ones(len(attrs)), attrs[:, 4], attrs[:, 3]], axis=1)
+    # The three textures are filled as one [S, S, 10] image: one scatter and one gather over S^2 texels, not three.
+    metallic_roughness = np.stack([np.ones(len(attrs), dtype=attrs.dtype), attrs[:, 4], attrs[:, 3]], axis=1)
+    values = np.concatenate([attrs[:, :3], attrs[:, 5:6], metallic_roughness, tangent_space * 0.5 + 0.5], axis=1)
+    image = np.zeros((texture_size, texture_size, values.shape[1]), dtype=np.uint8)
+    image[mask] = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+    image = _fill_from(image, _nearest_covered(mask))
     result = TexturedMesh(
         vertices=vertices,
         faces=faces.astype(np.uint32),
         uvs=uvs,
         normals=_normalize(normals).astype(np.float32),
         tangents=tangents,
-        base_color=to_image(np.concatenate([attrs[:, :3], attrs[:, 5:6]], axis=1)),
-        metallic_roughness=to_image(metallic_roughness),
-        normal_map=to_image(tangent_space * 0.5 + 0.5),
+        base_color=np.ascontiguousarray(image[..., 0:4]),
+        metallic_roughness=np.ascontiguousarray(image[..., 4:7]),
+        normal_map=np.ascontiguousarray(image[..., 7:10]),
     )
     clock.lap("seam fill")
     return result
