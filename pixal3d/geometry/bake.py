@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -231,37 +230,20 @@ def closest_surface_points(
     Returns:
         `face_id [M] int64` and `bary [M, 3] float32`; the closest point is `bary @ vertices[faces[face_id]]`.
     """
-    return _query_closest(_ClosestIndex(mesh), points, candidates)
-
-
-class _ClosestIndex:
-    """What `closest_surface_points` needs of a mesh, built once: a per-face table and a centroid KD-tree.
-
-    `table` is `[12, F] float32`, component-major so that each gathered component is a dense `[M, k]` plane:
-    origin, e0, e1, then (d00, d01, d11) / det per face.
-    """
-
-    def __init__(self, mesh: trimesh.Trimesh) -> None:
-        vertices = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32))
-        faces = torch.from_numpy(np.asarray(mesh.faces, dtype=np.int64))
-        origin = vertices[faces[:, 0]]
-        e0, e1 = vertices[faces[:, 1]] - origin, vertices[faces[:, 2]] - origin
-        d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
-        det = d00 * d11 - d01 * d01
-        inv_det = torch.where(
-            det > 0, 1.0 / det.clamp_min(1e-30), torch.zeros_like(det)
-        )  # degenerate -> vertex a
-        scaled = torch.stack([d00, d01, d11], dim=1) * inv_det[:, None]
-        self.table = torch.cat([origin, e0, e1, scaled], dim=1).T.contiguous()  # (F, 12) -> (12, F)
-        self.tree = scipy.spatial.cKDTree((origin + (e0 + e1) / 3).numpy())
-
-
-def _query_closest(
-    index: _ClosestIndex, points: np.ndarray, candidates: int = 3
-) -> tuple[np.ndarray, np.ndarray]:
-    """`closest_surface_points` on a prepared index."""
-    table, tree = index.table, index.tree
-    k = min(candidates, table.shape[1])
+    vertices = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32))
+    faces = torch.from_numpy(np.asarray(mesh.faces, dtype=np.int64))
+    origin = vertices[faces[:, 0]]
+    e0, e1 = vertices[faces[:, 1]] - origin, vertices[faces[:, 2]] - origin
+    d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
+    det = d00 * d11 - d01 * d01
+    inv_det = torch.where(
+        det > 0, 1.0 / det.clamp_min(1e-30), torch.zeros_like(det)
+    )  # degenerate -> vertex a
+    # One [12, F] table gathered once per chunk: origin, e0, e1, then (d00, d01, d11) * inv_det. Component-major, so
+    # that each gathered component is a contiguous [M, k] plane and the arithmetic below runs on dense tensors.
+    table = torch.cat([origin, e0, e1, torch.stack([d00, d01, d11], dim=1) * inv_det[:, None]], dim=1).T.contiguous()
+    tree = scipy.spatial.cKDTree((origin + (e0 + e1) / 3).numpy())
+    k = min(candidates, len(faces))
     face_id = np.zeros(len(points), dtype=np.int64)
     bary = np.zeros((len(points), 3), dtype=np.float32)
     for s in range(0, len(points), _QUERY_CHUNK):
@@ -365,15 +347,9 @@ def bake_textures(
     check_texture_size(texture_size)
     if len(mesh.faces) == 0:
         raise InputError("cannot bake textures onto a mesh with no faces")
-    if sample_at_vertices and fine_mesh is None:
-        raise ValueError("sample_at_vertices=True needs a fine_mesh to take the vertices from")
     clock = _StageClock()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # xatlas runs on one core and releases the GIL: prepare the fine surface on the other one meanwhile.
-        unwrap = pool.submit(unwrap_uv, mesh, texture_size)
-        fine = None if fine_mesh is None else _FineSurface(fine_mesh, sampler, sample_at_vertices)
-        vertex_map, faces, uvs = unwrap.result()
-    clock.lap("unwrap (xatlas) + fine-surface index")
+    vertex_map, faces, uvs = unwrap_uv(mesh, texture_size)
+    clock.lap("unwrap (xatlas)")
     vertices = np.asarray(mesh.vertices, dtype=np.float32)[vertex_map]
     normals = unit_vertex_normals(mesh)[vertex_map]
     tangents = vertex_tangents(vertices, faces, uvs, normals)
@@ -385,21 +361,21 @@ def bake_textures(
     corners = faces[fid]  # (M, 3)
     points = np.einsum("mc,mcd->md", w, vertices[corners])
     t, b, n = _tangent_frames(normals[corners], tangents[corners], w)
-    if fine is not None:
-        attrs, fine_normals = fine.values(points, clock)
+    if fine_mesh is not None:
+        attrs, fine_normals = _fine_surface_values(fine_mesh, points, sampler, sample_at_vertices, clock)
         tangent_space = np.stack([np.sum(fine_normals * v, axis=1) for v in (t, b, n)], axis=1)
         # Interpolated normals can cancel (opposite corner normals on a fold): keep the coarse normal there.
         tangent_space[np.linalg.norm(tangent_space, axis=1) < 1e-6] = (0.0, 0.0, 1.0)
         tangent_space = _normalize(tangent_space)
+    elif sample_at_vertices:
+        raise ValueError("sample_at_vertices=True needs a fine_mesh to take the vertices from")
     else:
         attrs = _sample_in_chunks(sampler, points)
         tangent_space = np.tile(np.array([[0.0, 0.0, 1.0]], dtype=np.float32), (len(points), 1))
     clock.lap("attribute sampling + tangent-space normals")
     # The three textures are filled as one [S, S, 10] image: one scatter and one gather over S^2 texels, not three.
     metallic_roughness = np.stack([np.ones(len(attrs), dtype=attrs.dtype), attrs[:, 4], attrs[:, 3]], axis=1)
-    values = np.concatenate(
-        [attrs[:, :3], attrs[:, 5:6], metallic_roughness, tangent_space * 0.5 + 0.5], axis=1
-    )
+    values = np.concatenate([attrs[:, :3], attrs[:, 5:6], metallic_roughness, tangent_space * 0.5 + 0.5], axis=1)
     image = np.zeros((texture_size, texture_size, values.shape[1]), dtype=np.uint8)
     image[mask] = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
     image = _fill_from(image, _nearest_covered(mask))
@@ -417,32 +393,24 @@ def bake_textures(
     return result
 
 
-class _FineSurface:
-    """What the bake needs of the fine mesh before any texel is known: closest-point index, unit vertex normals and,
-    with `sample_at_vertices`, the attributes at its vertices. Built while xatlas runs (see `bake_textures`)."""
-
-    def __init__(
-        self, fine_mesh: trimesh.Trimesh, sampler: AttributeSampler, sample_at_vertices: bool
-    ) -> None:
-        self.index = _ClosestIndex(fine_mesh)
-        self.faces = np.asarray(fine_mesh.faces, dtype=np.int64)
-        self.vertices = np.asarray(fine_mesh.vertices, dtype=np.float32)
-        self.normals = unit_vertex_normals(fine_mesh)
-        self.sampler = sampler
-        self.vertex_attrs = _sample_in_chunks(sampler, self.vertices) if sample_at_vertices else None
-
-    def values(self, points: np.ndarray, clock: _StageClock) -> tuple[np.ndarray, np.ndarray]:
-        """`(attrs [M, 6], normals [M, 3] unit)` at the fine surface's nearest point to each of `points [M, 3]`."""
-        fine_face, fine_bary = _query_closest(self.index, points)
-        clock.lap("closest points on the fine mesh")
-        fine_corners = self.faces[fine_face]  # (M, 3)
-        normals = _normalize(np.einsum("mc,mcd->md", fine_bary, self.normals[fine_corners]))
-        if self.vertex_attrs is not None:
-            attrs = np.einsum("mc,mcd->md", fine_bary, self.vertex_attrs[fine_corners])
-        else:
-            points = np.einsum("mc,mcd->md", fine_bary, self.vertices[fine_corners])
-            attrs = _sample_in_chunks(self.sampler, points)
-        return attrs, normals
+def _fine_surface_values(
+    fine_mesh: trimesh.Trimesh,
+    points: np.ndarray,
+    sampler: AttributeSampler,
+    sample_at_vertices: bool,
+    clock: _StageClock,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(attrs [M, 6], normals [M, 3] unit)` of the fine surface at its nearest point to each of `points [M, 3]`."""
+    fine_face, fine_bary = closest_surface_points(fine_mesh, points)
+    clock.lap("closest points on the fine mesh")
+    fine_corners = np.asarray(fine_mesh.faces, dtype=np.int64)[fine_face]  # (M, 3)
+    normals = _normalize(np.einsum("mc,mcd->md", fine_bary, unit_vertex_normals(fine_mesh)[fine_corners]))
+    vertices = np.asarray(fine_mesh.vertices, dtype=np.float32)
+    if sample_at_vertices:
+        attrs = np.einsum("mc,mcd->md", fine_bary, _sample_in_chunks(sampler, vertices)[fine_corners])
+    else:
+        attrs = _sample_in_chunks(sampler, np.einsum("mc,mcd->md", fine_bary, vertices[fine_corners]))
+    return attrs, normals
 
 
 def decode_normal_map(mesh: TexturedMesh, face_id: np.ndarray, bary: np.ndarray) -> np.ndarray:
