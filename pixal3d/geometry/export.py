@@ -145,12 +145,7 @@ def convert_file(
         The output path.
     """
     input_path = Path(input_path)
-    suffix = input_path.suffix.lower()
-    if suffix not in MESH_SUFFIXES + VOXEL_SUFFIXES:
-        raise InputError(
-            f"unsupported input {str(input_path)!r}: expected one of {MESH_SUFFIXES + VOXEL_SUFFIXES}; "
-            "convert other formats to GLB first"
-        )
+    suffix = _check_input_suffix(input_path)
     check_face_budget(faces)
     check_texture_size(texture_size)
     check_image_format(image_format)
@@ -182,6 +177,17 @@ def convert_file(
         raise
 
 
+def _check_input_suffix(path: Path) -> str:
+    """The lower-case suffix of an input `convert` reads (mesh or voxel file); anything else is an InputError."""
+    suffix = path.suffix.lower()
+    if suffix not in MESH_SUFFIXES + VOXEL_SUFFIXES:
+        raise InputError(
+            f"unsupported input {str(path)!r}: expected one of {MESH_SUFFIXES + VOXEL_SUFFIXES}; "
+            "convert other formats to GLB first"
+        )
+    return suffix
+
+
 def load_mesh_file(path: str | os.PathLike) -> trimesh.Trimesh | trimesh.Scene:
     """Read a GLB, GLTF or OBJ file with its materials, after checking every file it references exists.
 
@@ -190,12 +196,7 @@ def load_mesh_file(path: str | os.PathLike) -> trimesh.Trimesh | trimesh.Scene:
             no triangles, or NaN/Inf vertex coordinates.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in MESH_SUFFIXES + VOXEL_SUFFIXES:
-        raise InputError(
-            f"unsupported input {str(path)!r}: expected one of {MESH_SUFFIXES + VOXEL_SUFFIXES}; "
-            "convert other formats to GLB first"
-        )
+    suffix = _check_input_suffix(path)
     _check_readable(path)
     missing = [str(p) for p in referenced_files(path) if not p.is_file()]
     if missing:
