@@ -33,7 +33,7 @@ from pixal3d.camera import Camera
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.geometry.dual_grid import voxels_to_mesh
-from pixal3d.models.flow import FlowConfig, FlowTransformer
+from pixal3d.models.flow import FlowConfig, FlowTransformer, flow_preset
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
 from pixal3d.models.shape_vae import ShapeVAE, ShapeVAEConfig
 from pixal3d.models.structure_vae import StructureVAE, StructureVAEConfig
@@ -60,13 +60,11 @@ class PipelineConfig:
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     structure_vae: StructureVAEConfig = field(default_factory=StructureVAEConfig)
-    structure_flow: FlowConfig = field(default_factory=FlowConfig)
+    structure_flow: FlowConfig = field(default_factory=lambda: flow_preset("structure", "tiny"))
     shape_vae: ShapeVAEConfig = field(default_factory=ShapeVAEConfig)
-    shape_flow: FlowConfig = field(default_factory=lambda: FlowConfig(tokens="sparse", resolution=64))
+    shape_flow: FlowConfig = field(default_factory=lambda: flow_preset("shape", "tiny"))
     texture_vae: TextureVAEConfig = field(default_factory=TextureVAEConfig)
-    texture_flow: FlowConfig = field(
-        default_factory=lambda: FlowConfig(tokens="sparse", resolution=64, cond_channels=8)
-    )
+    texture_flow: FlowConfig = field(default_factory=lambda: flow_preset("texture", "tiny"))
     fov_head: FovHeadConfig | None = field(default_factory=FovHeadConfig)
     settings: PipelineSettings = field(default_factory=PipelineSettings)
 
@@ -91,16 +89,23 @@ def micro_config() -> PipelineConfig:
 
 
 def tiny_config() -> PipelineConfig:
-    """The shipped default's architecture (DESIGN section 9): 512 px, 64^3 structure, 256^3 fine voxels.
+    """The shipped default's architecture (DESIGN section 9): 256 px, 32^3 structure, 128^3 fine voxels.
 
+    Sized for the budgets of DESIGN section 9 (image -> GLB in <= 60 s on a 2-core CPU): 512 dense stage-1 tokens
+    (an 8^3 latent of the 32^3 occupancy) and one stage-2/3 token per active 32^3 voxel, capped at 4096.
     The encoder starts from random weights here: a pipeline's encoder weights always come from its own checkpoint
     (training initialises from ImageNet; see `pixal3d/training`), so inference never needs the ImageNet package.
     """
+    flows = {stage: flow_preset(stage, "tiny") for stage in ("structure", "shape", "texture")}
     return PipelineConfig(
         encoder=EncoderConfig(pretrained=False),
-        shape_flow=FlowConfig(tokens="sparse", resolution=64, attention="window"),
-        texture_flow=FlowConfig(tokens="sparse", resolution=64, cond_channels=8, attention="window"),
-        settings=PipelineSettings(min_structure_voxels=64, max_structure_voxels=8192),
+        structure_flow=flows["structure"],
+        shape_flow=flows["shape"],
+        texture_flow=flows["texture"],
+        settings=PipelineSettings(min_structure_voxels=64, max_structure_voxels=4096,
+                                  structure_sampler=flows["structure"].sampler,
+                                  shape_sampler=flows["shape"].sampler,
+                                  texture_sampler=flows["texture"].sampler),
     )
 
 

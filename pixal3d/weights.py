@@ -73,7 +73,7 @@ OPTIONAL_COMPONENTS = ("fov_head",)
 class PipelineSettings:
     """The pipeline's own settings (everything in `pipeline.json` besides the component list)."""
 
-    image_size: int = 512
+    image_size: int = 256
     """Side S of the preprocessed input image, pixels (a multiple of 32)."""
     default_fov: float = math.radians(40.0)
     """Horizontal FoV in radians used when none is given and there is no FoV head."""

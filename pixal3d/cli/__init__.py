@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 
 from pixal3d import __version__
 from pixal3d.cli.assets import _add_convert, _add_generate, _add_preprocess
-from pixal3d.cli.data import _add_data, _add_train
+from pixal3d.cli.data import _add_assemble, _add_data, _add_train
 from pixal3d.cli.models import _add_bench, _add_demo, _add_eval, _add_serve
 from pixal3d.errors import InputError
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_preprocess, _add_convert, _add_data, _add_train, _add_generate, _add_eval, _add_bench, _add_serve,
+    _add_preprocess, _add_convert, _add_data, _add_train, _add_assemble, _add_generate, _add_eval, _add_bench, _add_serve,
     _add_demo,
 )
 

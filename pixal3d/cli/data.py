@@ -182,3 +182,42 @@ def _run_train(args: argparse.Namespace) -> int:
     if result.checkpoint is not None:
         print(f"trained {config.model} to step {result.step}; checkpoint {result.checkpoint}")
     return 0
+
+
+# -------------------------------------------------------------------------------------------------- assemble
+def _add_assemble(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "assemble",
+        help="collect trained runs (3 VAEs, 3 flows) into a pipeline folder for --model / from_pretrained",
+        description="Build a pipeline folder from six training runs. Each run defaults to RUNS/<component>_tiny "
+        "(the out_dir of configs/<component>_tiny.json); override any with its option. Also: --make-encoder DIR "
+        "writes the ImageNet-initialised encoder that the flow configs freeze and share.",
+    )
+    p.add_argument("runs", type=Path, nargs="?", default=Path("runs"), help="folder holding the runs (default runs)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="pipeline folder to write")
+    p.add_argument("--suffix", default="_tiny", help="run-name suffix after the component name (default _tiny)")
+    for name in ("structure_vae", "structure_flow", "shape_vae", "shape_flow", "texture_vae", "texture_flow"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=Path, default=None, help=f"the {name} run folder")
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16",
+                   help="on-disk weight dtype (default float16)")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema", help="which weights of each run (default ema)")
+    p.add_argument("--make-encoder", type=Path, default=None, metavar="DIR",
+                   help="instead: write the ImageNet-initialised encoder component to DIR and exit")
+    p.set_defaults(func=_run_assemble)
+
+
+def _run_assemble(args: argparse.Namespace) -> int:
+    import torch
+
+    from pixal3d.training.assemble import RUN_COMPONENTS, assemble_pipeline, make_encoder_component
+
+    if args.make_encoder is not None:
+        print(f"wrote {make_encoder_component(args.make_encoder)}")
+        return 0
+    if args.output is None:
+        raise InputError("assemble: give -o OUTPUT, the pipeline folder to write")
+    runs = {name: getattr(args, name) or args.runs / f"{name}{args.suffix}" for name in RUN_COMPONENTS}
+    folder = assemble_pipeline(runs, args.output, dtype=getattr(torch, args.dtype), weights=args.weights)
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    print(f"wrote {folder} ({size / 2**20:.1f} MiB)")
+    return 0

@@ -377,7 +377,7 @@ _SIZES: dict[str, dict[str, float]] = {
 # Latent grids of the matching VAE presets (configs/*_vae_{micro,tiny}.json): (resolution, latent channels).
 _LATENTS: dict[str, dict[str, tuple[int, int]]] = {
     "micro": {"structure": (4, 4), "shape": (8, 8), "texture": (8, 8)},
-    "tiny": {"structure": (16, 8), "shape": (64, 8), "texture": (64, 8)},
+    "tiny": {"structure": (8, 8), "shape": (32, 8), "texture": (32, 8)},
     "base": {"structure": (16, 8), "shape": (64, 16), "texture": (64, 16)},
 }
 # Per-stage sampler defaults: structure and shape want strong guidance; texture follows the shape closely.
@@ -400,7 +400,7 @@ def flow_preset(stage: Stage, size: Size = "tiny") -> FlowConfig:
         in_channels=channels,
         cond_channels=_LATENTS[size]["shape"][1] if stage == "texture" else 0,
         resolution=resolution,
-        patch_size=1 if size == "micro" or sparse else 2,
+        patch_size=2 if size == "base" and not sparse else 1,  # 512 dense stage-1 tokens
         attention="window" if sparse and size != "micro" else "full",
         window_size=1024,
         sampler=sampler,

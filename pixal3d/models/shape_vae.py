@@ -48,9 +48,9 @@ def check_token_levels(name: str, resolution: int, token_resolution: int, channe
 class ShapeVAEConfig:
     """Sizes of the stage-2 sparse shape VAE; defaults are the shipped tiny model."""
 
-    resolution: int = 256
+    resolution: int = 128
     """Fine resolution R_hr of the decoded voxels (voxels per axis)."""
-    token_resolution: int = 64
+    token_resolution: int = 32
     """Resolution R_tok of the latent tokens (the active coarse voxels); R_hr / R_tok a power of two."""
     latent_channels: int = 8
     """Latent channels per token."""

@@ -26,9 +26,9 @@ from pixal3d.errors import InputError
 class StructureVAEConfig:
     """Sizes of the stage-1 dense occupancy VAE; defaults are the shipped tiny model."""
 
-    resolution: int = 64
+    resolution: int = 32
     """Side R of the coarse occupancy grid (voxels per axis)."""
-    latent_resolution: int = 16
+    latent_resolution: int = 8
     """Side r of the latent grid; R / r must be a power of two (one stride-2 level per factor 2)."""
     latent_channels: int = 8
     """Channels C_z per latent voxel."""

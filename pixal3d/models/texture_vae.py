@@ -34,9 +34,9 @@ NUM_ATTRS = 6
 class TextureVAEConfig:
     """Sizes of the stage-3 PBR texture VAE; defaults are the shipped tiny model."""
 
-    resolution: int = 256
+    resolution: int = 128
     """Fine resolution R_hr of the attribute voxels (must match the shape VAE's)."""
-    token_resolution: int = 64
+    token_resolution: int = 32
     """Resolution R_tok of the latent tokens (must match the shape VAE's)."""
     latent_channels: int = 8
     """Latent channels per token."""

@@ -54,8 +54,10 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"weights file not found: {path}")
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(_PICKLE_MAGIC):
+        head = f.read(9)
+    # A safetensors file starts with its header length (u64, little-endian) and then '{'; a header of 128 + 256k
+    # bytes starts with 0x80 too, so only a file without that '{' is taken for a pickle.
+    if head[8:9] != b"{" and head.startswith(_PICKLE_MAGIC):
         raise InputError(
             f"{path} is a pickle / torch.save file, not safetensors; pixal3d never unpickles weights (that can run "
             "code). Convert it once in a trusted environment: "

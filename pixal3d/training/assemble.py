@@ -1,0 +1,99 @@
+"""Training runs -> a pipeline folder (`pixal3d assemble`): what `Pixal3DPipeline.from_pretrained` loads.
+
+A trained cascade is six runs (`configs/*_tiny.json`): three VAEs and three conditioned flows. The pipeline takes
+each VAE, each stage's flow, the encoder and the FoV head from the flow runs (the FoV head from whichever run
+trained one, normally stage 1), and the sampler defaults from each flow's config. All flow runs must share one
+encoder: the shipped recipe trains them with the same frozen encoder file (`make_encoder_component`), and
+`assemble_pipeline` refuses runs whose encoder weights differ, since the pipeline runs a single encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from pixal3d.encoder import EncoderConfig, ImageEncoder
+from pixal3d.errors import InputError
+from pixal3d.training.conditioned import flow_run_components, load_frozen_vae
+from pixal3d.weights import PipelineSettings, save_component, write_pipeline
+
+logger = logging.getLogger(__name__)
+
+RUN_COMPONENTS = ("structure_vae", "structure_flow", "shape_vae", "shape_flow", "texture_vae", "texture_flow")
+"""The six training runs of a cascade, by the pipeline component each provides."""
+
+
+def make_encoder_component(folder: str | Path, config: EncoderConfig | None = None, seed: int = 0) -> Path:
+    """Write the ImageNet-initialised encoder (`pretrained=True`; FPN and token layers seeded) as a component folder.
+
+    Flow runs that freeze the encoder (`train_encoder: false`) name this folder as `encoder_checkpoint`, so every
+    stage sees the same features and the assembled pipeline can run one encoder for all three.
+    """
+    config = config or EncoderConfig(pretrained=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = ImageEncoder(config)
+    save_component(encoder, folder)
+    return Path(folder)
+
+
+def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: PipelineSettings | None = None,
+                      dtype: torch.dtype | None = torch.float16, weights: str = "ema") -> Path:
+    """Collect six training runs into one pipeline folder, written atomically.
+
+    Args:
+        runs: component name (`RUN_COMPONENTS`) -> run folder, its `checkpoints/` or a `step_*` folder.
+        out: the pipeline folder to write (an existing pipeline folder there is replaced).
+        settings: pipeline settings; None takes `tiny_config()`'s, with each stage's sampler from its flow config.
+        dtype: on-disk dtype of the weights (float16 halves the size; loading casts back to float32).
+        weights: "ema" (the averaged weights, the usual choice) or "model".
+    """
+    missing = [name for name in RUN_COMPONENTS if name not in runs]
+    if missing:
+        raise InputError(f"assemble: no run given for {missing}; every one of {list(RUN_COMPONENTS)} is needed")
+    for name, path in runs.items():
+        if not Path(path).exists():
+            raise InputError(f"assemble: {name} run {path} does not exist; train it first (configs/{name}_tiny.json)")
+    modules: dict[str, nn.Module] = {}
+    for name in ("structure_vae", "shape_vae", "texture_vae"):
+        modules[name] = load_frozen_vae(name, str(runs[name]), {}, weights, torch.device("cpu"))
+    encoders: dict[str, nn.Module] = {}
+    for name in ("structure_flow", "shape_flow", "texture_flow"):
+        parts = flow_run_components(runs[name], weights)
+        if name not in parts:
+            raise InputError(f"assemble: {runs[name]} trained {sorted(k for k in parts if k.endswith('_flow'))}, "
+                             f"not {name}")
+        modules[name] = parts[name]
+        encoders[name] = parts["encoder"]
+        if "fov_head" in parts and "fov_head" not in modules:
+            modules["fov_head"] = parts["fov_head"]
+    _check_one_encoder(encoders)
+    modules["encoder"] = encoders["structure_flow"]
+    if settings is None:
+        from pixal3d.pipeline import tiny_config
+
+        settings = dataclasses.replace(tiny_config().settings,
+                                       structure_sampler=modules["structure_flow"].config.sampler,
+                                       shape_sampler=modules["shape_flow"].config.sampler,
+                                       texture_sampler=modules["texture_flow"].config.sampler)
+    from pixal3d.pipeline import check_compatible
+
+    check_compatible(modules)
+    folder = write_pipeline(out, settings, modules, dtype)
+    logger.info("assembled %s from %s", folder, {k: str(v) for k, v in runs.items()})
+    return folder
+
+
+def _check_one_encoder(encoders: dict[str, nn.Module]) -> None:
+    reference = encoders["structure_flow"].state_dict()
+    for name, encoder in encoders.items():
+        state = encoder.state_dict()
+        same = state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in state)
+        if not same:
+            raise InputError(f"assemble: the {name} run's encoder differs from the structure_flow run's; the "
+                             "pipeline runs one encoder, so train every flow with the same frozen encoder "
+                             "(flow.encoder_checkpoint, train_encoder: false)")
