@@ -19,6 +19,7 @@ from pixal3d.eval.metrics import chamfer_l1, feature_dihedral_error, normal_cons
 from pixal3d.geometry import dual_grid
 from pixal3d.geometry.dual_grid import (
     mesh_to_voxels,
+    mesh_to_voxels_batch,
     normalize_to_unit_cube,
     sample_attributes,
     voxels_to_mesh,
@@ -318,3 +319,50 @@ def test_cuda_matches_cpu():
     a, b = mesh_to_voxels(mesh, R), mesh_to_voxels(mesh, R, device="cuda")
     assert torch.equal(a.coords, b.coords.cpu()) and torch.equal(a.edges, b.edges.cpu())
     assert torch.allclose(a.vertex, b.vertex.cpu(), atol=1e-3)  # float summation order differs
+
+
+def _textured_scene() -> trimesh.Scene:
+    from pixal3d.data.procedural import generate
+
+    return normalize_to_unit_cube(generate(6).scene, margin=0.2)  # several textured parts
+
+
+def _view_transforms() -> list[np.ndarray | None]:
+    turn = trimesh.transformations.rotation_matrix(0.7, [0.3, 1.0, 0.2])
+    turn[:3, :3] *= 0.9
+    turn[:3, 3] = [0.02, -0.03, 0.01]
+    mirror = np.diag([-1.0, 1.0, 1.0, 1.0])  # reverses the winding: flipped material tables
+    return [None, turn, mirror, BOX_ROTATION]
+
+
+def _same(a: SparseVoxels, b: SparseVoxels) -> bool:
+    return all(torch.equal(x, y) for x, y in zip((a.coords, a.vertex, a.edges, a.attrs),
+                                                 (b.coords, b.vertex, b.edges, b.attrs)))
+
+
+@pytest.mark.parametrize("chunk", [dual_grid.CHUNK_TRIANGLES, 700])
+def test_batch_equals_per_view_byte_for_byte(monkeypatch, chunk):
+    # Small chunks give each view several groups; a large batch then holds groups of several views at once.
+    monkeypatch.setattr(dual_grid, "CHUNK_TRIANGLES", chunk)
+    scene, transforms = _textured_scene(), _view_transforms()
+    single = [mesh_to_voxels(scene, R, transform=t) for t in transforms]
+    for budget in (None, 4 * chunk, 1 << 30):
+        batched = mesh_to_voxels_batch(scene, R, transforms, batch_triangles=budget)
+        assert len(batched) == len(transforms)
+        for view, (a, b) in enumerate(zip(single, batched)):
+            assert _same(a, b), (budget, view)
+
+
+def test_fused_material_sampling_is_within_rounding(monkeypatch):
+    """The GPU's fused material calls on the CPU: only the last bits of `pow` may differ (tail vs vector path)."""
+    materials = dual_grid._materials
+
+    def fused(*args, **kwargs):
+        return dual_grid.replace(materials(*args, **kwargs), fused=True)
+
+    monkeypatch.setattr(dual_grid, "_materials", fused)
+    scene, transforms = _textured_scene(), _view_transforms()
+    single = [mesh_to_voxels(scene, R, transform=t) for t in transforms]
+    for a, b in zip(single, mesh_to_voxels_batch(scene, R, transforms, batch_triangles=1 << 30)):
+        assert torch.equal(a.coords, b.coords) and torch.equal(a.vertex, b.vertex) and torch.equal(a.edges, b.edges)
+        assert torch.allclose(a.attrs, b.attrs, rtol=0, atol=1e-6)

@@ -15,7 +15,15 @@ from pixal3d.cli import main
 from pixal3d.data.dataset import ShardDataset
 from pixal3d.data.procedural import generate
 from pixal3d.data.samples import make_sample, view_generator
-from pixal3d.data.shards import SampleOptions, WorkUnit, procedural_units, write_shards
+from pixal3d.data.shards import (
+    SampleOptions,
+    WorkUnit,
+    make_unit,
+    procedural_units,
+    sample_scalars,
+    sample_tensors,
+    write_shards,
+)
 from pixal3d.errors import InputError
 
 OPTIONS = SampleOptions(image_size=32, resolution=64, coarse=16)
@@ -53,6 +61,20 @@ def test_round_trip_equals_fresh_sample(tmp_path: Path) -> None:
     assert torch.equal(stored.voxels.attrs, fresh.voxels.attrs) and torch.equal(stored.coarse, fresh.coarse)
     assert stored.fov == fresh.fov and stored.scale == fresh.scale
     assert torch.equal(stored.to_volume, fresh.to_volume)
+
+
+def test_unit_views_batched_equal_one_sample_per_view(tmp_path: Path) -> None:
+    """`make_unit` voxelises its views in one batch; every sample is byte for byte `make_sample`'s (CPU)."""
+    samples, skipped = make_unit(WorkUnit("procedural:6", "proc-00000006", (0, 3)), OPTIONS)
+    assert skipped == [] and [s.view for s in samples] == [0, 1, 2]
+    scene = generate(6).scene
+    for sample in samples:
+        fresh = make_sample(scene, view_generator("proc-00000006", sample.view), 32, 64, 16,
+                            asset_id="proc-00000006", view=sample.view)
+        a, b = sample_tensors(sample, "v"), sample_tensors(fresh, "v")
+        assert all(torch.equal(a[k], b[k]) for k in a) and sample_scalars(sample) == sample_scalars(fresh)
+    write_shards([WorkUnit("procedural:6", "proc-00000006", (0, 3))], tmp_path, OPTIONS)  # no shared storage
+    assert len(ShardDataset(tmp_path)) == 3
 
 
 def test_ranks_split_units_and_reader_merges(tmp_path: Path) -> None:

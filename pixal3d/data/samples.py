@@ -34,7 +34,7 @@ from PIL import Image
 
 from pixal3d.camera import Camera, fov_of_crop, view_alignment
 from pixal3d.errors import InputError
-from pixal3d.geometry.dual_grid import check_resolution, mesh_to_voxels, voxels_to_mesh
+from pixal3d.geometry.dual_grid import check_resolution, mesh_to_voxels_batch, voxels_to_mesh
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.preprocess import preprocess_image
 from pixal3d.render import RenderMesh, mesh_from_trimesh, random_lighting, render_mesh, sample_view
@@ -162,8 +162,147 @@ def fit_scale(points_cam: torch.Tensor, distance: float, limit: float) -> float 
     return min(max(preferred, lo), hi)
 
 
-def _used_points(mesh: RenderMesh) -> torch.Tensor:
+def used_points(mesh: RenderMesh) -> torch.Tensor:
+    """The vertices some face uses, `[N, 3] float64` on the CPU (what views are aimed and fitted at)."""
     return mesh.vertices[torch.unique(mesh.faces.flatten())].detach().to("cpu", torch.float64)
+
+
+@dataclass(eq=False)
+class AlignedView:
+    """A drawn view whose asset fits the cube: everything of a `Sample` but the voxels (`align_view`).
+
+    Attributes:
+        image, fov, distance, view, redraws, center_offset: as in `Sample`.
+        to_volume: `[4, 4] float64` asset frame -> volume frame.
+        scale: asset-frame length -> volume length.
+    """
+
+    image: torch.Tensor
+    fov: float
+    distance: float
+    scale: float
+    to_volume: torch.Tensor
+    view: int
+    redraws: int
+    center_offset: tuple[float, float]
+
+
+def align_view(
+    mesh: RenderMesh,
+    generator: torch.Generator,
+    image_size: int = 512,
+    resolution: int = 256,
+    *,
+    asset_id: str = "asset",
+    view: int = 0,
+    max_redraws: int = MAX_REDRAWS,
+    points: torch.Tensor | None = None,
+    timings: dict[str, float] | None = None,
+) -> AlignedView:
+    """Draw, render, preprocess and align one view (the module docstring's steps before voxelisation).
+
+    Args:
+        mesh: the asset converted by `mesh_from_trimesh` (its device is where the render runs).
+        generator, image_size, resolution, asset_id, view, max_redraws, timings: as `make_sample`.
+        points: `[N, 3] float64` CPU copy of the mesh's used vertices, when several views share it; None: read here.
+
+    Raises:
+        ViewDoesNotFitError: no view within `max_redraws` fitted the cube.
+    """
+    device = mesh.device
+    if points is None:
+        with timed(timings, "view", device):
+            points = used_points(mesh)
+    limit = 0.5 - 0.5 / resolution
+    for attempt in range(max_redraws):
+        with timed(timings, "view", device):
+            drawn = sample_view(generator, points, size=image_size)
+            lighting = random_lighting(generator)
+        with timed(timings, "render", device):
+            rgba = render_mesh(mesh, drawn.camera, lighting).rgba_uint8().numpy()
+        with timed(timings, "preprocess", device):
+            pre = preprocess_image(rgba, size=image_size, background="none")
+        with timed(timings, "align", device):
+            x0, y0, side = pre.crop
+            fov = fov_of_crop(drawn.camera.fov, image_size, side)
+            d = 0.5 / math.tan(fov / 2)
+            c2w = drawn.camera.c2w()
+            points_cam = (points - c2w[:3, 3]) @ c2w[:3, :3]  # asset -> camera axes
+            scale = fit_scale(points_cam, d, limit)
+        if scale is None:
+            logger.debug("%s view %d: draw %d leaves the cube (fov %.1f deg); re-drawing",
+                         asset_id, view, attempt, math.degrees(fov))
+            continue
+        with timed(timings, "align", device):
+            alignment = view_alignment(c2w, fov, d / scale, size=image_size)
+        return AlignedView(
+            image=torch.from_numpy(np.asarray(pre.image, dtype=np.uint8).copy()),
+            fov=fov,
+            distance=d,
+            scale=alignment.scale,
+            to_volume=alignment.to_volume,
+            view=view,
+            redraws=attempt,
+            center_offset=(x0 + side / 2 - image_size / 2, y0 + side / 2 - image_size / 2),
+        )
+    raise ViewDoesNotFitError(
+        f"{asset_id} view {view}: no view out of {max_redraws} fits the asset in the volume cube; "
+        "the asset may be degenerate (e.g. a long thin rod) or not normalised"
+    )
+
+
+def voxelise_views(
+    scene: trimesh.Scene | trimesh.Trimesh,
+    views: list[AlignedView],
+    resolution: int = 256,
+    coarse: int = 64,
+    *,
+    asset_id: str = "asset",
+    device: torch.device | str = "cpu",
+    material_cache: dict | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[Sample]:
+    """Voxelise the aligned views of one asset in one batched pass (`mesh_to_voxels_batch`) into `Sample`s.
+
+    The samples are byte for byte those of one `make_sample` call per view (on the CPU; on a GPU as exact as one
+    view's voxelisation is there), with far fewer kernel launches per view.
+    """
+    if not views:
+        return []
+    attributes_before = timings.get("attributes", 0.0) if timings is not None else 0.0
+    with timed(timings, "voxelise", device):
+        transforms = [v.to_volume.numpy() for v in views]
+        voxels = mesh_to_voxels_batch(scene, resolution, transforms, device=device, material_cache=material_cache,
+                                      timings=timings)
+        voxels = [v.to("cpu") for v in voxels]
+    if timings is not None:  # attributes were timed inside the voxelisation
+        timings["voxelise"] -= timings.get("attributes", 0.0) - attributes_before
+    samples = []
+    for aligned, fine in zip(views, voxels):
+        with timed(timings, "coarse", device):
+            coarse_voxels = coarse_coords(fine.coords, resolution, coarse)
+        samples.append(Sample(
+            image=aligned.image,
+            fov=aligned.fov,
+            distance=aligned.distance,
+            scale=aligned.scale,
+            voxels=fine,
+            coarse=coarse_voxels,
+            coarse_resolution=coarse,
+            to_volume=aligned.to_volume,
+            asset_id=asset_id,
+            view=aligned.view,
+            redraws=aligned.redraws,
+            center_offset=aligned.center_offset,
+        ))
+    return samples
+
+
+def check_sample_options(resolution: int, coarse: int) -> None:
+    """Raise `InputError` for a resolution not in `RESOLUTIONS` or a coarse size that does not divide it."""
+    check_resolution(resolution)
+    if not (isinstance(coarse, int) and coarse > 0 and resolution % coarse == 0):
+        raise InputError(f"coarse must be a positive divisor of resolution {resolution}, got {coarse!r}")
 
 
 def make_sample(
@@ -182,6 +321,9 @@ def make_sample(
     timings: dict[str, float] | None = None,
 ) -> Sample:
     """Render, preprocess, align and voxelise one view of an asset (module docstring).
+
+    `align_view` then `voxelise_views`; for several views of one asset, call those (one `align_view` per view,
+    one `voxelise_views` for all) to share the asset's preparation and the voxeliser's kernel launches.
 
     Args:
         scene: the asset (any frame and units, +y up), e.g. `generate(seed).scene` or a loaded GLB.
@@ -208,62 +350,13 @@ def make_sample(
         ViewDoesNotFitError: no view within `max_redraws` fitted the cube.
         InputError: an asset without faces, a bad size or resolution.
     """
-    check_resolution(resolution)
-    if not (isinstance(coarse, int) and coarse > 0 and resolution % coarse == 0):
-        raise InputError(f"coarse must be a positive divisor of resolution {resolution}, got {coarse!r}")
+    check_sample_options(resolution, coarse)
     with timed(timings, "render_mesh", device):
         mesh = render_mesh_cache if render_mesh_cache is not None else mesh_from_trimesh(scene, device=device)
-    with timed(timings, "view", device):
-        points = _used_points(mesh)
-    limit = 0.5 - 0.5 / resolution
-    for attempt in range(max_redraws):
-        with timed(timings, "view", device):
-            drawn = sample_view(generator, points, size=image_size)
-            lighting = random_lighting(generator)
-        with timed(timings, "render", device):
-            rgba = render_mesh(mesh, drawn.camera, lighting).rgba_uint8().numpy()
-        with timed(timings, "preprocess", device):
-            pre = preprocess_image(rgba, size=image_size, background="none")
-        with timed(timings, "align", device):
-            x0, y0, side = pre.crop
-            fov = fov_of_crop(drawn.camera.fov, image_size, side)
-            d = 0.5 / math.tan(fov / 2)
-            c2w = drawn.camera.c2w()
-            points_cam = (points - c2w[:3, 3]) @ c2w[:3, :3]  # asset -> camera axes
-            scale = fit_scale(points_cam, d, limit)
-        if scale is None:
-            logger.debug("%s view %d: draw %d leaves the cube (fov %.1f deg); re-drawing",
-                         asset_id, view, attempt, math.degrees(fov))
-            continue
-        with timed(timings, "align", device):
-            alignment = view_alignment(c2w, fov, d / scale, size=image_size)
-        attributes_before = timings.get("attributes", 0.0) if timings is not None else 0.0
-        with timed(timings, "voxelise", device):
-            voxels = mesh_to_voxels(scene, resolution, device=device, transform=alignment.to_volume.numpy(),
-                                    material_cache=material_cache, timings=timings).to("cpu")
-        with timed(timings, "coarse", device):
-            coarse_voxels = coarse_coords(voxels.coords, resolution, coarse)
-        if timings is not None:  # attributes were timed inside the voxelisation
-            timings["voxelise"] -= timings.get("attributes", 0.0) - attributes_before
-        offset = (x0 + side / 2 - image_size / 2, y0 + side / 2 - image_size / 2)
-        return Sample(
-            image=torch.from_numpy(np.asarray(pre.image, dtype=np.uint8).copy()),
-            fov=fov,
-            distance=d,
-            scale=alignment.scale,
-            voxels=voxels,
-            coarse=coarse_voxels,
-            coarse_resolution=coarse,
-            to_volume=alignment.to_volume,
-            asset_id=asset_id,
-            view=view,
-            redraws=attempt,
-            center_offset=offset,
-        )
-    raise ViewDoesNotFitError(
-        f"{asset_id} view {view}: no view out of {max_redraws} fits the asset in the volume cube; "
-        "the asset may be degenerate (e.g. a long thin rod) or not normalised"
-    )
+    aligned = align_view(mesh, generator, image_size, resolution, asset_id=asset_id, view=view,
+                         max_redraws=max_redraws, timings=timings)
+    return voxelise_views(scene, [aligned], resolution, coarse, asset_id=asset_id, device=device,
+                          material_cache=material_cache, timings=timings)[0]
 
 
 def voxel_silhouette(voxels: SparseVoxels, camera: Camera, supersample: int = 2) -> torch.Tensor:

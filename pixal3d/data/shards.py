@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import save_file
 
 from pixal3d.atomic import atomic_path, write_bytes_atomic
-from pixal3d.data.samples import Sample, make_sample, view_generator
+from pixal3d.data.samples import Sample, view_generator
 from pixal3d.errors import InputError
 from pixal3d.geometry.voxels import SparseVoxels
 
@@ -208,30 +208,43 @@ def load_source(source: str) -> object:
     return load_asset(Path(source))
 
 
-def make_unit(unit: WorkUnit, options: SampleOptions, device: str = "cpu") -> tuple[list[Sample], list[dict]]:
+def make_unit(
+    unit: WorkUnit, options: SampleOptions, device: str = "cpu", timings: dict[str, float] | None = None
+) -> tuple[list[Sample], list[dict]]:
     """All samples of a unit, and `{"id", "reason"}` for its views that never fitted the cube.
+
+    The asset is loaded and converted once; each view is drawn, rendered and aligned in turn, and all views are
+    voxelised together (`voxelise_views`): the same bytes as one `make_sample` per view, fewer kernel launches.
+    `timings` as in `make_sample` (plus "generate": loading the asset).
 
     Raises:
         InputError: the asset is bad (no faces, unreadable, broken materials); the whole unit is skipped.
     """
-    from pixal3d.data.samples import ViewDoesNotFitError
+    from pixal3d.data.samples import (
+        ViewDoesNotFitError, align_view, check_sample_options, timed, used_points, voxelise_views,
+    )
     from pixal3d.render import mesh_from_trimesh
 
-    scene = load_source(unit.source)
-    mesh = mesh_from_trimesh(scene, device=device)
-    samples, skipped = [], []
+    check_sample_options(options.resolution, options.coarse)
+    with timed(timings, "generate", device):
+        scene = load_source(unit.source)
+    with timed(timings, "render_mesh", device):
+        mesh = mesh_from_trimesh(scene, device=device)
+    with timed(timings, "view", device):
+        points = used_points(mesh)
+    aligned, skipped = [], []
     for view in range(*unit.views):
         generator = view_generator(unit.asset_id, view, options.seed)
         try:
-            samples.append(make_sample(
-                scene, generator, options.image_size, options.resolution, options.coarse,
-                asset_id=unit.asset_id, view=view, device=device, render_mesh_cache=mesh,
-            ))
+            aligned.append(align_view(mesh, generator, options.image_size, options.resolution,
+                                      asset_id=unit.asset_id, view=view, points=points, timings=timings))
         except ViewDoesNotFitError as err:
             logger.warning("skipping %s view %d: %s", unit.asset_id, view, err)
             skipped.append({"id": f"{unit.asset_id}/{view}", "reason": str(err)})
-    if not samples:
+    if not aligned:
         raise InputError(f"no view of {unit.asset_id} fits the volume cube")
+    samples = voxelise_views(scene, aligned, options.resolution, options.coarse, asset_id=unit.asset_id,
+                             device=device, timings=timings)
     return samples, skipped
 
 

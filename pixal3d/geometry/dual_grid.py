@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ RESOLUTIONS = (64, 128, 256, 512)
 MAX_SUB_EDGE = 6.0
 # Sub-triangles per chunk: bounds the candidate (triangle, voxel) pairs held at once (~25 per sub-triangle).
 CHUNK_TRIANGLES = 32768
+# Sub-triangles per batch of kernels on a GPU, in whole chunks: the voxeliser is launch-bound there (thousands of
+# small kernels per call), so several chunks (and views) share each launch; ~3 kB of temporaries per sub-triangle.
+BATCH_TRIANGLES_CUDA = 8 * CHUNK_TRIANGLES
 # Pull of the dual vertex towards the mean of the triangles' points nearest the voxel centre, relative to the
 # plane terms. Small enough that two or three planes (an edge, a corner) pin the vertex on the feature; large enough to fix it along the free
 # directions (a flat or edge voxel) and to keep the 3x3 system well conditioned.
@@ -239,21 +242,76 @@ def _reduce(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, tor
     return unique, sums.index_add_(0, inverse, values)
 
 
+@dataclass
+class _Batch:
+    """The sub-triangles of all views of one `mesh_to_voxels_batch` call, ordered by view, then as one view's call
+    would order them; rows are cut into *groups*: the `CHUNK_TRIANGLES` chunks a single-view call would make.
+
+    Per-voxel sums are first taken within a group (keys carry the group), then over a view's groups in order, so
+    every float sum adds the same terms in the same order as a single-view call, however many groups one batch of
+    kernels holds.
+    """
+
+    sub: torch.Tensor  # [T, 3, 3] float32, grid units
+    source: torch.Tensor  # [T] int64, face index over all views (view * faces + face)
+    bary: torch.Tensor  # [T, 3, 3] sub-triangle corners in the source face
+    group: torch.Tensor  # [T] int64
+    group_view: torch.Tensor  # [G] int64, the view of each group
+    group_view_list: list[int]  # the same on the host
+    group_sizes: list[int]
+    faces: int  # faces per view
+    views: int
+
+
+def _batch(grid: torch.Tensor, views: int) -> _Batch:
+    """Subdivide `[views * F, 3, 3]` grid-unit triangles (view-major) and cut the rows into groups (`_Batch`)."""
+    faces = grid.shape[0] // views
+    sub, source, bary = subdivide_triangles(grid, MAX_SUB_EDGE)
+    view = torch.div(source, faces, rounding_mode="floor")
+    if views > 1:  # subdivision emits rows round by round; a stable sort by view restores each view's order
+        order = torch.argsort(view, stable=True)
+        sub, source, bary, view = sub[order], source[order], bary[order], view[order]
+    counts = torch.bincount(view, minlength=views).tolist()  # the one host sync of the batching
+    chunks = [max(1, -(-c // CHUNK_TRIANGLES)) if c else 0 for c in counts]
+    first_group = np.cumsum([0] + chunks)
+    first_row = np.cumsum([0] + counts)
+    device = grid.device
+    row = torch.arange(sub.shape[0], device=device)
+    starts = torch.as_tensor(first_row[:-1], device=device)
+    offsets = torch.as_tensor(first_group[:-1], device=device)
+    group = offsets[view] + torch.div(row - starts[view], CHUNK_TRIANGLES, rounding_mode="floor")
+    sizes = [min(CHUNK_TRIANGLES, c - k * CHUNK_TRIANGLES) for c, n in zip(counts, chunks) for k in range(n)]
+    group_view = np.repeat(np.arange(views), chunks)
+    return _Batch(sub, source, bary, group, torch.as_tensor(group_view, device=device), group_view.tolist(), sizes,
+                  faces, views)
+
+
+def _spans(sizes: list[int], budget: int) -> Iterator[tuple[int, int]]:
+    """Row ranges `[start, stop)` of consecutive whole groups, each at most `budget` rows (or one group)."""
+    start = stop = 0
+    for size in sizes:
+        if stop > start and stop - start + size > budget:
+            yield start, stop
+            start = stop
+        stop += size
+    if stop > start:
+        yield start, stop
+
+
 def _voxel_statistics(
-    sub: torch.Tensor,
-    source: torch.Tensor,
-    sub_bary: torch.Tensor,
+    batch: _Batch,
+    rows: slice,
     resolution: int,
-    materials: list[MaterialTables] | None,
-    face_offsets: torch.Tensor,
+    materials: _Materials | None,
     timings: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clip one chunk of sub-triangles against the voxels they touch and sum per-voxel statistics.
+    """Clip a span of sub-triangles against the voxels they touch and sum per-voxel statistics per group.
 
     Returns:
-        `(keys [U] int64, stats [U, STATS] float32)`: for each touched voxel the area-weighted plane quadric
-        (voxel-local frame), weight, weighted centroid and weighted material attributes.
+        `(keys [U] int64, stats [U, STATS] float32)`: keys `group * R^3 + voxel key`; for each touched voxel the
+        area-weighted plane quadric (voxel-local frame), weight, weighted centroid and weighted material attributes.
     """
+    sub = batch.sub[rows]
     tri, voxel = candidate_voxels(sub, resolution)
     local = sub[tri] - voxel[:, None, :].to(sub.dtype)  # (K, 3, 3), voxel-local
     keep = triangle_box_overlap(local)
@@ -275,31 +333,76 @@ def _voxel_statistics(
     stats[:, _RHS] = (weight * offset)[:, None] * normal
     stats[:, _WEIGHT] = weight
     stats[:, _CENTROID] = weight[:, None] * centroid
+    group = batch.group[rows][tri]
     if materials is not None:
         with _timed(timings, "attributes", sub.device):
-            point_bary = (bary[:, :, None] * sub_bary[tri]).sum(1)  # in the source face
-            stats[:, _ATTRS] = weight[:, None] * _sample_parts(materials, face_offsets, source[tri], point_bary)
-    return _reduce(grid_keys(voxel, resolution), stats)
+            point_bary = (bary[:, :, None] * batch.bary[rows][tri]).sum(1)  # in the source face
+            values = materials.sample(batch.source[rows][tri], point_bary, group, batch.group_view_list)
+            stats[:, _ATTRS] = weight[:, None] * values
+    return _reduce(group * resolution**3 + grid_keys(voxel, resolution), stats)
 
 
-def _sample_parts(
-    materials: list[MaterialTables], face_offsets: torch.Tensor, face: torch.Tensor, bary: torch.Tensor
-) -> torch.Tensor:
-    """Material attributes `[M, 6]` at points given by global face index `[M]` and barycentrics `[M, 3]`."""
-    part = torch.searchsorted(face_offsets, face, right=True) - 1
-    # One pass per mesh part present (scene geometries), not per face. A stable sort by part and one count
-    # (a single host sync) give each part a contiguous run holding exactly what a boolean mask would select.
-    order = torch.argsort(part, stable=True)
-    counts = torch.bincount(part, minlength=len(materials)).tolist()
-    face, bary = face[order], bary[order]
-    runs, start = [], 0
-    for p, count in enumerate(counts):
-        if count:
-            run = slice(start, start + count)
-            runs.append(sample_material(materials[p], face[run] - face_offsets[p], bary[run]))
-        start += count
-    out = torch.cat(runs) if runs else torch.zeros(0, 6, device=face.device)
-    return torch.zeros_like(out).index_copy_(0, order, out)
+@dataclass
+class _Materials:
+    """Material tables of every (view, part) and how `sample` groups its `sample_material` calls.
+
+    `sample_material` raises sRGB values to a power; the CPU's vectorised `pow` rounds the tail elements of a call
+    differently from the body, so on the CPU each call gets exactly the points a single-view call would give it
+    (one part within one group: same bytes). On a GPU every element gets the same `powf` wherever it sits, so the
+    calls are fused to one per distinct table (far fewer kernels, same values up to the summation order that
+    CUDA's atomic `index_add_` already leaves open).
+    """
+
+    tables: list[MaterialTables]  # distinct tables
+    table_of: list[list[int]]  # [V][P]: index into `tables` of view v's part p
+    face_offsets: torch.Tensor  # [P + 1] int64, first face of each part (per view)
+    faces: int  # faces per view
+    fused: bool
+
+    def sample(self, face: torch.Tensor, bary: torch.Tensor, group: torch.Tensor, group_view: list[int]) -> torch.Tensor:
+        """Attributes `[M, 6]` at faces `[M]` (view * faces + face), barycentrics `[M, 3]`, in groups `[M]`."""
+        view = torch.div(face, self.faces, rounding_mode="floor")
+        face = face - view * self.faces
+        part = torch.searchsorted(self.face_offsets, face, right=True) - 1
+        parts = len(self.table_of[0])
+        if self.fused:
+            run = torch.as_tensor(self.table_of, device=face.device)[view, part]
+            table_of_run = list(range(len(self.tables)))
+        else:
+            run = group * parts + part
+            table_of_run = [self.table_of[v][p] for v in group_view for p in range(parts)]
+        # A stable sort by run and one count (a single host sync) give each run a contiguous block holding exactly
+        # what a boolean mask would select, in order.
+        order = torch.argsort(run, stable=True)
+        counts = torch.bincount(run, minlength=len(table_of_run)).tolist()
+        local, bary = (face - self.face_offsets[part])[order], bary[order]
+        out, start = [], 0
+        for key, count in enumerate(counts):
+            if count:
+                block = slice(start, start + count)
+                out.append(sample_material(self.tables[table_of_run[key]], local[block], bary[block]))
+            start += count
+        out = torch.cat(out) if out else torch.zeros(0, 6, device=face.device)
+        return torch.zeros_like(out).index_copy_(0, order, out)
+
+
+def _materials(
+    placed: list[list[tuple[str, trimesh.Trimesh, np.ndarray, np.ndarray, bool]]],
+    offsets: np.ndarray,
+    device: torch.device,
+    cache: dict[tuple[str, bool], MaterialTables] | None,
+) -> _Materials:
+    cache = {} if cache is None else cache  # within one call, views share their tables
+    per_view = [_part_tables(p, device, cache) for p in placed]
+    ids: dict[int, int] = {}
+    tables = []
+    for table in (t for view in per_view for t in view):
+        if id(table) not in ids:
+            ids[id(table)] = len(tables)
+            tables.append(table)
+    table_of = [[ids[id(t)] for t in view] for view in per_view]
+    return _Materials(tables, table_of, torch.as_tensor(offsets, device=device), int(offsets[-1]),
+                      fused=device.type != "cpu")
 
 
 def mesh_to_voxels(
@@ -337,37 +440,78 @@ def mesh_to_voxels(
     Returns:
         `SparseVoxels` with coords sorted by key `(i * R + j) * R + k`.
     """
+    return mesh_to_voxels_batch(mesh_or_scene, resolution, [transform], device, with_attributes,
+                                material_cache=material_cache, timings=timings)[0]
+
+
+def mesh_to_voxels_batch(
+    mesh_or_scene: trimesh.Trimesh | trimesh.Scene,
+    resolution: int,
+    transforms: Sequence[np.ndarray | torch.Tensor | None],
+    device: torch.device | str = "cpu",
+    with_attributes: bool = True,
+    *,
+    material_cache: dict[tuple[str, bool], MaterialTables] | None = None,
+    timings: dict[str, float] | None = None,
+    batch_triangles: int | None = None,
+) -> list[SparseVoxels]:
+    """`mesh_to_voxels` of one asset under several transforms (e.g. the K views of a sample), in one pass.
+
+    All views' sub-triangles go through the same kernels (view and chunk in the keys), so a batch of K views
+    launches about as many kernels as one view; per view the result equals `mesh_to_voxels(..., transform=t)`
+    byte for byte on the CPU (sums are taken in the same order; `_Batch`, `_Materials`).
+
+    Args:
+        mesh_or_scene, resolution, device, with_attributes, material_cache, timings: as `mesh_to_voxels`.
+        transforms: one `[4, 4]` matrix (or None, the asset as it is) per result.
+        batch_triangles: sub-triangles per batch of kernels, in whole chunks of `CHUNK_TRIANGLES` (peak memory
+            is about 3 kB per sub-triangle); None: `BATCH_TRIANGLES_CUDA` on a GPU, one chunk on the CPU (where
+            larger batches only cost cache misses).
+
+    Returns:
+        One `SparseVoxels` per transform, coords sorted by key `(i * R + j) * R + k`.
+    """
     check_resolution(resolution)
-    placed = _flatten(mesh_or_scene, None if transform is None else np.asarray(transform, dtype=np.float64))
-    triangles, offsets = _concatenate(placed)
-    _check_vertices(triangles.reshape(-1, 3), inside_cube=True)
+    if len(transforms) == 0:
+        raise InputError("transforms is empty; pass at least one [4, 4] matrix (or None)")
     device = torch.device(device)
-    grid = torch.from_numpy((triangles + 0.5) * resolution).to(device=device, dtype=torch.float32)
-    sub, source, sub_bary = subdivide_triangles(grid, MAX_SUB_EDGE)
+    placed = [_flatten(mesh_or_scene, None if t is None else np.asarray(t, dtype=np.float64)) for t in transforms]
+    triangles = []
+    for view in placed:
+        tris, offsets = _concatenate(view)
+        _check_vertices(tris.reshape(-1, 3), inside_cube=True)
+        triangles.append((tris + 0.5) * resolution)
+    grid = torch.from_numpy(np.concatenate(triangles)).to(device=device, dtype=torch.float32)
+    batch = _batch(grid, len(transforms))
     materials = None
     if with_attributes:
         with _timed(timings, "attributes", device):
-            materials = _part_tables(placed, device, material_cache)
-    face_offsets = torch.as_tensor(offsets, device=device)
+            materials = _materials(placed, offsets, device, material_cache)
+    if batch_triangles is None:
+        batch_triangles = BATCH_TRIANGLES_CUDA if device.type == "cuda" else CHUNK_TRIANGLES
     keys, stats, crossings = [], [], []
-    for start in range(0, sub.shape[0], CHUNK_TRIANGLES):
-        chunk = slice(start, start + CHUNK_TRIANGLES)
-        k, s = _voxel_statistics(
-            sub[chunk], source[chunk], sub_bary[chunk], resolution, materials, face_offsets, timings
-        )
+    for start, stop in _spans(batch.group_sizes, batch_triangles):
+        rows = slice(start, stop)
+        k, s = _voxel_statistics(batch, rows, resolution, materials, timings)
         keys.append(k)
         stats.append(s)
-        crossings.append(edge_crossings(sub[chunk], source[chunk], resolution))
-    touched, stats = _reduce(torch.cat(keys), torch.cat(stats))
-    edge_keys, edge_sign = merge_crossings(torch.cat(crossings), int(offsets[-1]))
-    voxels = _assemble(touched, stats, edge_keys, edge_sign, resolution, with_attributes)
+        crossings.append(edge_crossings(batch.sub[rows], batch.source[rows], resolution))
+    keys = torch.cat(keys)
+    r3 = resolution**3
+    group = torch.div(keys, r3, rounding_mode="floor")
+    touched, stats = _reduce(batch.group_view[group] * r3 + (keys - group * r3), torch.cat(stats))
+    crossings = torch.cat(crossings)
+    if batch.views > 1:  # edge key += view * 3 R^3 (float64 holds these integers exactly)
+        crossings[:, 0] += torch.div(crossings[:, 1], batch.faces, rounding_mode="floor") * (3 * r3)
+    edge_keys, edge_sign = merge_crossings(crossings, batch.views * batch.faces)
+    voxels = _assemble(touched, stats, edge_keys, edge_sign, resolution, with_attributes, batch.views)
     logger.debug(
-        "voxelised %d faces (%d sub-triangles) at R=%d: %d voxels, %d crossed edges",
-        int(offsets[-1]),
-        sub.shape[0],
+        "voxelised %d faces x %d views (%d sub-triangles) at R=%d: %s voxels",
+        batch.faces,
+        batch.views,
+        batch.sub.shape[0],
         resolution,
-        len(voxels),
-        edge_keys.shape[0],
+        [len(v) for v in voxels],
     )
     return voxels
 
@@ -379,27 +523,32 @@ def _assemble(
     edge_sign: torch.Tensor,
     resolution: int,
     with_attributes: bool,
-) -> SparseVoxels:
-    """Voxel set = touched voxels + the four voxels around each crossed edge; solve dual vertices and attrs."""
+    views: int = 1,
+) -> list[SparseVoxels]:
+    """Voxel set = touched voxels + the four voxels around each crossed edge; solve dual vertices and attrs.
+
+    Keys carry the view: voxel keys `view * R^3 + key`, edge keys `view * 3 R^3 + key`; one result per view.
+    """
+    r3 = resolution**3
     axis = edge_keys % 3
-    corner = _keys_to_coords(edge_keys // 3, resolution)
+    corner_keys = edge_keys // 3
+    edge_view = torch.div(corner_keys, r3, rounding_mode="floor")
+    corner = _keys_to_coords(corner_keys - edge_view * r3, resolution)
+    rows = torch.arange(corner.shape[0], device=corner.device)
     around = []
     for db, dc in ((0, 0), (-1, 0), (0, -1), (-1, -1)):
         shifted = corner.clone()
-        shifted[torch.arange(corner.shape[0]), (axis + 1) % 3] += db
-        shifted[torch.arange(corner.shape[0]), (axis + 2) % 3] += dc
-        around.append(grid_keys(shifted, resolution))
+        shifted[rows, (axis + 1) % 3] += db
+        shifted[rows, (axis + 2) % 3] += dc
+        around.append(edge_view * r3 + grid_keys(shifted, resolution))
     keys = torch.unique(torch.cat([touched, *around]))
     n = keys.shape[0]
     full = torch.zeros(n, STATS, device=stats.device, dtype=stats.dtype)
     full[torch.searchsorted(keys, touched)] = stats
     edges = torch.zeros(n, 3, dtype=torch.int8, device=keys.device)
-    edges[torch.searchsorted(keys, edge_keys // 3), axis] = edge_sign
+    edges[torch.searchsorted(keys, corner_keys), axis] = edge_sign
     weight = full[:, _WEIGHT]
     has = weight > 0
-    all_have = bool(has.all())  # one host sync, used twice
-    if not all_have:
-        logger.debug("%d voxels around crossed edges touch no triangle; vertex at centre", int((~has).sum()))
     centroid = full[:, _CENTROID] / weight.clamp(min=1e-12)[:, None]
     q = full[:, _QEF]
     quadric = torch.stack([q[:, [0, 1, 2]], q[:, [1, 3, 4]], q[:, [2, 4, 5]]], dim=1)  # (N, 3, 3) symmetric
@@ -407,15 +556,36 @@ def _assemble(
     target = centroid.where(has[:, None], torch.full_like(centroid, 0.5))
     eye = torch.eye(3, device=keys.device, dtype=quadric.dtype)
     rhs = full[:, _RHS] + lam[:, None] * target
-    vertex = torch.linalg.solve(quadric + lam[:, None, None] * eye, rhs).clamp(0.0, 1.0)
-    coords = _keys_to_coords(keys, resolution).to(torch.int32)
-    attrs = None
-    if with_attributes:
-        attrs = full[:, _ATTRS] / weight.clamp(min=1e-12)[:, None]
-        if not all_have:
-            known = SparseVoxels(coords[has], vertex[has], edges[has], attrs[has], resolution)
-            attrs[~has] = sample_attributes(known, voxel_centres(coords[~has], resolution))
-    return SparseVoxels(coords=coords, vertex=vertex.float(), edges=edges, attrs=attrs, resolution=resolution)
+    vertex = torch.linalg.solve(quadric + lam[:, None, None] * eye, rhs).clamp(0.0, 1.0).float()
+    view = torch.div(keys, r3, rounding_mode="floor")
+    coords = _keys_to_coords(keys - view * r3, resolution).to(torch.int32)
+    attrs = full[:, _ATTRS] / weight.clamp(min=1e-12)[:, None] if with_attributes else None
+    # One host sync: where each view starts, and how many voxels touch no triangle.
+    bounds = torch.searchsorted(keys, torch.arange(views + 1, device=keys.device) * r3)
+    info = torch.cat([bounds, (~has).sum()[None]]).tolist()
+    results = []
+    for v in range(views):
+        part = slice(info[v], info[v + 1])
+        fields = [coords[part], vertex[part], edges[part], None if attrs is None else attrs[part]]
+        if views > 1:  # own storage per view (shards refuse tensors that share memory)
+            fields = [None if f is None else f.clone() for f in fields]
+        voxels = SparseVoxels(*fields, resolution=resolution)
+        if info[-1]:
+            _fill_untouched(voxels, has[part])
+        results.append(voxels)
+    return results
+
+
+def _fill_untouched(voxels: SparseVoxels, has: torch.Tensor) -> None:
+    """Give voxels that touch no triangle (`~has`) attributes interpolated from the others, in place."""
+    missing = int((~has).sum())
+    if not missing:
+        return
+    logger.debug("%d voxels around crossed edges touch no triangle; vertex at centre", missing)
+    if voxels.attrs is not None:
+        v = voxels
+        known = SparseVoxels(v.coords[has], v.vertex[has], v.edges[has], v.attrs[has], v.resolution)
+        v.attrs[~has] = sample_attributes(known, voxel_centres(v.coords[~has], v.resolution))
 
 
 def voxel_centres(coords: torch.Tensor, resolution: int) -> torch.Tensor:
