@@ -165,6 +165,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
     p.add_argument("--out-dir", type=Path, default=None, help="override the config's out_dir")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this many steps (train in chunks)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (with a checkpoint) after about this many minutes of training (time-limited machines)")
     p.set_defaults(func=_run_train)
 
 
@@ -178,7 +180,10 @@ def _run_train(args: argparse.Namespace) -> int:
     config = load_config(TrainConfig, args.config)
     if args.out_dir is not None:
         config = replace(config, out_dir=str(args.out_dir))
-    result = train(config, resume=args.resume, stop_at=args.stop_at)
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise InputError(f"--max-minutes must be > 0, got {args.max_minutes}")
+    time_limit = None if args.max_minutes is None else 60.0 * args.max_minutes
+    result = train(config, resume=args.resume, stop_at=args.stop_at, time_limit=time_limit)
     if result.checkpoint is not None:
         print(f"trained {config.model} to step {result.step}; checkpoint {result.checkpoint}")
     return 0

@@ -200,13 +200,25 @@ def save_training_state(run_dir: Path, step: int, model: nn.Module, ema: nn.Modu
                            max_shard_bytes=int(config.max_shard_mib * 2**20), keep=config.keep_checkpoints)
 
 
-def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None) -> TrainResult:
+def _out_of_time(mine: bool, ddp: bool, device: torch.device) -> bool:
+    """Whether any rank ran out of time (one all-reduce under DDP, so every rank stops at the same step)."""
+    if not ddp:
+        return mine
+    flag = torch.tensor([float(mine)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
+          time_limit: float | None = None) -> TrainResult:
     """Train `config.model` on `config.data`; see the module docstring.
 
     Args:
         config: the run.
         resume: continue from the latest checkpoint in `out_dir` (starts at step 0 when there is none).
         stop_at: stop (and checkpoint) once this many steps are done; None trains to `max_steps`.
+        time_limit: stop (and checkpoint) at the first logging step after this many seconds of training, so a
+            chunk fits a time-limited machine; all ranks stop at the same step.
     """
     # ---------------------------------------------------------------------------------------- distributed setup
     rank = int(os.environ.get("RANK", 0))
@@ -271,6 +283,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None)
     bar = tqdm(total=config.max_steps, initial=step, disable=not (master and config.progress), dynamic_ncols=True)
     batches = iter(data)
     t_last, step_last = time.perf_counter(), step
+    t_start = t_last
     while step < stop:
         lr = get_lr(step, config)
         for group in optimizer.param_groups:
@@ -305,6 +318,8 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None)
             if master:
                 _append_metrics(metrics_path, record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
+            if time_limit is not None and _out_of_time(now - t_start >= time_limit, ddp, device):
+                stop = step
 
         if step % config.checkpoint_interval == 0 or step == stop:
             rng = _gather_json(rng_state(generator), device)  # every rank takes part in the gather
