@@ -165,6 +165,23 @@ def test_rasterize_uv_covers_square_with_exact_barycentrics() -> None:
     np.testing.assert_allclose(rebuilt[..., 1], (rows + 0.5) / 32, atol=1e-5)
 
 
+def test_unwrap_in_two_parts_keeps_every_face_in_one_atlas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large meshes go to xatlas as two halves: every face comes back once, and the halves' charts do not overlap."""
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.4)  # 1,280 faces
+    monkeypatch.setattr(bake, "_UNWRAP_SPLIT_FACES", 100)
+    assert len(bake._unwrap_parts(np.asarray(mesh.vertices), np.asarray(mesh.faces))) == 2
+    vertex_map, faces, uvs = bake.unwrap_uv(mesh, 512)
+    returned = sorted(map(tuple, np.sort(vertex_map[faces], axis=1)))
+    assert returned == sorted(map(tuple, np.sort(mesh.faces, axis=1)))
+    assert uvs.min() >= 0.0 and uvs.max() <= 1.0
+    tri = uvs[faces]  # (F, 3, 2)
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum()
+    face_id, _ = bake.rasterize_uv(uvs, faces, 1024)
+    covered = (face_id >= 0).mean()  # the union of the UV triangles; overlapping charts would make it smaller
+    assert abs(covered - area) <= 0.05 * area
+
+
 def test_fill_empty_texels_copies_nearest() -> None:
     image = np.zeros((8, 8, 1), dtype=np.uint8)
     mask = np.zeros((8, 8), dtype=bool)
