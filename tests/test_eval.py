@@ -89,6 +89,23 @@ def test_eval_mesh_folder(tmp_path: Path) -> None:
     check_report(output, data)
 
 
+def test_eval_merge_of_two_seed_ranges(tmp_path: Path) -> None:
+    parts = []
+    for seeds in ("3:4", "4:5"):
+        parts.append(tmp_path / seeds.replace(":", "_"))
+        argv = ["eval", "--procedural", seeds, "--views", "1", "-o", str(parts[-1]), "--samples", "2000",
+                "--image-size", "48", "--fov-mode", "true", *TINY]
+        assert main(argv) == 0
+    merged = tmp_path / "merged"
+    assert main(["eval", "--merge", *map(str, parts), "-o", str(merged)]) == 0
+    data = json.loads((merged / "metrics.json").read_text())
+    check_metrics(data, ["true"], assets=2, views=1)
+    check_report(merged, data)
+    singles = [json.loads((p / "metrics.json").read_text())["aggregate"]["true"]["chamfer_l1"]["mean"] for p in parts]
+    assert data["aggregate"]["true"]["chamfer_l1"]["mean"] == pytest.approx(sum(singles) / 2)
+    assert main(["eval", "--merge", str(parts[0]), str(parts[0]), "-o", str(tmp_path / "twice")]) == 2
+
+
 def test_eval_rejects_a_bad_seed_range(tmp_path: Path) -> None:
     assert main(["eval", "--procedural", "5:2", "-o", str(tmp_path / "r"), *TINY]) == 2
 

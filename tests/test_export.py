@@ -412,3 +412,13 @@ def test_bad_input_raises_and_leaves_no_file(tmp_path: Path, case: str, kwargs: 
             **{"resolution": 64, "texture_size": 256, "faces": 1000, **kwargs},
         )
     assert list(out_dir.iterdir()) == []
+
+
+def test_alpha_mode_needs_a_real_share_of_see_through_texels():
+    from pixal3d.geometry.gltf import is_translucent
+
+    alpha = np.full((64, 64), 220, dtype=np.uint8)  # a nearly opaque prediction: OPAQUE
+    assert not is_translucent(alpha)
+    alpha[:8] = 100  # 12.5 % clearly see-through: BLEND
+    assert is_translucent(alpha)
+    assert not is_translucent(np.full((64, 64), 255, dtype=np.uint8))

@@ -144,6 +144,19 @@ def test_checkpoint_shards_stay_under_the_limit(tmp_path):
     assert len(files) > 3 and all(f.stat().st_size <= 0.01 * 2**20 for f in files)
 
 
+def test_safetensors_with_a_header_length_starting_0x80_is_not_a_pickle(tmp_path):
+    from safetensors.torch import save_file
+
+    for n in range(1, 200):  # find a header whose length's low byte is 0x80 (the pickle magic byte)
+        path = tmp_path / "w.safetensors"
+        save_file({f"t{i}": torch.zeros(1) for i in range(n)}, str(path))
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no header length with low byte 0x80 found")
+    assert len(read_safetensors(path)) == n
+
+
 def test_bad_weights_files_raise_one_clear_error(tmp_path):
     model = StructureVAE(StructureVAEConfig(**MICRO))
     good = tmp_path / "good.safetensors"

@@ -26,6 +26,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--data", type=Path, default=None, help="folder of held-out .glb/.gltf/.obj files")
     data.add_argument("--procedural", default=None, metavar="START:END",
                       help="procedural objects of seeds START..END-1 (pixal3d data procedural)")
+    data.add_argument("--merge", type=Path, nargs="+", default=None, metavar="REPORT_DIR",
+                      help="instead of evaluating: merge these report folders (same model and options, e.g. seed "
+                      "ranges run as separate jobs) into -o")
     p.add_argument("--views", type=int, default=4, help="condition views per asset (default 4)")
     p.add_argument("-o", "--output", type=Path, required=True, help="report folder (created)")
     add_model_options(p, ["micro", "tiny"])
@@ -47,8 +50,14 @@ def _procedural_range(text: str) -> tuple[int, int]:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from pixal3d.eval.report import evaluate
+    from pixal3d.eval.report import evaluate, merge_reports
     from pixal3d.eval.runner import EvalOptions, folder_assets, procedural_assets
+
+    if args.merge is not None:
+        data = merge_reports(args.merge, args.output)
+        _print_aggregate(data)
+        print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.md'}")
+        return 0
 
     if args.views < 1 or args.samples < 1 or args.image_size < 16:
         raise InputError(f"need --views >= 1, --samples >= 1, --image-size >= 16; got {args.views}, "
@@ -60,12 +69,16 @@ def _run_eval(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args)
     model = f"random {args.random_weights}" if args.random_weights else (args.model or "default")
     data = evaluate(pipe, assets, args.output, options, {"model": model, "command": " ".join(sys.argv)})
+    _print_aggregate(data)
+    print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.md'}")
+    return 0
+
+
+def _print_aggregate(data: dict) -> None:
     for mode, stats in data["aggregate"].items():
         f05, cd = stats.get("fscore@0.05", {}).get("mean"), stats.get("chamfer_l1", {}).get("mean")
         print(f"{mode} FoV: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {f05}, "
               f"Chamfer-L1 {cd}")
-    print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.md'}")
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------------- bench

@@ -12,10 +12,12 @@ Every file is written atomically.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import re
+import shutil
 import statistics
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,6 +29,7 @@ from PIL import Image
 from pixal3d.atomic import write_text_atomic
 from pixal3d.bench import machine_info
 from pixal3d.config import write_json_atomic
+from pixal3d.errors import InputError
 from pixal3d.eval.runner import FSCORE_THRESHOLDS, EvalOptions, HeldOutAsset, evaluate_asset
 from pixal3d.preprocess import save_png
 
@@ -78,18 +81,67 @@ def evaluate(
         result["mean"] = {mode: mean_metrics([v["modes"][mode] for v in result["views"]])
                           for mode in options.fov_modes}
         results.append(result)
+    run = {**(description or {}), "machine": machine_info(pipe.device)}
+    options_record = {**vars(options), "fov_range_deg": [math.degrees(x) for x in options.fov_range]}
+    del options_record["fov_range"]
+    return write_report(output, run, options_record, results, options)
+
+
+def write_report(output: Path, run: dict[str, object], options_record: dict[str, object],
+                 results: list[dict[str, object]], options: EvalOptions) -> dict[str, object]:
+    """Aggregate per-asset results and write `metrics.json` and `report.md` (atomically) into `output`."""
     data = {
-        "run": {**(description or {}), "machine": machine_info(pipe.device)},
-        "options": {**vars(options), "fov_range_deg": [math.degrees(x) for x in options.fov_range]},
+        "run": run,
+        "options": options_record,
         "aggregate": {mode: aggregate([v["modes"][mode] for r in results for v in r["views"]])
                       for mode in options.fov_modes},
         "assets": results,
     }
-    del data["options"]["fov_range"]
     write_json_atomic(output / "metrics.json", data)
     write_text_atomic(output / "report.md", markdown_report(data, options))
     logger.info("wrote %s and %s", output / "metrics.json", output / "report.md")
     return data
+
+
+def merge_reports(folders: Iterable[str | os.PathLike], output: str | os.PathLike) -> dict[str, object]:
+    """One report from several `pixal3d eval` folders of the same model and options (e.g. seed ranges run as
+    separate, time-limited jobs): assets concatenated, aggregates recomputed, images copied.
+
+    Raises `InputError` when a folder has no metrics.json, the options differ, or an asset appears twice.
+    """
+    output = Path(output)
+    parts = []
+    for folder in folders:
+        path = Path(folder) / "metrics.json"
+        if not path.is_file():
+            raise InputError(f"{folder} holds no metrics.json; pass folders written by pixal3d eval")
+        parts.append((Path(folder), json.loads(path.read_text())))
+    if not parts:
+        raise InputError("merge: give at least one report folder")
+    first = parts[0][1]
+    for folder, data in parts[1:]:
+        if data["options"] != first["options"]:
+            raise InputError(f"{folder} was evaluated with other options than {parts[0][0]}; merge like with like")
+    results, seen = [], set()
+    (output / "images").mkdir(parents=True, exist_ok=True)
+    for folder, data in parts:
+        for result in data["assets"]:
+            if result["asset_id"] in seen:
+                raise InputError(f"asset {result['asset_id']} appears in more than one folder ({folder})")
+            seen.add(result["asset_id"])
+            for rel in result.get("image_files", {}).values():
+                if (folder / rel).resolve() != (output / rel).resolve():
+                    shutil.copyfile(folder / rel, output / rel)
+            results.append(result)
+    record = dict(first["options"])
+    options = EvalOptions(views=record["views"], samples=record["samples"], image_size=record["image_size"],
+                          fov_modes=tuple(record["fov_modes"]),
+                          fov_range=tuple(math.radians(x) for x in record["fov_range_deg"]),
+                          iou_resolution=record["iou_resolution"], seed=record["seed"],
+                          max_fov_draws=record["max_fov_draws"])
+    run = dict(first["run"])
+    run["merged_from"] = [str(folder) for folder, _ in parts]
+    return write_report(output, run, record, results, options)
 
 
 # ------------------------------------------------------------------------------------------------ statistics

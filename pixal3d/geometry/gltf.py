@@ -42,6 +42,22 @@ _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _LINEAR, _LINEAR_MIPMAP_LINEAR, _REPEAT = 9729, 9987, 10497
 
 
+
+TRANSLUCENT_ALPHA = 191
+"""Texels with alpha below this (0.75) count as see-through when choosing the material's alphaMode."""
+TRANSLUCENT_FRACTION = 0.01
+"""BLEND only when more than this fraction of the texels is see-through; else OPAQUE (alpha ignored)."""
+
+
+def is_translucent(alpha: np.ndarray) -> bool:
+    """Whether a base-colour alpha channel (uint8) makes the material BLEND rather than OPAQUE.
+
+    A decoded asset's alpha is a prediction: a nearly opaque object comes back with alpha around 0.85-1.0, which
+    BLEND would render as ghostly. Only a real share of clearly see-through texels makes the material BLEND.
+    """
+    return float((np.asarray(alpha) < TRANSLUCENT_ALPHA).mean()) > TRANSLUCENT_FRACTION
+
+
 def check_image_format(image_format: str) -> None:
     """Raise `InputError` unless `image_format` is one of `IMAGE_FORMATS`."""
     if image_format not in IMAGE_FORMATS:
@@ -88,7 +104,7 @@ def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png") -> bytes:
         textures = [{"sampler": 0, "extensions": {"EXT_texture_webp": {"source": i}}} for i in range(3)]
     else:
         textures = [{"sampler": 0, "source": i} for i in range(3)]
-    translucent = bool((mesh.base_color[..., 3] < 255).any())
+    translucent = is_translucent(mesh.base_color[..., 3])
     doc: dict = {
         "asset": {"version": "2.0", "generator": "pixal3d"},
         "scene": 0,
