@@ -79,6 +79,7 @@ def test_eval_mesh_folder(tmp_path: Path) -> None:
     box.visual.face_colors = (200, 60, 60, 255)
     box.export(meshes / "box.glb")
     trimesh.creation.icosphere(subdivisions=2, radius=0.3).export(meshes / "ball.obj")
+    (meshes / "broken.glb").write_bytes(b"glTF but not really")  # skipped with a warning, the run goes on
     output = tmp_path / "report"
     argv = ["eval", "--data", str(meshes), "--views", "1", "-o", str(output), "--samples", "2000",
             "--image-size", "48", "--fov-mode", "true", *TINY]

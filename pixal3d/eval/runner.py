@@ -122,15 +122,28 @@ def procedural_assets(start: int, end: int) -> Iterator[HeldOutAsset]:
 
 
 def folder_assets(folder: str | Path) -> Iterator[HeldOutAsset]:
-    """Every GLB / GLTF / OBJ file under `folder`, loaded and normalised by `pixal3d.data.ingest.load_asset`."""
+    """Every GLB / GLTF / OBJ file under `folder`, loaded and normalised by `pixal3d.data.ingest.load_asset`.
+
+    A file that does not load (corrupt, missing texture, no faces) is skipped with a logged warning naming the
+    reason, so one bad file never stops an evaluation run; a folder where nothing loads raises `InputError`.
+    """
     from pixal3d.data.ingest import asset_id_of, find_meshes, load_asset
 
     root = Path(folder)
     paths = find_meshes(root)
     if not paths:
         raise InputError(f"{root}: no .glb/.gltf/.obj files found")
+    loaded = 0
     for path in paths:
-        yield HeldOutAsset(asset_id_of(path, root), load_asset(path), str(path))
+        try:
+            scene = load_asset(path)
+        except InputError as err:
+            logger.warning("skipping %s: %s", path, err)
+            continue
+        loaded += 1
+        yield HeldOutAsset(asset_id_of(path, root), scene, str(path))
+    if not loaded:
+        raise InputError(f"{root}: none of the {len(paths)} mesh files loaded (see the warnings above)")
 
 
 # ------------------------------------------------------------------------------------------------ ground truth
