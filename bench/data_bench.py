@@ -33,8 +33,8 @@ import torch
 
 from pixal3d.data import samples as samples_module
 from pixal3d.data.samples import STEPS
-from pixal3d.geometry.dual_grid import mesh_to_voxels_batch
 from pixal3d.data.shards import SampleOptions, WorkUnit, make_unit
+from pixal3d.geometry.dual_grid import mesh_to_voxels_batch
 
 
 def one_job(job: tuple[int, int, int, int, str, bool]) -> tuple[int, int, dict[str, float] | None]:

@@ -185,6 +185,7 @@ def sample(
     config: SamplerConfig,
     model_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    desc: str = "sampling",
 ) -> Latent:
     """Integrate `dx/dt = v(x, t)` from `noise` at t = 1 to t = 0 with Euler steps.
 
@@ -195,13 +196,14 @@ def sample(
         config: steps, time shift, guidance weight, rescale and interval.
         model_kwargs: extra arguments for every model call (e.g. stage 3's `concat`).
         progress: show a tqdm bar.
+        desc: the bar's label (the pipeline names the stage).
 
     Returns:
         `x_0`, the same type, shape and dtype as `noise`.
     """
     times = schedule(config).tolist()
     x = _feats(noise).float()
-    for i in tqdm(range(config.steps), desc="sampling", disable=not progress, leave=False):
+    for i in tqdm(range(config.steps), desc=desc, disable=not progress, leave=False):
         t, t_next = times[i], times[i + 1]
         current = _wrap(noise, x.to(_feats(noise).dtype))
         x = x + (t_next - t) * guided_velocity(model, current, t, cond, config, model_kwargs)

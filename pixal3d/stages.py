@@ -150,7 +150,7 @@ def sample_structure(
         raise ValueError("stage 1 needs a dense flow whose in_channels equal the structure VAE's latent_channels")
     g = cfg.resolution
     template = torch.zeros(1, cfg.in_channels, g, g, g, device=model.device, dtype=_model_dtype(model))
-    latent = sample(model, randn_like(template, generator), cond, sampler, progress=progress)
+    latent = sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="structure")
     logits = vae.decode(latent.to(_model_dtype(vae)))
     return select_active(logits, threshold, min_voxels, max_voxels)
 
@@ -185,7 +185,7 @@ def sample_shape(
         raise ValueError(f"coords must be a non-empty [N, 4] (b, i, j, k) tensor, got {tuple(coords.shape)}")
     feats = torch.zeros(coords.shape[0], cfg.in_channels, device=model.device, dtype=_model_dtype(model))
     template = SparseTensor(coords.to(model.device), feats, cfg.resolution)
-    return sample(model, randn_like(template, generator), cond, sampler, progress=progress)
+    return sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="shape")
 
 
 @torch.no_grad()
@@ -211,7 +211,7 @@ def sample_texture(
     shape_latent = shape_latent.to(model.device).replace(feats=shape_latent.feats.to(model.device, dtype))
     template = shape_latent.replace(feats=shape_latent.feats.new_zeros(shape_latent.feats.shape[0], cfg.in_channels))
     return sample(model, randn_like(template, generator), cond, sampler, model_kwargs={"concat": shape_latent},
-                  progress=progress)
+                  progress=progress, desc="texture")
 
 
 # ------------------------------------------------------------------------------------------------ decoding

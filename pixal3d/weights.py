@@ -121,9 +121,9 @@ def resolve_pretrained(name_or_path: str | os.PathLike, allow_download: bool = F
     if text == "default":
         if not (DEFAULT_WEIGHTS_DIR / PIPELINE_FILE).is_file():
             raise InputError(
-                "no trained weights ship with this pixal3d yet (pixal3d/weights/default/ is empty). Pass a pipeline "
-                "folder written by save_pretrained (CLI: --model FOLDER), or build one with random weights to try "
-                "the data flow: Pixal3DPipeline.from_config('micro') (CLI: --random-weights micro)"
+                f"the default weights are missing from this install ({DEFAULT_WEIGHTS_DIR / PIPELINE_FILE}); "
+                "reinstall pixal3d from a full checkout, or pass a pipeline folder written by save_pretrained or "
+                "pixal3d assemble (CLI: --model FOLDER)"
             )
         return DEFAULT_WEIGHTS_DIR
     path = Path(text).expanduser()

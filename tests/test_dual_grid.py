@@ -337,7 +337,7 @@ def _view_transforms() -> list[np.ndarray | None]:
 
 def _same(a: SparseVoxels, b: SparseVoxels) -> bool:
     return all(torch.equal(x, y) for x, y in zip((a.coords, a.vertex, a.edges, a.attrs),
-                                                 (b.coords, b.vertex, b.edges, b.attrs)))
+                                                 (b.coords, b.vertex, b.edges, b.attrs), strict=True))
 
 
 @pytest.mark.parametrize("chunk", [dual_grid.CHUNK_TRIANGLES, 700])
@@ -349,7 +349,7 @@ def test_batch_equals_per_view_byte_for_byte(monkeypatch, chunk):
     for budget in (None, 4 * chunk, 1 << 30):
         batched = mesh_to_voxels_batch(scene, R, transforms, batch_triangles=budget)
         assert len(batched) == len(transforms)
-        for view, (a, b) in enumerate(zip(single, batched)):
+        for view, (a, b) in enumerate(zip(single, batched, strict=True)):
             assert _same(a, b), (budget, view)
 
 
@@ -363,6 +363,6 @@ def test_fused_material_sampling_is_within_rounding(monkeypatch):
     monkeypatch.setattr(dual_grid, "_materials", fused)
     scene, transforms = _textured_scene(), _view_transforms()
     single = [mesh_to_voxels(scene, R, transform=t) for t in transforms]
-    for a, b in zip(single, mesh_to_voxels_batch(scene, R, transforms, batch_triangles=1 << 30)):
+    for a, b in zip(single, mesh_to_voxels_batch(scene, R, transforms, batch_triangles=1 << 30), strict=True):
         assert torch.equal(a.coords, b.coords) and torch.equal(a.vertex, b.vertex) and torch.equal(a.edges, b.edges)
         assert torch.allclose(a.attrs, b.attrs, rtol=0, atol=1e-6)

@@ -70,7 +70,7 @@ def test_bad_inputs_and_models(tmp_path: Path, capsys: pytest.CaptureFixture[str
     cases = [
         (["generate", str(tmp_path / "missing.png"), "-o", str(tmp_path / "x.glb"), *FAST], "no such image"),
         (["generate", str(src), str(src), "-o", str(tmp_path / "x.glb"), *FAST], "must be a folder"),
-        (["generate", str(src), "-o", str(tmp_path / "x.glb")], "no trained weights ship"),
+        (["generate", str(src), "-o", str(tmp_path / "x.glb"), "--model", str(src)], "is a file"),
         (["generate", str(src), "-o", str(tmp_path / "x.glb"), "--model", str(tmp_path / "nope")], "does not exist"),
     ]
     for argv, message in cases:

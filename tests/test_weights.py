@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+import pixal3d.weights as weights_module
 from pixal3d import InputError, Pixal3DPipeline
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
 from pixal3d.weights import (
@@ -84,10 +85,11 @@ def test_sharded_component_round_trip(tmp_path: Path) -> None:
     assert load_component(tmp_path / "half", "fov_head").mlp[0].weight.dtype == torch.float32
 
 
-def test_resolving_names(tmp_path: Path) -> None:
-    if not (DEFAULT_WEIGHTS_DIR / PIPELINE_FILE).is_file():
-        with pytest.raises(InputError, match=r"no trained weights ship.*from_config\('micro'\)"):
-            Pixal3DPipeline.from_pretrained()
+def test_resolving_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(weights_module, "DEFAULT_WEIGHTS_DIR", tmp_path / "not-installed")
+    with pytest.raises(InputError, match="default weights are missing from this install"):
+        Pixal3DPipeline.from_pretrained()
+    monkeypatch.undo()
     with pytest.raises(InputError, match="does not exist"):
         resolve_pretrained(tmp_path / "missing")
     with pytest.raises(InputError, match="not a pixal3d pipeline folder"):
@@ -159,3 +161,13 @@ def test_write_pipeline_rejects_unknown_components(pipe: Pixal3DPipeline, tmp_pa
     with pytest.raises(InputError, match="unknown pipeline component 'upscaler'"):
         write_pipeline(tmp_path / "p", pipe.settings, {**pipe.components, "upscaler": pipe.fov_head})
     assert not (tmp_path / "p").exists()
+
+
+def test_the_shipped_default_model_loads_within_budget() -> None:
+    """DESIGN section 9: the default ships in the package, float16 safetensors, <= 40 MiB, and loads strictly."""
+    files = [f for f in DEFAULT_WEIGHTS_DIR.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) <= 40 * 2**20
+    assert all(f.suffix in (".json", ".safetensors") for f in files)
+    pipe = Pixal3DPipeline.from_pretrained()
+    assert pipe.fov_head is not None and pipe.settings.image_size == 256
+    assert pipe.components["shape_vae"].config.resolution == 128

@@ -103,9 +103,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="image(s) -> textured GLB: preprocess, FoV, three flow stages, decode, bake",
         description="Generate one textured, PBR GLB per input image (files, several files, or folders of images). "
         "Each GLB is written atomically; the run prints where every file went and the time of each step. "
-        "No trained weights ship yet: until they do, run with --random-weights micro (seconds on a CPU) or tiny "
-        "(the default model's size) to try the whole pipeline with randomly initialised weights; the shapes it "
-        "makes are then noise.",
+        "Uses the shipped default model unless --model names another pipeline folder; --random-weights micro|tiny "
+        "runs randomly initialised weights (the data flow only; the shapes are noise).",
     )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files, or folders of images")
     p.add_argument("-o", "--output", type=Path, required=True,

@@ -278,7 +278,7 @@ def voxelise_views(
     if timings is not None:  # attributes were timed inside the voxelisation
         timings["voxelise"] -= timings.get("attributes", 0.0) - attributes_before
     samples = []
-    for aligned, fine in zip(views, voxels):
+    for aligned, fine in zip(views, voxels, strict=True):
         with timed(timings, "coarse", device):
             coarse_voxels = coarse_coords(fine.coords, resolution, coarse)
         samples.append(Sample(

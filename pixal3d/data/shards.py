@@ -221,7 +221,12 @@ def make_unit(
         InputError: the asset is bad (no faces, unreadable, broken materials); the whole unit is skipped.
     """
     from pixal3d.data.samples import (
-        ViewDoesNotFitError, align_view, check_sample_options, timed, used_points, voxelise_views,
+        ViewDoesNotFitError,
+        align_view,
+        check_sample_options,
+        timed,
+        used_points,
+        voxelise_views,
     )
     from pixal3d.render import mesh_from_trimesh
 

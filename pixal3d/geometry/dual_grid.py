@@ -280,7 +280,7 @@ def _batch(grid: torch.Tensor, views: int) -> _Batch:
     starts = torch.as_tensor(first_row[:-1], device=device)
     offsets = torch.as_tensor(first_group[:-1], device=device)
     group = offsets[view] + torch.div(row - starts[view], CHUNK_TRIANGLES, rounding_mode="floor")
-    sizes = [min(CHUNK_TRIANGLES, c - k * CHUNK_TRIANGLES) for c, n in zip(counts, chunks) for k in range(n)]
+    sizes = [min(CHUNK_TRIANGLES, c - k * CHUNK_TRIANGLES) for c, n in zip(counts, chunks, strict=True) for k in range(n)]
     group_view = np.repeat(np.arange(views), chunks)
     return _Batch(sub, source, bary, group, torch.as_tensor(group_view, device=device), group_view.tolist(), sizes,
                   faces, views)
