@@ -66,3 +66,16 @@ def test_cli_ingest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     out = capsys.readouterr().out
     assert "skipped mesh-broken@0-1" in out and "nowhere.mtl" in out
+
+
+def test_obj_texture_names_may_hold_spaces_and_options(tmp_path):
+    from pixal3d.data.ingest import check_references
+
+    obj = tmp_path / "thing.obj"
+    obj.write_text("mtllib thing.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\nusemtl m\nf 1/1 2/2 3/3\n")
+    (tmp_path / "thing.mtl").write_text("newmtl m\nmap_Kd -s 1 1 1 my texture.png\nmap_Bump -bm 0.5 bump.png\n")
+    (tmp_path / "bump.png").write_bytes(b"")
+    with pytest.raises(InputError, match="my texture.png"):
+        check_references(obj)
+    (tmp_path / "my texture.png").write_bytes(b"")
+    check_references(obj)  # both found: the options are skipped, the spaced name is kept whole

@@ -52,8 +52,21 @@ def _obj_references(path: Path) -> list[Path]:
         for line in mtl.read_text(errors="replace").splitlines():
             parts = line.strip().split()
             if parts and re.match(r"^(map_\w+|bump|norm|disp)$", parts[0], re.IGNORECASE) and len(parts) > 1:
-                textures.append(mtl.parent / parts[-1])  # options (-s 1 1 1 ...) come before the file name
+                textures.append(mtl.parent / _texture_name(parts[1:]))
     return needed + textures
+
+
+# MTL texture options and how many values follow each (`-s 1 1 1`, `-bm 0.5`, ...); the file name comes after them.
+_MTL_OPTION_VALUES = {"-blendu": 1, "-blendv": 1, "-boost": 1, "-mm": 2, "-o": 3, "-s": 3, "-t": 3, "-texres": 1,
+                      "-clamp": 1, "-bm": 1, "-imfchan": 1, "-type": 1, "-cc": 1}
+
+
+def _texture_name(tokens: list[str]) -> str:
+    """The file name of a `map_*` statement's tokens: options skipped, the rest joined (names may hold spaces)."""
+    i = 0
+    while i < len(tokens) - 1 and tokens[i].lower() in _MTL_OPTION_VALUES:
+        i += 1 + _MTL_OPTION_VALUES[tokens[i].lower()]
+    return " ".join(tokens[i:]) if i < len(tokens) else tokens[-1]
 
 
 def _gltf_references(path: Path) -> list[Path]:
