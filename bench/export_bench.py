@@ -27,7 +27,8 @@ import torch
 import trimesh
 from PIL import Image
 
-from pixal3d.geometry.dual_grid import mesh_to_voxels, normalize_to_unit_cube, voxels_to_mesh
+from pixal3d.geometry.dual_grid import mesh_to_voxels, normalize_to_unit_cube
+from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.geometry.export import convert_file, voxels_to_glb
 
 

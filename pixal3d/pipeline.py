@@ -32,7 +32,7 @@ from pixal3d.asset import Asset, FovSource
 from pixal3d.camera import Camera
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
-from pixal3d.geometry.dual_grid import voxels_to_mesh
+from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.models.flow import FlowConfig, FlowTransformer, flow_preset
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
 from pixal3d.models.shape_vae import ShapeVAE, ShapeVAEConfig

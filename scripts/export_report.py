@@ -26,12 +26,8 @@ from PIL import Image
 
 from pixal3d.geometry import bake
 from pixal3d.geometry.cleanup import clean_mesh
-from pixal3d.geometry.dual_grid import (
-    mesh_to_voxels,
-    normalize_to_unit_cube,
-    sample_attributes,
-    voxels_to_mesh,
-)
+from pixal3d.geometry.dual_grid import mesh_to_voxels, normalize_to_unit_cube
+from pixal3d.geometry.dual_mesh import sample_attributes, voxels_to_mesh
 from pixal3d.geometry.export import voxels_to_glb
 
 CHECKER_SQUARES = 5

@@ -25,7 +25,8 @@ from export_report import export_section  # scripts/export_report.py: the "## Ex
 from PIL import Image
 
 from pixal3d.eval.metrics import chamfer_l1, feature_dihedral_error, normal_consistency, sample_surface
-from pixal3d.geometry.dual_grid import mesh_to_voxels, voxels_to_mesh
+from pixal3d.geometry.dual_grid import mesh_to_voxels
+from pixal3d.geometry.dual_mesh import voxels_to_mesh
 
 TITLE = "# Asset representation: measured figures"
 BOX_EXTENTS = (0.61, 0.51, 0.41)

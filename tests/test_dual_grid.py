@@ -21,9 +21,8 @@ from pixal3d.geometry.dual_grid import (
     mesh_to_voxels,
     mesh_to_voxels_batch,
     normalize_to_unit_cube,
-    sample_attributes,
-    voxels_to_mesh,
 )
+from pixal3d.geometry.dual_mesh import sample_attributes, voxel_centres, voxels_to_mesh
 from pixal3d.geometry.voxels import SparseVoxels, load_voxels, save_voxels
 
 R = 64
@@ -250,7 +249,7 @@ def test_sample_attributes():
         sphere, vertex_colors=np.round((sphere.vertices[:, [0, 1, 2, 2]] + 0.5) * 255).astype(np.uint8)
     )
     voxels = mesh_to_voxels(sphere, R)
-    centres = dual_grid.voxel_centres(voxels.coords, R)
+    centres = voxel_centres(voxels.coords, R)
     assert torch.allclose(sample_attributes(voxels, centres), voxels.attrs, atol=1e-5)
     # Between centres, values blend; far away, the nearest voxel's value is used.
     points = torch.tensor([[0.0, 0.0, 0.4], [0.0, 0.0, 0.0], [0.49, 0.31, -0.45]])

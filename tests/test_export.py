@@ -13,6 +13,7 @@ from PIL import Image
 
 from pixal3d.errors import InputError
 from pixal3d.geometry import bake, cleanup, gltf
+from pixal3d.geometry import uv as uv_atlas
 from pixal3d.geometry.export import convert_file, mesh_to_glb, voxels_to_glb
 
 CHECKER_SQUARES = 5  # odd: the pattern is the same under a vertical flip, so either UV v convention reads it
@@ -157,7 +158,7 @@ def test_simplify_meets_budget_and_checks_it() -> None:
 def test_rasterize_uv_covers_square_with_exact_barycentrics() -> None:
     uvs = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float32)
     faces = np.array([[0, 1, 2], [0, 2, 3]])
-    face_id, bary = bake.rasterize_uv(uvs, faces, 32)
+    face_id, bary = uv_atlas.rasterize_uv(uvs, faces, 32)
     assert (face_id >= 0).all()
     rebuilt = np.einsum("hwc,hwcd->hwd", bary, uvs[faces[face_id]])
     rows, cols = np.mgrid[0:32, 0:32]
@@ -168,16 +169,16 @@ def test_rasterize_uv_covers_square_with_exact_barycentrics() -> None:
 def test_unwrap_in_two_parts_keeps_every_face_in_one_atlas(monkeypatch: pytest.MonkeyPatch) -> None:
     """Large meshes go to xatlas as two halves: every face comes back once, and the halves' charts do not overlap."""
     mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.4)  # 1,280 faces
-    monkeypatch.setattr(bake, "_UNWRAP_SPLIT_FACES", 100)
-    assert len(bake._unwrap_parts(np.asarray(mesh.vertices), np.asarray(mesh.faces))) == 2
-    vertex_map, faces, uvs = bake.unwrap_uv(mesh, 512)
+    monkeypatch.setattr(uv_atlas, "_UNWRAP_SPLIT_FACES", 100)
+    assert len(uv_atlas._unwrap_parts(np.asarray(mesh.vertices), np.asarray(mesh.faces))) == 2
+    vertex_map, faces, uvs = uv_atlas.unwrap_uv(mesh, 512)
     returned = sorted(map(tuple, np.sort(vertex_map[faces], axis=1)))
     assert returned == sorted(map(tuple, np.sort(mesh.faces, axis=1)))
     assert uvs.min() >= 0.0 and uvs.max() <= 1.0
     tri = uvs[faces]  # (F, 3, 2)
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum()
-    face_id, _ = bake.rasterize_uv(uvs, faces, 1024)
+    face_id, _ = uv_atlas.rasterize_uv(uvs, faces, 1024)
     covered = (face_id >= 0).mean()  # the union of the UV triangles; overlapping charts would make it smaller
     assert abs(covered - area) <= 0.05 * area
 

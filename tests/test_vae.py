@@ -9,7 +9,7 @@ import torch
 
 from pixal3d.errors import InputError
 from pixal3d.eval.metrics import chamfer_l1, sample_surface
-from pixal3d.geometry.dual_grid import voxels_to_mesh
+from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.models.shape_vae import ShapeVAE, ShapeVAEConfig, SparseDownsample
 from pixal3d.models.structure_vae import StructureVAE, StructureVAEConfig, active_coords
 from pixal3d.models.texture_vae import TextureVAE, TextureVAEConfig

@@ -34,7 +34,8 @@ from PIL import Image
 
 from pixal3d.camera import Camera, fov_of_crop, view_alignment
 from pixal3d.errors import InputError
-from pixal3d.geometry.dual_grid import check_resolution, mesh_to_voxels_batch, voxels_to_mesh
+from pixal3d.geometry.dual_grid import check_resolution, mesh_to_voxels_batch
+from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.preprocess import preprocess_image
 from pixal3d.render import RenderMesh, mesh_from_trimesh, random_lighting, render_mesh, sample_view

@@ -7,8 +7,8 @@ Frame and units: the volume cube `[-0.5, 0.5]^3` (DESIGN section 2); voxel `(i, 
 - `mesh_to_voxels`: triangles -> voxels they touch (triangle/box SAT overlap), dual vertex = QEF minimiser of the
   touching triangles' planes (sharp edges survive), signed crossings of primal grid edges, and PBR attributes
   sampled from the mesh's material at each triangle's point nearest the voxel centre.
-- `voxels_to_mesh`: one quad per crossing edge from its four voxels, found by a hashed-coordinate gather.
-- `sample_attributes`: trilinear lookup of the sparse attribute volume at arbitrary points (used by the bake).
+
+The other direction (voxels -> mesh, attribute lookup) is `pixal3d.geometry.dual_mesh`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 import trimesh
 
 from pixal3d.errors import InputError
+from pixal3d.geometry.dual_mesh import sample_attributes, voxel_centres
 from pixal3d.geometry.intersect import (
     candidate_voxels,
     closest_point_barycentric,
@@ -225,14 +226,6 @@ def _part_tables(
 def _keys_to_coords(keys: torch.Tensor, resolution: int) -> torch.Tensor:
     r = resolution
     return torch.stack([keys // (r * r), (keys // r) % r, keys % r], dim=1)
-
-
-def _lookup(sorted_keys: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions of `query` keys in `sorted_keys` and whether each was found: `([M] int64, [M] bool)`."""
-    if sorted_keys.numel() == 0:
-        return torch.zeros_like(query), torch.zeros_like(query, dtype=torch.bool)
-    index = torch.searchsorted(sorted_keys, query).clamp(max=sorted_keys.numel() - 1)
-    return index, sorted_keys[index] == query
 
 
 def _reduce(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -586,125 +579,3 @@ def _fill_untouched(voxels: SparseVoxels, has: torch.Tensor) -> None:
         v = voxels
         known = SparseVoxels(v.coords[has], v.vertex[has], v.edges[has], v.attrs[has], v.resolution)
         v.attrs[~has] = sample_attributes(known, voxel_centres(v.coords[~has], v.resolution))
-
-
-def voxel_centres(coords: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Voxel centres `[N, 3]` float32 in the volume frame for integer coords `[N, 3]`."""
-    return -0.5 + (coords.float() + 0.5) / resolution
-
-
-def voxels_to_mesh(voxels: SparseVoxels) -> trimesh.Trimesh:
-    """Dual-grid mesh of a voxel set: one quad per crossed edge, split into two triangles.
-
-    The edge along axis `a` at corner `c` is shared by the voxels `c`, `c - e_b`, `c - e_c`, `c - e_b - e_c`
-    (`b, c` the next two axes in cyclic order); taken in that cycle the quad faces +a, and it is reversed for
-    sign -1. Each quad is split along the diagonal whose two triangles' normals agree best (this keeps folds on
-    sharp features). Quads with a missing voxel are skipped.
-
-    Returns:
-        `trimesh.Trimesh` in the volume frame (not processed: no vertex merging). Vertices are the dual vertices of
-        the voxels that some face uses. When `voxels.attrs` is set, `vertex_attributes["pbr"]` holds `[V, 6]`
-        float32 (sRGB base colour, metallic, roughness, alpha) and the visual carries RGBA vertex colours.
-    """
-    r, n = voxels.resolution, len(voxels)
-    keys = grid_keys(voxels.coords, r)
-    order = torch.argsort(keys)
-    sorted_keys = keys[order]
-    quads = []
-    for axis in range(3):
-        sign = voxels.edges[:, axis]
-        crossed = torch.nonzero(sign).squeeze(1)
-        corner = voxels.coords[crossed].long()
-        ring = []
-        for db, dc in ((-1, -1), (0, -1), (0, 0), (-1, 0)):  # counter-clockwise seen from +axis
-            shifted = corner.clone()
-            shifted[:, (axis + 1) % 3] += db
-            shifted[:, (axis + 2) % 3] += dc
-            index, found = _lookup(sorted_keys, grid_keys(shifted.clamp(0, r - 1), r))
-            found &= (shifted >= 0).all(dim=1)
-            ring.append(torch.where(found, order[index], torch.full_like(index, -1)))
-        ring = torch.stack(ring, dim=1)  # (E, 4)
-        ring = torch.where((sign[crossed] > 0)[:, None], ring, ring.flip(1))
-        quads.append(ring[(ring >= 0).all(dim=1)])
-    quads = torch.cat(quads) if quads else torch.zeros(0, 4, dtype=torch.long)
-    positions = voxels.positions()
-    faces = _split_quads(positions, quads)
-    # Keep only the voxels some face uses; renumber by a prefix sum (no sort).
-    in_use = torch.zeros(n, dtype=torch.bool, device=faces.device)
-    in_use[faces.reshape(-1)] = True
-    used = torch.nonzero(in_use).squeeze(1)
-    faces = (torch.cumsum(in_use, 0) - 1)[faces]
-    vertices = positions[used].cpu().numpy().astype(np.float64)
-    faces_np = faces.reshape(-1, 3).cpu().numpy()
-    if voxels.attrs is None:
-        return trimesh.Trimesh(vertices, faces_np, process=False)
-    attrs = voxels.attrs[used].float().cpu().numpy()
-    rgba = np.round(np.concatenate([attrs[:, :3], attrs[:, 5:6]], axis=1) * 255).astype(np.uint8)
-    logger.debug("dual mesh of %d voxels: %d vertices, %d faces", n, len(vertices), len(faces_np))
-    return trimesh.Trimesh(
-        vertices, faces_np, process=False, vertex_colors=rgba, vertex_attributes={"pbr": attrs}
-    )
-
-
-def _split_quads(positions: torch.Tensor, quads: torch.Tensor) -> torch.Tensor:
-    """Triangles `[2Q, 3]` int64 from quads `[Q, 4]`, using the diagonal whose triangle normals agree best."""
-    p = positions[quads]  # (Q, 4, 3)
-
-    def agreement(a: tuple[int, int, int], b: tuple[int, int, int]) -> torch.Tensor:
-        na = torch.cross(p[:, a[1]] - p[:, a[0]], p[:, a[2]] - p[:, a[0]], dim=-1)
-        nb = torch.cross(p[:, b[1]] - p[:, b[0]], p[:, b[2]] - p[:, b[0]], dim=-1)
-        return (na * nb).sum(-1) / (na.norm(dim=-1) * nb.norm(dim=-1)).clamp(min=1e-12)
-
-    use_02 = agreement((0, 1, 2), (0, 2, 3)) >= agreement((0, 1, 3), (1, 2, 3))
-    first = torch.where(use_02[:, None], quads[:, [0, 1, 2]], quads[:, [0, 1, 3]])
-    second = torch.where(use_02[:, None], quads[:, [0, 2, 3]], quads[:, [1, 2, 3]])
-    return torch.cat([first, second])
-
-
-def sample_attributes(voxels: SparseVoxels, points: torch.Tensor) -> torch.Tensor:
-    """Trilinear sample of the sparse attribute volume.
-
-    Values live at voxel centres. Each point blends the (up to 8) surrounding voxel centres that exist, with
-    trilinear weights renormalised over those present; a point with none of its 8 neighbours present takes the
-    nearest voxel's value (KD-tree on the CPU).
-
-    Args:
-        voxels: a voxel set with `attrs`.
-        points: `[M, 3]` float, volume frame.
-
-    Returns:
-        `[M, 6]` float32 attributes on `points.device`.
-    """
-    if voxels.attrs is None:
-        raise InputError(
-            "these voxels carry no attributes (attrs is None); voxelise with with_attributes=True"
-        )
-    if points.ndim != 2 or points.shape[1] != 3:
-        raise InputError(f"points must have shape [M, 3], got {list(points.shape)}")
-    r, device = voxels.resolution, voxels.device
-    keys = grid_keys(voxels.coords, r)
-    order = torch.argsort(keys)
-    sorted_keys, attrs = keys[order], voxels.attrs[order].float()
-    g = (points.to(device).float() + 0.5) * r - 0.5  # voxel centres at integers
-    base = torch.floor(g).long()
-    frac = g - base
-    total = torch.zeros(points.shape[0], 6, device=device)
-    weight_sum = torch.zeros(points.shape[0], device=device)
-    for corner in range(8):
-        bit = torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], device=device)
-        neighbour = base + bit
-        weight = torch.where(bit.bool(), frac, 1 - frac).prod(dim=1)
-        inside = ((neighbour >= 0) & (neighbour < r)).all(dim=1)
-        index, found = _lookup(sorted_keys, grid_keys(neighbour.clamp(0, r - 1), r))
-        weight = weight * (found & inside)
-        total += weight[:, None] * attrs[index]
-        weight_sum += weight
-    result = total / weight_sum.clamp(min=1e-12)[:, None]
-    lonely = weight_sum <= 1e-8
-    if bool(lonely.any()):
-        from scipy.spatial import cKDTree
-
-        tree = cKDTree(voxel_centres(voxels.coords[order], r).cpu().numpy())
-        _, nearest = tree.query(points[lonely.to(points.device)].detach().float().cpu().numpy())
-        result[lonely] = attrs[torch.as_tensor(nearest, device=device)]
-    return result.to(points.device)

@@ -28,9 +28,8 @@ from pixal3d.geometry.dual_grid import (
     check_resolution,
     mesh_to_voxels,
     normalize_to_unit_cube,
-    sample_attributes,
-    voxels_to_mesh,
 )
+from pixal3d.geometry.dual_mesh import sample_attributes, voxels_to_mesh
 from pixal3d.geometry.gltf import ImageFormat, check_image_format, write_glb
 from pixal3d.geometry.voxels import SparseVoxels, load_voxels, save_voxels
 

@@ -192,6 +192,14 @@ def grid_keys(coords: torch.Tensor, resolution: int) -> torch.Tensor:
     return (coords[:, 0] * resolution + coords[:, 1]) * resolution + coords[:, 2]
 
 
+def lookup_keys(sorted_keys: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of `query` keys in `sorted_keys` and whether each was found: `([M] int64, [M] bool)`."""
+    if sorted_keys.numel() == 0:
+        return torch.zeros_like(query), torch.zeros_like(query, dtype=torch.bool)
+    index = torch.searchsorted(sorted_keys, query).clamp(max=sorted_keys.numel() - 1)
+    return index, sorted_keys[index] == query
+
+
 def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For rows with `counts [T]` items each: `(row [K] int64, item [K] int64 in [0, counts[row]))`."""
     row = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts)
