@@ -14,7 +14,7 @@ from pixal3d.data.shards import SampleOptions, procedural_units, write_shards
 from pixal3d.encoder import EncoderConfig, FeatureMaps
 from pixal3d.errors import InputError
 from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer
-from pixal3d.training.checkpoint import load_checkpoint
+from pixal3d.training.checkpoint import latest_checkpoint, load_checkpoint
 from pixal3d.training.conditioned import flow_run_components
 from pixal3d.training.config import TrainConfig
 from pixal3d.training.data import ProceduralSource
@@ -208,3 +208,30 @@ def test_later_stages_reuse_the_stage1_encoder(vae_runs, tmp_path):
     stage2, _ = load_checkpoint(result.checkpoint)
     encoder = [k for k in stage2["model"] if k.startswith("encoder.")]
     assert encoder and all(torch.equal(stage1["ema"][k], stage2["model"][k]) for k in encoder)
+
+
+def test_assemble_builds_a_loadable_pipeline_from_runs(vae_runs, tmp_path):
+    """`pixal3d assemble`: three VAE runs + three flow runs sharing one frozen encoder -> a pipeline folder."""
+    from pixal3d.pipeline import Pixal3DPipeline
+    from pixal3d.training.assemble import assemble_pipeline, make_encoder_component
+
+    encoder_config = flow_config("structure", tmp_path / "x", vae_runs).flow.encoder
+    make_encoder_component(tmp_path / "encoder", encoder_config)
+    runs = {f"{stage}_vae": vae_runs[stage] for stage in ("structure", "shape", "texture")}
+    for stage in ("structure", "shape", "texture"):
+        config = flow_config(stage, tmp_path / stage, vae_runs, max_steps=1)
+        flow = dataclasses.replace(config.flow, train_encoder=False, encoder_checkpoint=str(tmp_path / "encoder"))
+        train(dataclasses.replace(config, flow=flow))
+        runs[f"{stage}_flow"] = tmp_path / stage
+    folder = assemble_pipeline(runs, tmp_path / "pipe", weights="model")
+    pipe = Pixal3DPipeline.from_pretrained(folder)
+    assert pipe.fov_head is not None
+    trained, _ = load_checkpoint(latest_checkpoint(tmp_path / "shape"))
+    for key, value in pipe.components["shape_flow"].state_dict().items():  # float16 on disk, float32 loaded
+        assert torch.allclose(value, trained["model"]["flow." + key].float(), atol=2e-3, rtol=1e-3)
+
+    other = flow_config("texture", tmp_path / "other", vae_runs, max_steps=1)  # trains its own encoder
+    train(other)
+    with pytest.raises(InputError, match="encoder differs"):
+        assemble_pipeline(runs | {"texture_flow": tmp_path / "other"}, tmp_path / "pipe2")
+    assert not (tmp_path / "pipe2").exists()

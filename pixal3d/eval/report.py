@@ -134,11 +134,9 @@ def merge_reports(folders: Iterable[str | os.PathLike], output: str | os.PathLik
                     shutil.copyfile(folder / rel, output / rel)
             results.append(result)
     record = dict(first["options"])
-    options = EvalOptions(views=record["views"], samples=record["samples"], image_size=record["image_size"],
-                          fov_modes=tuple(record["fov_modes"]),
-                          fov_range=tuple(math.radians(x) for x in record["fov_range_deg"]),
-                          iou_resolution=record["iou_resolution"], seed=record["seed"],
-                          max_fov_draws=record["max_fov_draws"])
+    fields = {k: v for k, v in record.items() if k not in ("fov_modes", "fov_range_deg")}
+    options = EvalOptions(**fields, fov_modes=tuple(record["fov_modes"]),
+                          fov_range=tuple(math.radians(x) for x in record["fov_range_deg"]))
     run = dict(first["run"])
     run["merged_from"] = [str(folder) for folder, _ in parts]
     return write_report(output, run, record, results, options)

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from pixal3d.encoder import EncoderConfig, ImageEncoder
 from pixal3d.errors import InputError
+from pixal3d.pipeline import check_compatible, tiny_config
 from pixal3d.training.conditioned import flow_run_components, load_frozen_vae
 from pixal3d.weights import PipelineSettings, save_component, write_pipeline
 
@@ -74,14 +75,10 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
     _check_one_encoder(encoders)
     modules["encoder"] = encoders["structure_flow"]
     if settings is None:
-        from pixal3d.pipeline import tiny_config
-
         settings = dataclasses.replace(tiny_config().settings,
                                        structure_sampler=modules["structure_flow"].config.sampler,
                                        shape_sampler=modules["shape_flow"].config.sampler,
                                        texture_sampler=modules["texture_flow"].config.sampler)
-    from pixal3d.pipeline import check_compatible
-
     check_compatible(modules)
     folder = write_pipeline(out, settings, modules, dtype)
     logger.info("assembled %s from %s", folder, {k: str(v) for k, v in runs.items()})
