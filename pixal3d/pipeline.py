@@ -174,6 +174,8 @@ class Pixal3DPipeline:
             module.eval()
         self._device = torch.device("cpu")
         self._progress = True
+        self.cuda_graphs = True
+        """On a CUDA device, replay each sampler's flow calls from CUDA graphs (same results, far fewer launches)."""
 
     # ------------------------------------------------------------------------------------------ loading, saving
     @property
@@ -418,13 +420,15 @@ class Pixal3DPipeline:
             with timer("structure"), self._weights_on_device(low_vram, "structure_flow", "structure_vae"):
                 coords = sample_structure(self.structure_flow, self.structure_vae, cond, generator,
                                           samplers["structure"], s.structure_threshold, s.min_structure_voxels,
-                                          s.max_structure_voxels, progress)
+                                          s.max_structure_voxels, progress, self.cuda_graphs)
             # 6. stage 2: shape latent on the active voxels
             with timer("shape"), self._weights_on_device(low_vram, "shape_flow"):
-                shape = sample_shape(self.shape_flow, cond, coords, generator, samplers["shape"], progress)
+                shape = sample_shape(self.shape_flow, cond, coords, generator, samplers["shape"], progress,
+                                     self.cuda_graphs)
             # 7. stage 3: PBR latent (noise || shape latent)
             with timer("texture"), self._weights_on_device(low_vram, "texture_flow"):
-                texture = sample_texture(self.texture_flow, cond, shape, generator, samplers["texture"], progress)
+                texture = sample_texture(self.texture_flow, cond, shape, generator, samplers["texture"], progress,
+                                         self.cuda_graphs)
             # 8. decode: fine PBR voxels -> dual-grid mesh
             with timer("decode"), self._weights_on_device(low_vram, "shape_vae", "texture_vae"):
                 voxels = decode(self.shape_vae, self.texture_vae, shape, texture).to("cpu")

@@ -15,6 +15,7 @@ explicit `torch.Generator`; sampler updates run in float32.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +25,8 @@ from tqdm.auto import tqdm
 
 from pixal3d.errors import InputError
 from pixal3d.sparse import SparseTensor
+
+logger = logging.getLogger(__name__)
 
 Latent = torch.Tensor | SparseTensor
 VelocityModel = Callable[..., Latent]
@@ -151,11 +154,34 @@ def _per_element_std(x: Latent, values: torch.Tensor) -> torch.Tensor:
     """Std of `values` over each batch element's entries, broadcast back like `per_row`."""
     if isinstance(x, SparseTensor):
         b = x.batch_index
-        n = torch.bincount(b, minlength=x.batch_size).clamp_min(1) * values.shape[1]
+        rows = torch.zeros(x.batch_size, device=values.device).index_add_(0, b, values.new_ones(b.shape[0]).float())
+        n = rows.clamp_min(1) * values.shape[1]  # index_add_, not bincount: no host sync (CUDA graphs capture it)
         mean = torch.zeros(x.batch_size, device=values.device).index_add_(0, b, values.sum(1)) / n
         var = torch.zeros(x.batch_size, device=values.device).index_add_(0, b, values.square().sum(1)) / n
         return per_row(x, (var - mean.square()).clamp_min(0).sqrt())
     return values.flatten(1).std(dim=1, correction=0).reshape(-1, *([1] * (values.ndim - 1)))
+
+
+def is_guided(config: SamplerConfig, t: float, cond: Any) -> bool:
+    """Whether the step at time `t` adds the unconditional branch (guidance != 1, `t` in the interval, a condition)."""
+    lo, hi = config.interval
+    return config.guidance != 1.0 and lo <= t <= hi and cond is not None
+
+
+def _velocity(
+    model: VelocityModel, x: Latent, t: torch.Tensor, cond: Any, config: SamplerConfig, guided: bool,
+    kwargs: dict[str, Any],
+) -> torch.Tensor:
+    """The velocity features at times `t [B]`, float32: conditional, or guided (and rescaled) when `guided`."""
+    v_cond = _feats(model(x, t, cond, **kwargs)).float()
+    if not guided:
+        return v_cond
+    v_uncond = _feats(model(x, t, None, **kwargs)).float()
+    v = v_uncond + config.guidance * (v_cond - v_uncond)
+    if config.rescale > 0:
+        ratio = _per_element_std(x, v_cond) / _per_element_std(x, v).clamp_min(1e-8)
+        v = config.rescale * (v * ratio) + (1 - config.rescale) * v
+    return v
 
 
 def guided_velocity(
@@ -163,18 +189,64 @@ def guided_velocity(
     model_kwargs: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """The (guided) velocity features at time `t`, float32 (shaped like `x`'s features)."""
-    kwargs = model_kwargs or {}
     tb = torch.full((batch_size(x),), t, device=_feats(x).device, dtype=torch.float32)
-    v_cond = _feats(model(x, tb, cond, **kwargs)).float()
-    lo, hi = config.interval
-    if config.guidance == 1.0 or not lo <= t <= hi or cond is None:
-        return v_cond
-    v_uncond = _feats(model(x, tb, None, **kwargs)).float()
-    v = v_uncond + config.guidance * (v_cond - v_uncond)
-    if config.rescale > 0:
-        ratio = _per_element_std(x, v_cond) / _per_element_std(x, v).clamp_min(1e-8)
-        v = config.rescale * (v * ratio) + (1 - config.rescale) * v
-    return v
+    return _velocity(model, x, tb, cond, config, is_guided(config, t, cond), model_kwargs or {})
+
+
+class GraphedVelocity:
+    """`guided_velocity` for one latent shape, replayed from CUDA graphs (one graph per guided / plain step).
+
+    A sampler calls the model dozens of times on the same tokens; at the tiny sizes each call is a few hundred
+    small kernels, so launching them costs more than running them. The first call of each kind runs eagerly on a
+    side stream (it fills the model's geometry and lift caches and is the step's real result), then the same
+    call is captured; later steps copy `x` and `t` into the static inputs and replay. The model, condition and
+    `model_kwargs` must stay the same objects for the whole integration (they do inside `sample`). If a capture
+    fails (an op that cannot be captured), the object logs why and computes eagerly from then on.
+    """
+
+    def __init__(self, model: VelocityModel, template: Latent, cond: Any, config: SamplerConfig,
+                 model_kwargs: dict[str, Any] | None = None) -> None:
+        feats = _feats(template)
+        if feats.device.type != "cuda":
+            raise InputError(f"CUDA graphs need a CUDA latent, got one on {feats.device}")
+        self.model, self.cond, self.config, self.kwargs = model, cond, config, model_kwargs or {}
+        self.template = template
+        self.x = torch.zeros_like(feats)  # static input, the model's dtype
+        self.t = torch.zeros(batch_size(template), device=feats.device, dtype=torch.float32)
+        self.graphs: dict[bool, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.failed = False
+
+    def _run(self, guided: bool) -> torch.Tensor:
+        return _velocity(self.model, _wrap(self.template, self.x), self.t, self.cond, self.config, guided,
+                         self.kwargs)
+
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """The velocity at features `x` (any float dtype, shaped like the template's) and time `t`."""
+        guided = is_guided(self.config, t, self.cond)
+        self.x.copy_(x)
+        self.t.fill_(t)
+        if self.failed:
+            return self._run(guided)
+        if guided in self.graphs:
+            graph, out = self.graphs[guided]
+            graph.replay()
+            return out  # the graph's output buffer: valid until the next call
+        side = torch.cuda.Stream(device=self.x.device)
+        side.wait_stream(torch.cuda.current_stream(self.x.device))
+        with torch.cuda.stream(side):
+            v = self._run(guided)  # warm-up: fills the caches, and is this step's result
+        torch.cuda.current_stream(self.x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                out = self._run(guided)
+        except RuntimeError as err:
+            logger.warning("CUDA graph capture failed, sampling eagerly: %s", err)
+            self.failed = True
+            torch.cuda.synchronize(self.x.device)
+            return v
+        self.graphs[guided] = (graph, out)
+        return v
 
 
 @torch.no_grad()
@@ -186,6 +258,7 @@ def sample(
     model_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     desc: str = "sampling",
+    cuda_graphs: bool = False,
 ) -> Latent:
     """Integrate `dx/dt = v(x, t)` from `noise` at t = 1 to t = 0 with Euler steps.
 
@@ -197,16 +270,24 @@ def sample(
         model_kwargs: extra arguments for every model call (e.g. stage 3's `concat`).
         progress: show a tqdm bar.
         desc: the bar's label (the pipeline names the stage).
+        cuda_graphs: replay the model calls from CUDA graphs (`GraphedVelocity`; CUDA latents only, else
+            ignored). The same result as eager calls up to kernel choice (float rounding).
 
     Returns:
         `x_0`, the same type, shape and dtype as `noise`.
     """
     times = schedule(config).tolist()
     x = _feats(noise).float()
+    graphed = None
+    if cuda_graphs and x.device.type == "cuda" and config.steps > 1:
+        graphed = GraphedVelocity(model, noise, cond, config, model_kwargs)
     for i in tqdm(range(config.steps), desc=desc, disable=not progress, leave=False):
         t, t_next = times[i], times[i + 1]
-        current = _wrap(noise, x.to(_feats(noise).dtype))
-        x = x + (t_next - t) * guided_velocity(model, current, t, cond, config, model_kwargs)
+        if graphed is not None:
+            v = graphed(x, t)
+        else:
+            v = guided_velocity(model, _wrap(noise, x.to(_feats(noise).dtype)), t, cond, config, model_kwargs)
+        x = x + (t_next - t) * v
     if not bool(torch.isfinite(x).all()):
         raise FloatingPointError("sampling diverged: the latent holds non-finite values")
     return _wrap(noise, x.to(_feats(noise).dtype))

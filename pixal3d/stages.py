@@ -130,6 +130,7 @@ def sample_structure(
     min_voxels: int = 0,
     max_voxels: int = 0,
     progress: bool = True,
+    cuda_graphs: bool = False,
 ) -> torch.Tensor:
     """Stage 1: sample the dense structure latent and decode it to the active coarse voxels.
 
@@ -141,6 +142,7 @@ def sample_structure(
         sampler: steps, shift, guidance.
         threshold, min_voxels, max_voxels: see `select_active`.
         progress: show the sampler's progress bar.
+        cuda_graphs: replay the flow's calls from CUDA graphs (`sampling.sample`; CUDA only).
 
     Returns:
         `coords [N, 4] int32 (0, i, j, k)` at the VAE's resolution R, key-sorted.
@@ -150,7 +152,8 @@ def sample_structure(
         raise ValueError("stage 1 needs a dense flow whose in_channels equal the structure VAE's latent_channels")
     g = cfg.resolution
     template = torch.zeros(1, cfg.in_channels, g, g, g, device=model.device, dtype=_model_dtype(model))
-    latent = sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="structure")
+    latent = sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="structure",
+                    cuda_graphs=cuda_graphs)
     logits = vae.decode(latent.to(_model_dtype(vae)))
     return select_active(logits, threshold, min_voxels, max_voxels)
 
@@ -164,6 +167,7 @@ def sample_shape(
     generator: torch.Generator | None,
     sampler: SamplerConfig,
     progress: bool = True,
+    cuda_graphs: bool = False,
 ) -> SparseTensor:
     """Stage 2: sample the shape latent on the active coarse voxels.
 
@@ -174,6 +178,7 @@ def sample_shape(
         generator: source of the initial noise.
         sampler: steps, shift, guidance.
         progress: show the sampler's progress bar.
+        cuda_graphs: replay the flow's calls from CUDA graphs (`sampling.sample`; CUDA only).
 
     Returns:
         The shape latent, a `SparseTensor [N, C_shape]` on `coords`.
@@ -185,7 +190,8 @@ def sample_shape(
         raise ValueError(f"coords must be a non-empty [N, 4] (b, i, j, k) tensor, got {tuple(coords.shape)}")
     feats = torch.zeros(coords.shape[0], cfg.in_channels, device=model.device, dtype=_model_dtype(model))
     template = SparseTensor(coords.to(model.device), feats, cfg.resolution)
-    return sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="shape")
+    return sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="shape",
+                  cuda_graphs=cuda_graphs)
 
 
 @torch.no_grad()
@@ -196,8 +202,11 @@ def sample_texture(
     generator: torch.Generator | None,
     sampler: SamplerConfig,
     progress: bool = True,
+    cuda_graphs: bool = False,
 ) -> SparseTensor:
     """Stage 3: sample the PBR latent on the same voxels, the input being noise || shape latent.
+
+    `progress` and `cuda_graphs` as in `sample_shape`.
 
     Returns:
         The texture latent, a `SparseTensor [N, C_tex]` on `shape_latent.coords`.
@@ -211,7 +220,7 @@ def sample_texture(
     shape_latent = shape_latent.to(model.device).replace(feats=shape_latent.feats.to(model.device, dtype))
     template = shape_latent.replace(feats=shape_latent.feats.new_zeros(shape_latent.feats.shape[0], cfg.in_channels))
     return sample(model, randn_like(template, generator), cond, sampler, model_kwargs={"concat": shape_latent},
-                  progress=progress, desc="texture")
+                  progress=progress, desc="texture", cuda_graphs=cuda_graphs)
 
 
 # ------------------------------------------------------------------------------------------------ decoding

@@ -35,6 +35,9 @@ def add_model_options(p: argparse.ArgumentParser, presets: Sequence[str]) -> Non
                         "before trained weights ship (results are then noise-shaped)")
     p.add_argument("--allow-download", action="store_true", help="allow --model to name a Hugging Face hub repo")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="on a GPU, launch every flow call eagerly instead of replaying CUDA graphs (slower; "
+                   "for debugging)")
 
 
 def load_pipeline(args: argparse.Namespace):  # -> Pixal3DPipeline (imported lazily)
@@ -47,4 +50,5 @@ def load_pipeline(args: argparse.Namespace):  # -> Pixal3DPipeline (imported laz
         pipe = Pixal3DPipeline.from_config(args.random_weights)
     else:
         pipe = Pixal3DPipeline.from_pretrained(args.model or "default", allow_download=args.allow_download)
+    pipe.cuda_graphs = args.cuda_graphs
     return pipe.to(device)

@@ -137,7 +137,8 @@ def _pipeline_factory(args: argparse.Namespace) -> Callable[[], object]:
     from pixal3d.serve import build_pipeline
 
     return partial(build_pipeline, model=args.model, random_weights=args.random_weights,
-                   allow_download=args.allow_download, device=device_from_arg(args.device))
+                   allow_download=args.allow_download, device=device_from_arg(args.device),
+                   cuda_graphs=args.cuda_graphs)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:

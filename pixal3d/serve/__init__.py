@@ -23,6 +23,7 @@ def build_pipeline(
     random_weights: Literal["micro", "tiny"] | None = None,
     allow_download: bool = False,
     device: str = "cpu",
+    cuda_graphs: bool = True,
 ) -> Pixal3DPipeline:
     """The pipeline a server or demo runs: trained weights (`model`, default "default") or random ones.
 
@@ -32,6 +33,7 @@ def build_pipeline(
             ship yet); exclusive with `model`.
         allow_download: allow `model` to name a Hugging Face hub repo.
         device: "cpu", "cuda" or "cuda:N".
+        cuda_graphs: on a GPU, replay the samplers' flow calls from CUDA graphs (`Pixal3DPipeline.cuda_graphs`).
     """
     if model is not None and random_weights is not None:
         raise InputError("give either a model or random_weights, not both")
@@ -41,4 +43,5 @@ def build_pipeline(
     else:
         pipe = Pixal3DPipeline.from_pretrained(model or "default", allow_download=allow_download)
     pipe.set_progress_bar_config(disable=True)
+    pipe.cuda_graphs = cuda_graphs
     return pipe.to(device)
