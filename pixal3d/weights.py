@@ -187,6 +187,12 @@ def save_component(module: nn.Module, folder: str | os.PathLike, dtype: torch.dt
     write_json_atomic(folder / INDEX_FILE, {"format": FORMAT, "version": VERSION, "index": index})
 
 
+def is_component_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is one component of a pipeline folder (`config.json` + weights), as `save_component` writes."""
+    folder = Path(path)
+    return (folder / CONFIG_FILE).is_file() and ((folder / WEIGHTS_FILE).is_file() or (folder / INDEX_FILE).is_file())
+
+
 def read_component_tensors(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of one component folder (single file or shards), on the CPU."""
     folder = Path(folder)

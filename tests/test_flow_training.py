@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from pixal3d.training.checkpoint import latest_checkpoint, load_checkpoint
 from pixal3d.training.conditioned import flow_run_components
 from pixal3d.training.config import TrainConfig
 from pixal3d.training.data import ProceduralSource
-from pixal3d.training.loop import train
+from pixal3d.training.loop import build_model, init_weights, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -229,6 +230,22 @@ def test_assemble_builds_a_loadable_pipeline_from_runs(vae_runs, tmp_path):
     trained, _ = load_checkpoint(latest_checkpoint(tmp_path / "shape"))
     for key, value in pipe.components["shape_flow"].state_dict().items():  # float16 on disk, float32 loaded
         assert torch.allclose(value, trained["model"]["flow." + key].float(), atol=2e-3, rtol=1e-3)
+
+    # Fine-tuning the shipped kind of model: a flow run starts from the pipeline folder, on its component VAEs.
+    config = flow_config("texture", tmp_path / "tuned", vae_runs, max_steps=1, init_weights=str(folder))
+    config = dataclasses.replace(config, flow=dataclasses.replace(
+        config.flow, vae_checkpoint=str(folder / "texture_vae"), shape_vae_checkpoint=str(folder / "shape_vae"),
+        encoder_checkpoint=str(folder / "encoder"), train_encoder=False))
+    torch.manual_seed(config.seed)
+    model, _, _ = build_model(config, torch.device("cpu"))
+    init_weights(model, config)
+    for key, value in pipe.components["texture_flow"].state_dict().items():
+        assert torch.equal(model.flow.state_dict()[key], value)
+    assert math.isfinite(train(config).metrics["loss"])
+    partial = Path(shutil.copytree(folder, tmp_path / "partial"))
+    shutil.rmtree(partial / "texture_flow")
+    with pytest.raises(InputError, match="no texture_flow component"):
+        init_weights(model, dataclasses.replace(config, init_weights=str(partial)))
 
     other = flow_config("texture", tmp_path / "other", vae_runs, max_steps=1)  # trains its own encoder
     train(other)

@@ -40,6 +40,7 @@ from pixal3d.sparse import SparseTensor
 from pixal3d.stages import make_condition
 from pixal3d.training.checkpoint import check_tensors, latest_checkpoint, load_checkpoint, read_safetensors
 from pixal3d.training.config import FlowTrainConfig, TrainConfig
+from pixal3d.weights import is_component_folder, load_component, read_component_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,9 @@ def load_frozen_vae(name: str, checkpoint: str | None, config: dict[str, Any], w
 
     Args:
         name: its `MODELS` key; a checkpoint written for another model raises.
-        checkpoint: a run folder, its `checkpoints/` or a `step_*` folder; None builds `config` with random
-            weights (benchmarks, tests; logged as a warning since its latents mean nothing).
+        checkpoint: a run folder, its `checkpoints/` or a `step_*` folder, or a pipeline's component folder
+            (e.g. `pixal3d/weights/default/shape_vae`, to fine-tune flows on a shipped model's VAEs); None builds
+            `config` with random weights (benchmarks, tests; logged as a warning since its latents mean nothing).
         config: the VAE config (only without a checkpoint).
         weights: "ema" or "model".
         device: where it runs.
@@ -114,6 +116,8 @@ def load_frozen_vae(name: str, checkpoint: str | None, config: dict[str, Any], w
     if checkpoint is None:
         logger.warning("%s: no vae_checkpoint, using random frozen weights (benchmarks and tests only)", name)
         vae = model_cls(config_from_dict(config_cls, config, where=f"flow.{name} config"))
+    elif is_component_folder(checkpoint):
+        vae = load_component(checkpoint, name)
     else:
         folder = latest_checkpoint(checkpoint) or Path(checkpoint)
         tensors, meta = load_checkpoint(folder)
@@ -195,6 +199,28 @@ def _load_encoder(encoder: ImageEncoder, path: str) -> None:
         tensors = {k.removeprefix("encoder."): v for k, v in group.items() if k.startswith("encoder.")}
     check_tensors(encoder.state_dict(), tensors, f"encoder weights {path}")
     encoder.load_state_dict(tensors, strict=True)
+
+
+def pipeline_init_tensors(folder: str | Path, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """A run's initial weights from a pipeline folder (`init_weights` = e.g. `pixal3d/weights/default`), float32.
+
+    A flow run takes the pipeline's `encoder`, `<stage>_flow` and (when the run has one) `fov_head` components,
+    named as the run's module names them (`encoder.*`, `flow.*`, `fov_head.*`); any other run takes the
+    component of its model's name (`shape_vae`, ...). This is how a shipped model is fine-tuned on new data.
+    """
+    folder = Path(folder)
+    if config.model == "flow":
+        parts = {"encoder": "encoder.", f"{config.flow.stage}_flow": "flow."}
+        if config.flow.fov_head is not None:
+            parts["fov_head"] = "fov_head."
+    else:
+        parts = {config.model: ""}
+    tensors = {}
+    for component, prefix in parts.items():
+        if not is_component_folder(folder / component):
+            raise InputError(f"init_weights {folder}: the pipeline has no {component} component to start from")
+        tensors.update({prefix + k: v.float() for k, v in read_component_tensors(folder / component).items()})
+    return tensors
 
 
 def build_conditioned_flow(config: TrainConfig, device: torch.device) -> tuple[ConditionedFlow, Callable, Any]:

@@ -160,7 +160,8 @@ class TrainConfig:
     max_shard_mib: float = 16.0
     """Largest checkpoint file, in MiB; bigger state is split over several safetensors files."""
     init_weights: str | None = None
-    """Optional safetensors file (or checkpoint folder) to initialise the model from; shapes must match."""
+    """Optional start: a safetensors file, a checkpoint folder, or a pipeline folder (fine-tune a shipped model:
+    a flow run takes its encoder, flow and FoV head, a VAE run its VAE); shapes must match."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: the rank's GPU when CUDA is available, else CPU."""
     progress: bool = True

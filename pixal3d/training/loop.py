@@ -45,7 +45,7 @@ from pixal3d.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from pixal3d.training.conditioned import build_conditioned_flow
+from pixal3d.training.conditioned import build_conditioned_flow, pipeline_init_tensors
 from pixal3d.training.config import DataConfig, TrainConfig
 from pixal3d.training.data import ProceduralSource, ShardSource
 from pixal3d.training.objectives import OBJECTIVES, Objective
@@ -101,6 +101,18 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[nn.Module, O
     model_config = config_from_dict(config_cls, config.model_config, where=f"{config.model} model_config")
     _check_data(config.model, model_config, config.data)
     return model_cls(model_config).to(device), OBJECTIVES[config.model], model_config
+
+
+def init_weights(model: nn.Module, config: TrainConfig) -> None:
+    """Load `config.init_weights` strictly: a safetensors file, a checkpoint folder, or a pipeline folder."""
+    path = Path(config.init_weights)
+    if (path / "pipeline.json").is_file():
+        tensors = pipeline_init_tensors(path, config)
+        check_tensors(model.state_dict(), tensors, f"init_weights {path}")
+        model.load_state_dict(tensors, strict=True)
+        logger.info("initialised from the pipeline %s", path)
+    else:
+        load_weights(model, path)
 
 
 def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -245,7 +257,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     raw_model, objective, model_config = build_model(config, device)
     if config.init_weights:
-        load_weights(raw_model, config.init_weights)
+        init_weights(raw_model, config)
     ema = copy.deepcopy(raw_model).requires_grad_(False).eval() if config.ema_decay > 0 else None
     optimizer = configure_optimizer(raw_model, config)
     data = make_data_source(config.data, local_batch, rank, world_size, device)
