@@ -18,8 +18,8 @@ from pixal3d.errors import InputError
 from pixal3d.eval.metrics import chamfer_l1, feature_dihedral_error, normal_consistency, sample_surface
 from pixal3d.geometry import dual_grid
 from pixal3d.geometry.dual_grid import (
-    mesh_to_voxels,
     BadItemError,
+    mesh_to_voxels,
     mesh_to_voxels_batch,
     meshes_to_voxels,
     normalize_to_unit_cube,
@@ -262,6 +262,22 @@ def test_sample_attributes():
     assert values.shape == (3, 6) and bool(torch.isfinite(values).all())
 
 
+def test_sample_attributes_in_groups_equals_one_call_per_group():
+    """Several voxel sets in one call (keys carry the group), including points with no neighbour (KD-tree)."""
+    generator = torch.Generator().manual_seed(0)
+    sets = []
+    for n in (40, 25, 60):
+        coords = torch.unique(torch.randint(0, 8, (n, 3), generator=generator), dim=0).int()
+        sets.append(SparseVoxels(coords, torch.rand(len(coords), 3, generator=generator),
+                                 torch.zeros(len(coords), 3, dtype=torch.int8), torch.rand(len(coords), 6, generator=generator), 8))
+    points = [torch.rand(30, 3, generator=generator) - 0.5 for _ in sets]  # many far from every voxel
+    voxel_group = torch.cat([torch.full((len(v),), g) for g, v in enumerate(sets)])
+    point_group = torch.cat([torch.full((len(p),), g) for g, p in enumerate(points)])
+    joined = SparseVoxels(*(torch.cat([getattr(v, f) for v in sets]) for f in ("coords", "vertex", "edges", "attrs")), 8)
+    together = sample_attributes(joined, torch.cat(points), (voxel_group, point_group))
+    assert torch.equal(together, torch.cat([sample_attributes(v, p) for v, p in zip(sets, points, strict=True)]))
+
+
 def test_save_load_round_trip(tmp_path):
     voxels = mesh_to_voxels(trimesh.creation.icosphere(2, radius=0.3), R)
     path = tmp_path / "sub" / "v.safetensors"
@@ -375,10 +391,13 @@ def _mixed_items() -> list[tuple[trimesh.Trimesh | trimesh.Scene, np.ndarray | N
 
     painted = trimesh.creation.icosphere(3, radius=0.3)
     painted.visual.vertex_colors = (np.abs(painted.vertices) * 400).clip(0, 255).astype(np.uint8)
+    faceted = trimesh.creation.box([0.5, 0.4, 0.3])
+    faceted.visual.face_colors = np.random.default_rng(0).integers(0, 256, (12, 4), dtype=np.uint8)
     textured = _textured_scene()
     turn, mirror = _view_transforms()[1:3]
     return [(textured, turn), (normalize_to_unit_cube(generate(13).scene, margin=0.2), None), (painted, mirror),
-            (textured, mirror), (wavy_sheet(), BOX_ROTATION), (normalize_to_unit_cube(generate(1).scene, 0.2), turn)]
+            (textured, mirror), (wavy_sheet(), BOX_ROTATION), (normalize_to_unit_cube(generate(1).scene, 0.2), turn),
+            (faceted, turn)]
 
 
 @pytest.mark.parametrize("chunk", [dual_grid.CHUNK_TRIANGLES, 700])

@@ -37,7 +37,14 @@ from pixal3d.geometry.intersect import (
     subdivide_triangles,
     triangle_box_overlap,
 )
-from pixal3d.geometry.materials import MaterialTables, material_tables, sample_material
+from pixal3d.geometry.materials import (
+    FusedMaterials,
+    MaterialTables,
+    fuse_materials,
+    material_tables,
+    sample_material,
+    sample_materials,
+)
 from pixal3d.geometry.voxels import SparseVoxels
 
 logger = logging.getLogger(__name__)
@@ -345,39 +352,43 @@ def _voxel_statistics(
 
 @dataclass
 class _Materials:
-    """Material tables of every (item, part) and how `sample` groups its `sample_material` calls.
+    """Material tables of every (item, part) and how `sample` evaluates them.
 
     `sample_material` raises sRGB values to a power; the CPU's vectorised `pow` rounds the tail elements of a call
     differently from the body, so on the CPU each call gets exactly the points a single-item call would give it
-    (one part within one group: same bytes). On a GPU every element gets the same `powf` wherever it sits, so the
-    calls are fused to one per distinct table (far fewer kernels, same values up to the summation order that
-    CUDA's atomic `index_add_` already leaves open).
+    (one part within one group: same bytes). On a GPU every element gets the same `powf` wherever it sits, so all
+    tables of all items are fused (`fuse_materials`) and every point is evaluated by one `sample_materials` call
+    (a fixed number of kernels and no host sync, however many items and materials; same values up to the
+    summation order that CUDA's atomic `index_add_` already leaves open).
     """
 
     tables: list[MaterialTables]  # distinct tables (items of one asset share theirs)
     part_offsets: torch.Tensor  # [P + 1] int64: first face (numbered over all items) of each part of every item
-    part_table: torch.Tensor  # [P] int64: index into `tables` of each part (the fused runs)
+    part_table: torch.Tensor  # [P] int64: index into `tables` of each part
     group_first_run: torch.Tensor  # [G] int64: run of group g's part p is `group_first_run[g] + p` (global p)
     group_run_tables: list[int]  # index into `tables` of each unfused run
     fused: bool
+    fused_tables: FusedMaterials | None = None  # built on the first fused `sample`
 
     def sample(self, face: torch.Tensor, bary: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         """Attributes `[M, 6]` at faces `[M]` (numbered over all items), barycentrics `[M, 3]`, in groups `[M]`."""
         part = torch.searchsorted(self.part_offsets, face, right=True) - 1
+        local = face - self.part_offsets[part]
         if self.fused:
-            run, table_of_run = self.part_table[part], list(range(len(self.tables)))
-        else:
-            run, table_of_run = self.group_first_run[group] + part, self.group_run_tables
+            if self.fused_tables is None:
+                self.fused_tables = fuse_materials(self.tables)
+            return sample_materials(self.fused_tables, self.part_table[part], local, bary)
+        run = self.group_first_run[group] + part
         # A stable sort by run and one count (a single host sync) give each run a contiguous block holding exactly
         # what a boolean mask would select, in order.
         order = torch.argsort(run, stable=True)
-        counts = torch.bincount(run, minlength=len(table_of_run)).tolist()
-        local, bary = (face - self.part_offsets[part])[order], bary[order]
+        counts = torch.bincount(run, minlength=len(self.group_run_tables)).tolist()
+        local, bary = local[order], bary[order]
         out, start = [], 0
         for key, count in enumerate(counts):
             if count:
                 block = slice(start, start + count)
-                out.append(sample_material(self.tables[table_of_run[key]], local[block], bary[block]))
+                out.append(sample_material(self.tables[self.group_run_tables[key]], local[block], bary[block]))
             start += count
         out = torch.cat(out) if out else torch.zeros(0, 6, device=face.device)
         return torch.zeros_like(out).index_copy_(0, order, out)
@@ -644,26 +655,23 @@ def _assemble(
     # One host sync: where each view starts, and how many voxels touch no triangle.
     bounds = torch.searchsorted(keys, torch.arange(views + 1, device=keys.device) * r3)
     info = torch.cat([bounds, (~has).sum()[None]]).tolist()
+    if info[-1]:
+        logger.debug("%d voxels around crossed edges touch no triangle; vertex at centre", info[-1])
+        if attrs is not None:
+            _fill_untouched(SparseVoxels(coords, vertex, edges, attrs, resolution), has, view)
     results = []
     for v in range(views):
         part = slice(info[v], info[v + 1])
         fields = [coords[part], vertex[part], edges[part], None if attrs is None else attrs[part]]
         if views > 1:  # own storage per view (shards refuse tensors that share memory)
             fields = [None if f is None else f.clone() for f in fields]
-        voxels = SparseVoxels(*fields, resolution=resolution)
-        if info[-1]:
-            _fill_untouched(voxels, has[part])
-        results.append(voxels)
+        results.append(SparseVoxels(*fields, resolution=resolution))
     return results
 
 
-def _fill_untouched(voxels: SparseVoxels, has: torch.Tensor) -> None:
-    """Give voxels that touch no triangle (`~has`) attributes interpolated from the others, in place."""
-    missing = int((~has).sum())
-    if not missing:
-        return
-    logger.debug("%d voxels around crossed edges touch no triangle; vertex at centre", missing)
-    if voxels.attrs is not None:
-        v = voxels
-        known = SparseVoxels(v.coords[has], v.vertex[has], v.edges[has], v.attrs[has], v.resolution)
-        v.attrs[~has] = sample_attributes(known, voxel_centres(v.coords[~has], v.resolution))
+def _fill_untouched(voxels: SparseVoxels, has: torch.Tensor, view: torch.Tensor) -> None:
+    """Give voxels that touch no triangle (`~has`) attributes interpolated from the touched voxels of their own
+    item (`view [N]`), in place: all items in one `sample_attributes` call."""
+    v, missing = voxels, ~has
+    known = SparseVoxels(v.coords[has], v.vertex[has], v.edges[has], v.attrs[has], v.resolution)
+    v.attrs[missing] = sample_attributes(known, voxel_centres(v.coords[missing], v.resolution), (view[has], view[missing]))
