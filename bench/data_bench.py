@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import multiprocessing
 import os
 import platform
@@ -102,9 +103,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="assets per job, all their views voxelised in one pass")
     parser.add_argument("--profile", action="store_true", help="print the mean time of each step")
     parser.add_argument("--count-ops", action="store_true", help="count aten ops and host syncs per sample")
-    parser.add_argument("--gpu-materials", action="store_true",
-                        help="on the CPU, fuse all material lookups into one call as a GPU does (for --count-ops: "
-                        "the GPU path's counts; attributes then differ from the CPU path's in the last bits)")
+    parser.add_argument("--gpu-path", action="store_true",
+                        help="on the CPU, voxelise as on a GPU: all material lookups fused into one call and "
+                        "BATCH_TRIANGLES_CUDA sub-triangles per batch of kernels (for --count-ops: the GPU's launch "
+                        "counts; attributes then differ from the CPU path's in the last bits)")
     parser.add_argument("--seconds", type=float, default=150.0, help="stop starting new samples after this")
     args = parser.parse_args()
     workers = args.workers if args.workers is not None else default_workers(args.device)
@@ -119,9 +121,11 @@ def main() -> None:
         torch.set_num_threads(threads)
         one_job(((100,), args.size, args.resolution, args.views, args.device, False))  # warm-up (allocator, CUDA)
         if args.count_ops:
-            if args.gpu_materials:
+            if args.gpu_path:
                 materials = dual_grid._materials
                 dual_grid._materials = lambda *a, **k: dataclasses.replace(materials(*a, **k), fused=True)
+                samples_module.meshes_to_voxels = functools.partial(
+                    samples_module.meshes_to_voxels, batch_triangles=dual_grid.BATCH_TRIANGLES_CUDA)
             count_ops(jobs)
         start = time.perf_counter()
         results = map(one_job, jobs)
