@@ -1,12 +1,15 @@
 """Data-engine throughput (issue 4): view-aligned samples per second, voxelisation included.
 
     python bench/data_bench.py [--device cuda] [--workers N] [--samples M] [--size 512] [--resolution 256]
-                               [--threads T] [--views K] [--profile] [--count-ops]
+                               [--threads T] [--views K] [--batch B] [--profile] [--count-ops]
 
 Each sample is one view of a procedural object (seeds 0.., cycling through the families): generate -> render at S
 -> preprocess -> align -> voxelise at R_hr -> coarse occupancy. With `--views K` (default 1) each job is one asset
 with K views made as a shard unit (`make_unit`: the asset generated and converted once, the K views voxelised in
-one batched pass); samples/s counts views. `--workers 1` runs in this process
+one batched pass); samples/s counts views. With `--batch B` (default 1) each job is B such assets made by one
+`make_units` call: the views of all B assets are voxelised in one pass (and their coarse occupancy in one
+`unique`), so the voxeliser's kernel launches and host syncs are shared by B x K samples. `--workers 1` runs in this
+process
 after one warm-up sample; `--workers N > 1` runs N 'spawn' processes (each with `--threads` torch threads, all on
 `--device`) over the seeds and times the whole pool, start-up included. The default worker count is one per core
 up to 12 on a CUDA host (the CPU-side steps then run in parallel while the GPU is shared) and 1 on the CPU.
@@ -17,15 +20,25 @@ synchronised around every step, so its samples/s row reads a little lower than a
 (no stored data); stop early with `--seconds` (default 150) so a run stays under three minutes.
 
 `--count-ops` (one in-process worker) also prints the aten ops and host syncs per sample, counted by a torch
-dispatch mode: on a GPU every op is about one kernel launch, so this counts launches on any machine.
+dispatch mode over the first job (the first two with one sample per job): on a GPU every op is about one kernel
+launch, so this counts launches on any machine. Ops of a batched pass are attributed to its samples evenly (total
+/ samples); "render" counts `render_mesh`, "voxelise" everything inside `meshes_to_voxels`, "coarse" the coarse
+occupancy (`coarse_occupancy`); "all" includes host-side steps (procedural generation, aiming), whose ops run on
+the CPU even with `--device cuda`.
+
+The table's last column is the peak memory of one worker: `torch.cuda.max_memory_reserved` on CUDA (what the
+caching allocator held), the process's peak RSS on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import multiprocessing
 import os
 import platform
+import resource
 import time
 import unittest.mock
 
@@ -33,17 +46,26 @@ import torch
 
 from pixal3d.data import samples as samples_module
 from pixal3d.data.samples import STEPS
-from pixal3d.data.shards import SampleOptions, WorkUnit, make_unit
-from pixal3d.geometry.dual_grid import mesh_to_voxels_batch
+from pixal3d.data.shards import SampleOptions, WorkUnit, make_units
+from pixal3d.geometry import dual_grid
 
 
-def one_job(job: tuple[int, int, int, int, str, bool]) -> tuple[int, int, dict[str, float] | None]:
-    """Make the samples of asset seed `job[0]` with `job[3]` views; returns (samples, voxels, step timings)."""
-    seed, size, resolution, views, device, profile = job
+def one_job(job: tuple[tuple[int, ...], int, int, int, str, bool]) -> tuple[int, int, dict[str, float] | None, int]:
+    """Make the samples of asset seeds `job[0]` with `job[3]` views each in one `make_units` call.
+
+    Returns:
+        (samples, voxels, step timings, peak bytes of this worker so far: CUDA reserved or CPU RSS).
+    """
+    seeds, size, resolution, views, device, profile = job
     timings: dict[str, float] | None = {} if profile else None
-    unit = WorkUnit(f"procedural:{seed}", f"proc-{seed:08d}", (0, views))
-    samples, _ = make_unit(unit, SampleOptions(size, resolution, 64), device, timings=timings)
-    return len(samples), sum(len(s.voxels) for s in samples), timings
+    units = [WorkUnit(f"procedural:{seed}", f"proc-{seed:08d}", (0, views)) for seed in seeds]
+    samples = [s for r in make_units(units, SampleOptions(size, resolution, 64), device, timings=timings)
+               for s in r.samples]
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_reserved(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return len(samples), sum(len(s.voxels) for s in samples), timings, peak
 
 
 def _init(threads: int) -> None:
@@ -78,20 +100,33 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--views", type=int, default=1, help="views per asset, voxelised in one batch")
+    parser.add_argument("--batch", type=int, default=1, help="assets per job, all their views voxelised in one pass")
     parser.add_argument("--profile", action="store_true", help="print the mean time of each step")
     parser.add_argument("--count-ops", action="store_true", help="count aten ops and host syncs per sample")
+    parser.add_argument("--gpu-path", action="store_true",
+                        help="on the CPU, voxelise as on a GPU: all material lookups fused into one call and "
+                        "BATCH_TRIANGLES_CUDA sub-triangles per batch of kernels (for --count-ops: the GPU's launch "
+                        "counts; attributes then differ from the CPU path's in the last bits)")
     parser.add_argument("--seconds", type=float, default=150.0, help="stop starting new samples after this")
     args = parser.parse_args()
     workers = args.workers if args.workers is not None else default_workers(args.device)
     threads = args.threads or (1 if workers > 1 else torch.get_num_threads())
+    if args.batch < 1 or args.views < 1:
+        parser.error(f"--batch and --views must be >= 1, got {args.batch} and {args.views}")
     assets = -(-args.samples // args.views)
-    jobs = [(seed, args.size, args.resolution, args.views, args.device, args.profile) for seed in range(assets)]
-    done, voxels, total = 0, 0, {}
+    jobs = [(tuple(range(first, min(first + args.batch, assets))), args.size, args.resolution, args.views,
+             args.device, args.profile) for first in range(0, assets, args.batch)]
+    done, voxels, total, peak = 0, 0, {}, 0
     if workers <= 1:
         torch.set_num_threads(threads)
-        one_job((100, args.size, args.resolution, args.views, args.device, False))  # warm-up (allocator, CUDA)
+        one_job(((100,), args.size, args.resolution, args.views, args.device, False))  # warm-up (allocator, CUDA)
         if args.count_ops:
-            count_ops(jobs, args.device)
+            if args.gpu_path:
+                materials = dual_grid._materials
+                dual_grid._materials = lambda *a, **k: dataclasses.replace(materials(*a, **k), fused=True)
+                samples_module.meshes_to_voxels = functools.partial(
+                    samples_module.meshes_to_voxels, batch_triangles=dual_grid.BATCH_TRIANGLES_CUDA)
+            count_ops(jobs)
         start = time.perf_counter()
         results = map(one_job, jobs)
         pool = None
@@ -99,9 +134,10 @@ def main() -> None:
         start = time.perf_counter()
         pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(threads,))
         results = pool.imap_unordered(one_job, jobs)
-    for n, v, timings in results:
+    for n, v, timings, worker_peak in results:
         voxels += v
         done += n
+        peak = max(peak, worker_peak)
         for step, seconds in (timings or {}).items():
             total[step] = total.get(step, 0.0) + seconds
         if time.perf_counter() - start > args.seconds:
@@ -112,23 +148,29 @@ def main() -> None:
         torch.cuda.synchronize()  # only this process ran kernels (workers finished theirs before returning)
     elapsed = time.perf_counter() - start
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    print("| device | workers | S | R_hr | views / asset | samples | mean voxels | seconds | samples/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    memory = "GPU reserved" if args.device.startswith("cuda") else "RSS"
+    print(f"| device | workers | S | R_hr | views / asset | assets / job | samples | mean voxels | seconds | samples/s "
+          f"| peak {memory} / worker |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {device} ({os.cpu_count()} cores, torch {torch.__version__}) | {workers} x {threads} threads | "
-          f"{args.size} | {args.resolution} | {args.views} | {done} | {voxels // max(done, 1):,} | {elapsed:.1f} | "
-          f"{done / elapsed:.3f} |")
+          f"{args.size} | {args.resolution} | {args.views} | {args.batch} | {done} | {voxels // max(done, 1):,} | "
+          f"{elapsed:.1f} | {done / elapsed:.3f} | {peak / 2**30:.2f} GiB |")
     if args.profile:
         print_profile(total, done, elapsed, workers)
 
 
-def count_ops(jobs: list[tuple], device: str, assets: int = 2) -> None:
-    """Print aten ops and host syncs (`.item()`, `.tolist()`, `nonzero`, copies to the CPU) per sample."""
+def count_ops(jobs: list[tuple]) -> None:
+    """Print aten ops and host syncs (`.item()`, `.tolist()`, `nonzero`, ...) per sample: all, render, voxelise.
+
+    Counts the first job, or the first two when a job makes one sample; a batched job's ops are shared by its
+    samples, so per sample = total / samples.
+    """
     from torch.utils._python_dispatch import TorchDispatchMode
 
     syncing = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.unique_consecutive.default",
                "aten._unique2.default", "aten.repeat_interleave.Tensor", "aten.bincount.default"}
 
-    counts = {"all": [0, 0], "voxelise": [0, 0]}
+    counts = {"all": [0, 0], "render": [0, 0], "voxelise": [0, 0], "coarse": [0, 0]}
     inside = []
 
     class Counter(TorchDispatchMode):
@@ -138,20 +180,30 @@ def count_ops(jobs: list[tuple], device: str, assets: int = 2) -> None:
                 counts[key][1] += str(func) in syncing
             return func(*args, **(kwargs or {}))
 
-    def voxelise(*args, **kwargs):
-        inside.append("voxelise")
-        try:
-            return mesh_to_voxels_batch(*args, **kwargs)
-        finally:
-            inside.pop()
+    def counted(name: str, function):
+        def wrapper(*args, **kwargs):
+            inside.append(name)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                inside.pop()
+        return wrapper
 
-    samples = 0
-    with unittest.mock.patch.object(samples_module, "mesh_to_voxels_batch", voxelise), Counter():
-        for job in jobs[:assets]:
+    samples = counted_jobs = 0
+    with (unittest.mock.patch.object(samples_module, "meshes_to_voxels",
+                                     counted("voxelise", samples_module.meshes_to_voxels)),
+          unittest.mock.patch.object(samples_module, "render_mesh", counted("render", samples_module.render_mesh)),
+          unittest.mock.patch.object(samples_module, "coarse_occupancy",
+                                     counted("coarse", samples_module.coarse_occupancy)),
+          Counter()):
+        for job in jobs:
             samples += one_job(job)[0]
+            counted_jobs += 1
+            if samples >= 2:
+                break
     for key, (ops, syncs) in counts.items():
-        print(f"{key}: {ops / samples:,.0f} ops and about {syncs / samples:,.0f} host syncs per sample "
-              f"({samples} samples)")
+        print(f"{key}: {ops / samples:,.0f} ops and about {syncs / samples:,.1f} host syncs per sample "
+              f"({samples} samples in {counted_jobs} jobs)")
 
 
 if __name__ == "__main__":

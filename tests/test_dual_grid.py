@@ -18,8 +18,10 @@ from pixal3d.errors import InputError
 from pixal3d.eval.metrics import chamfer_l1, feature_dihedral_error, normal_consistency, sample_surface
 from pixal3d.geometry import dual_grid
 from pixal3d.geometry.dual_grid import (
+    BadItemError,
     mesh_to_voxels,
     mesh_to_voxels_batch,
+    meshes_to_voxels,
     normalize_to_unit_cube,
 )
 from pixal3d.geometry.dual_mesh import sample_attributes, voxel_centres, voxels_to_mesh
@@ -260,6 +262,22 @@ def test_sample_attributes():
     assert values.shape == (3, 6) and bool(torch.isfinite(values).all())
 
 
+def test_sample_attributes_in_groups_equals_one_call_per_group():
+    """Several voxel sets in one call (keys carry the group), including points with no neighbour (KD-tree)."""
+    generator = torch.Generator().manual_seed(0)
+    sets = []
+    for n in (40, 25, 60):
+        coords = torch.unique(torch.randint(0, 8, (n, 3), generator=generator), dim=0).int()
+        sets.append(SparseVoxels(coords, torch.rand(len(coords), 3, generator=generator),
+                                 torch.zeros(len(coords), 3, dtype=torch.int8), torch.rand(len(coords), 6, generator=generator), 8))
+    points = [torch.rand(30, 3, generator=generator) - 0.5 for _ in sets]  # many far from every voxel
+    voxel_group = torch.cat([torch.full((len(v),), g) for g, v in enumerate(sets)])
+    point_group = torch.cat([torch.full((len(p),), g) for g, p in enumerate(points)])
+    joined = SparseVoxels(*(torch.cat([getattr(v, f) for v in sets]) for f in ("coords", "vertex", "edges", "attrs")), 8)
+    together = sample_attributes(joined, torch.cat(points), (voxel_group, point_group))
+    assert torch.equal(together, torch.cat([sample_attributes(v, p) for v, p in zip(sets, points, strict=True)]))
+
+
 def test_save_load_round_trip(tmp_path):
     voxels = mesh_to_voxels(trimesh.creation.icosphere(2, radius=0.3), R)
     path = tmp_path / "sub" / "v.safetensors"
@@ -365,3 +383,59 @@ def test_fused_material_sampling_is_within_rounding(monkeypatch):
     for a, b in zip(single, mesh_to_voxels_batch(scene, R, transforms, batch_triangles=1 << 30), strict=True):
         assert torch.equal(a.coords, b.coords) and torch.equal(a.vertex, b.vertex) and torch.equal(a.edges, b.edges)
         assert torch.allclose(a.attrs, b.attrs, rtol=0, atol=1e-6)
+
+
+def _mixed_items() -> list[tuple[trimesh.Trimesh | trimesh.Scene, np.ndarray | None]]:
+    """Different assets (textured procedural scenes, a vertex-coloured mesh, a plain sheet), one with two views."""
+    from pixal3d.data.procedural import generate
+
+    painted = trimesh.creation.icosphere(3, radius=0.3)
+    painted.visual.vertex_colors = (np.abs(painted.vertices) * 400).clip(0, 255).astype(np.uint8)
+    faceted = trimesh.creation.box([0.5, 0.4, 0.3])
+    faceted.visual.face_colors = np.random.default_rng(0).integers(0, 256, (12, 4), dtype=np.uint8)
+    textured = _textured_scene()
+    turn, mirror = _view_transforms()[1:3]
+    return [(textured, turn), (normalize_to_unit_cube(generate(13).scene, margin=0.2), None), (painted, mirror),
+            (textured, mirror), (wavy_sheet(), BOX_ROTATION), (normalize_to_unit_cube(generate(1).scene, 0.2), turn),
+            (faceted, turn)]
+
+
+@pytest.mark.parametrize("chunk", [dual_grid.CHUNK_TRIANGLES, 700])
+def test_mixed_assets_batch_equals_one_call_per_item_byte_for_byte(monkeypatch, chunk):
+    """Items with different face counts, parts and materials: per-item face offsets, one material table list."""
+    monkeypatch.setattr(dual_grid, "CHUNK_TRIANGLES", chunk)
+    items = _mixed_items()
+    single = [mesh_to_voxels(scene, R, transform=t) for scene, t in items]
+    assert len({len(v) for v in single}) == len(items)  # really different assets
+    for budget in (None, 4 * chunk, 1 << 30):
+        batched = meshes_to_voxels(items, R, batch_triangles=budget)
+        assert len(batched) == len(items)
+        for item, (a, b) in enumerate(zip(single, batched, strict=True)):
+            assert _same(a, b), (budget, item)
+    caches = [{} for _ in items]  # explicit per-item caches give the same bytes
+    assert all(_same(a, b) for a, b in zip(single, meshes_to_voxels(items, R, material_caches=caches), strict=True))
+    geometry = meshes_to_voxels(items, R, with_attributes=False)
+    assert all(torch.equal(a.coords, b.coords) and torch.equal(a.vertex, b.vertex) and b.attrs is None
+               for a, b in zip(single, geometry, strict=True))
+
+
+def test_mixed_assets_fused_material_sampling_is_within_rounding(monkeypatch):
+    materials = dual_grid._materials
+    monkeypatch.setattr(dual_grid, "_materials", lambda *a, **k: dual_grid.replace(materials(*a, **k), fused=True))
+    items = _mixed_items()
+    single = [mesh_to_voxels(scene, R, transform=t) for scene, t in items]
+    for a, b in zip(single, meshes_to_voxels(items, R, batch_triangles=1 << 30), strict=True):
+        assert torch.equal(a.coords, b.coords) and torch.equal(a.vertex, b.vertex) and torch.equal(a.edges, b.edges)
+        assert torch.allclose(a.attrs, b.attrs, rtol=0, atol=1e-6)
+
+
+def test_bad_item_is_named_by_its_index():
+    good = trimesh.creation.icosphere(1, radius=0.3)
+    with pytest.raises(BadItemError, match="normalize_to_unit_cube") as caught:
+        meshes_to_voxels([(good, None), (trimesh.creation.icosphere(1, radius=2.0), None), (good, None)], R)
+    assert caught.value.item == 1
+    with pytest.raises(BadItemError, match="no faces") as caught:
+        meshes_to_voxels([(trimesh.Scene(), None)], R)
+    assert caught.value.item == 0
+    with pytest.raises(InputError, match="one per item"):
+        meshes_to_voxels([(good, None)], R, material_caches=[{}, {}])

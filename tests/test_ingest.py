@@ -29,9 +29,11 @@ def _folder(tmp_path: Path) -> Path:
     return meshes
 
 
-def test_ingest_reports_exactly_one_skip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [1, 3])
+def test_ingest_reports_exactly_one_skip(tmp_path: Path, batch: int) -> None:
+    """With batch 3 the corrupt file shares a job (one voxelisation pass) with the two good ones."""
     meshes = _folder(tmp_path)
-    summary = ingest_folder(meshes, tmp_path / "out", views=1, options=OPTIONS)
+    summary = ingest_folder(meshes, tmp_path / "out", views=1, options=OPTIONS, batch=batch)
     assert [s["id"] for s in summary.skipped] == ["mesh-corrupt@0-1"]
     assert "corrupt.glb" in summary.skipped[0]["reason"]
     assert summary.units_written == 2 and summary.failed == []

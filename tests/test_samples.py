@@ -109,6 +109,22 @@ def test_stream_splits_and_resumes() -> None:
         resumed.load_state_dict({**first.state_dict(), "views": 3})
 
 
+def test_stream_in_batches_gives_the_same_samples() -> None:
+    """batch=2 makes a worker's next two positions in one pass (a partial batch at the limit); same samples."""
+    options = SampleOptions(image_size=32, resolution=64, coarse=16)
+    one = list(ProceduralStream(options, views=2, seed_offset=13, limit=3))
+    stream = ProceduralStream(options, views=2, seed_offset=13, limit=3, batch=2)
+    two = list(stream)
+    assert [s.stream_index for s in two] == [0, 1, 2] and stream.state_dict()["next_index"] == 3
+    assert [s.sample_id for s in two] == [s.sample_id for s in one] == ["proc-00000013/0", "proc-00000013/1",
+                                                                      "proc-00000014/0"]
+    for a, b in zip(one, two, strict=True):
+        ta, tb = sample_tensors(a, "0"), sample_tensors(b, "0")
+        assert all(torch.equal(ta[k], tb[k]) for k in ta) and sample_scalars(a) == sample_scalars(b)
+    with pytest.raises(InputError, match="batch"):
+        ProceduralStream(options, batch=0)
+
+
 def test_stream_with_loader_workers_is_in_order() -> None:
     options = SampleOptions(image_size=32, resolution=64, coarse=16)
     loader = torch.utils.data.DataLoader(ProceduralStream(options, views=1, seed_offset=13, limit=2), batch_size=None,

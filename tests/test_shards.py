@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from pixal3d.cli import main
+from pixal3d.data import samples as samples_module
+from pixal3d.data import shards as shards_module
 from pixal3d.data.dataset import ShardDataset
 from pixal3d.data.procedural import generate
 from pixal3d.data.samples import make_sample, view_generator
@@ -19,12 +22,14 @@ from pixal3d.data.shards import (
     SampleOptions,
     WorkUnit,
     make_unit,
+    make_units,
     procedural_units,
     sample_scalars,
     sample_tensors,
     write_shards,
 )
 from pixal3d.errors import InputError
+from pixal3d.geometry.dual_grid import BadItemError
 
 OPTIONS = SampleOptions(image_size=32, resolution=64, coarse=16)
 
@@ -77,6 +82,61 @@ def test_unit_views_batched_equal_one_sample_per_view(tmp_path: Path) -> None:
     assert len(ShardDataset(tmp_path)) == 3
 
 
+def _same_samples(a: list, b: list) -> bool:
+    assert [s.sample_id for s in a] == [s.sample_id for s in b]
+    for x, y in zip(a, b, strict=True):
+        tx, ty = sample_tensors(x, "v"), sample_tensors(y, "v")
+        if tx.keys() != ty.keys() or not all(torch.equal(tx[k], ty[k]) for k in tx):
+            return False
+        if sample_scalars(x) != sample_scalars(y):
+            return False
+    return True
+
+
+def test_units_batched_equal_one_unit_at_a_time() -> None:
+    """`make_units` voxelises different assets (house, sign, table, and two views of a bottle) in one pass; each
+    unit's samples are byte for byte `make_unit`'s (coords, dual vertices, edge flags, attributes, coarse)."""
+    units = [*_units(), WorkUnit("procedural:6", "proc-00000006", (0, 2))]
+    batched = make_units(units, OPTIONS)
+    assert [r.unit for r in batched] == units and all(r.error is None and r.skipped == [] for r in batched)
+    assert [len(r.samples) for r in batched] == [1, 1, 1, 2]
+    assert len({len(r.samples[0].voxels) for r in batched}) == len(units)  # really different assets
+    for result in batched:
+        assert _same_samples(result.samples, make_unit(result.unit, OPTIONS)[0]), result.unit
+
+
+def test_bad_unit_in_a_batch_is_skipped_and_the_others_complete(tmp_path: Path, monkeypatch) -> None:
+    """A unit that fails to load, and one the voxeliser refuses, each get their reason; the rest are made."""
+    empty = tmp_path / "empty.obj"
+    empty.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")  # points only: no faces
+    units = _units()
+    alone = [make_unit(u, OPTIONS)[0] for u in units]
+    refused = units[1]
+    poisoned: set[int] = set()
+    load, voxelise = shards_module.load_source, samples_module.meshes_to_voxels
+
+    def load_and_mark(source: str) -> object:
+        asset = load(source)
+        if source == refused.source:
+            poisoned.add(id(asset))
+        return asset
+
+    def refuse_marked(items: list, *args, **kwargs) -> list:  # as the voxeliser refuses NaN vertices
+        for index, (asset, _) in enumerate(items):
+            if id(asset) in poisoned:
+                raise BadItemError("the mesh has 3 vertices with NaN or Inf coordinates", index)
+        return voxelise(items, *args, **kwargs)
+
+    monkeypatch.setattr(shards_module, "load_source", load_and_mark)
+    monkeypatch.setattr(samples_module, "meshes_to_voxels", refuse_marked)
+    batch = [units[0], WorkUnit(str(empty), "mesh-empty", (0, 1)), refused, units[2]]
+    results = make_units(batch, OPTIONS)
+    assert [r.error is None for r in results] == [True, False, False, True]
+    assert "faces" in str(results[1].error) and results[1].samples == []
+    assert isinstance(results[2].error, BadItemError) and "proc-00000014" in str(results[2].error)
+    assert _same_samples(results[0].samples, alone[0]) and _same_samples(results[3].samples, alone[2])
+
+
 def test_ranks_split_units_and_reader_merges(tmp_path: Path) -> None:
     units = _units()[:2]
     a = write_shards(units, tmp_path, OPTIONS, rank=0, world_size=2)
@@ -102,6 +162,24 @@ def test_parallel_workers_write_the_same_samples(tmp_path: Path) -> None:
     serial, parallel = ShardDataset(tmp_path / "serial"), ShardDataset(tmp_path / "parallel")
     for i in range(2):
         assert torch.equal(serial[i].image, parallel[i].image)
+
+
+def test_cli_batch_gives_the_same_index_and_shards(tmp_path: Path) -> None:
+    args = ["data", "generate", "--procedural", "3", "--seed-offset", "13", "--views", "2", "--size", "32",
+            "--resolution", "64", "--coarse", "16"]
+    assert main([*args, "-o", str(tmp_path / "one")]) == 0
+    assert main([*args, "-o", str(tmp_path / "two"), "--batch", "2"]) == 0  # jobs of 2 and 1 objects
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert (one / "index.json").read_bytes() == (two / "index.json").read_bytes()
+    shards = sorted(p.name for p in (one / "shards").iterdir())
+    assert len(shards) == 3 and shards == sorted(p.name for p in (two / "shards").iterdir())
+    for name in shards:  # same tensors and metadata (the file bytes are not: safetensors orders its header freely)
+        with safe_open(str(one / "shards" / name), "pt") as a, safe_open(str(two / "shards" / name), "pt") as b:
+            assert a.metadata() == b.metadata() and sorted(a.keys()) == sorted(b.keys())
+            assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+    assert main([*args, "-o", str(two), "--batch", "3"]) == 0  # resumed with another batch: nothing to redo
+    assert json.loads((two / "summary.json").read_text())["units_already_done"] == 3
+    assert main([*args, "-o", str(two), "--batch", "0"]) == 2
 
 
 def test_cli_generate_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

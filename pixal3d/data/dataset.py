@@ -10,6 +10,8 @@ data. Stream position `n` (per rank) maps to global item `g = n * world_size + r
 workers round-robin, so the consumer sees positions `start, start + 1, ...` in order. Every sample carries its
 `stream_index`; after consuming sample `x`, `stream.consumed(x)` (or `load_state_dict({"next_index": ...})` in a
 fresh process) makes the next iteration resume at `x.stream_index + 1`, in any process and worker count.
+With `batch=B` a worker makes its next B positions together (`make_units`: one voxelisation pass for all, fewer
+GPU kernel launches per sample) and yields them in order; the samples and positions are the same as with B = 1.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from pixal3d.data.samples import Sample, ViewDoesNotFitError, make_sample, view_generator
-from pixal3d.data.shards import FIELDS, SHARD_FORMAT, SampleOptions, read_indexes, sample_from_tensors
+from pixal3d.data.shards import (
+    FIELDS,
+    SHARD_FORMAT,
+    SampleOptions,
+    WorkUnit,
+    make_units,
+    read_indexes,
+    sample_from_tensors,
+)
 from pixal3d.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +93,8 @@ class ProceduralStream(IterableDataset):
         rank, world_size: this DDP rank's share; None reads `torch.distributed` (0 / 1 when not initialised).
         device: where rendering and voxelisation run (a worker on a GPU machine may use "cuda").
         limit: stop after this many positions per rank (None: endless).
+        batch: positions a worker makes together (views of B assets voxelised in one pass); the samples do not
+            change, only the kernel launches per sample and the memory per worker.
     """
 
     def __init__(
@@ -95,17 +107,19 @@ class ProceduralStream(IterableDataset):
         world_size: int | None = None,
         device: str = "cpu",
         limit: int | None = None,
+        batch: int = 1,
     ) -> None:
         super().__init__()
         dist = torch.distributed
         ready = dist.is_available() and dist.is_initialized()
         self.rank = rank if rank is not None else (dist.get_rank() if ready else 0)
         self.world_size = world_size if world_size is not None else (dist.get_world_size() if ready else 1)
-        if views < 1 or seed_offset < 0 or not (0 <= self.rank < self.world_size):
-            raise InputError(f"need views >= 1, seed_offset >= 0, 0 <= rank < world_size; got {views}, "
-                             f"{seed_offset}, rank {self.rank} of {self.world_size}")
+        if views < 1 or seed_offset < 0 or batch < 1 or not (0 <= self.rank < self.world_size):
+            raise InputError(f"need views >= 1, seed_offset >= 0, batch >= 1, 0 <= rank < world_size; got {views}, "
+                             f"{seed_offset}, {batch}, rank {self.rank} of {self.world_size}")
         self.options = options if options is not None else SampleOptions()
         self.views, self.seed_offset, self.device, self.limit = views, seed_offset, device, limit
+        self.batch = batch
         self.next_index = 0
 
     def item(self, position: int) -> tuple[int, int]:
@@ -135,6 +149,20 @@ class ProceduralStream(IterableDataset):
         sample.stream_index = position
         return sample
 
+    def make_batch(self, positions: list[int]) -> list[Sample]:
+        """The samples at several stream positions, made together (`make_units`); each is `make(position)`'s."""
+        units = []
+        for position in positions:
+            seed, view = self.item(position)
+            units.append(WorkUnit(f"procedural:{seed}", f"proc-{seed:08d}", (view, view + 1)))
+        samples = []
+        for position, result in zip(positions, make_units(units, self.options, self.device), strict=True):
+            # A view that never fits (or a bad asset): `make` redraws it with another view seed (or raises).
+            sample = result.samples[0] if result.samples else self.make(position)
+            sample.stream_index = position
+            samples.append(sample)
+        return samples
+
     def __iter__(self) -> Iterator[Sample]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
@@ -142,11 +170,13 @@ class ProceduralStream(IterableDataset):
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         position = self.next_index + worker
         while self.limit is None or position < self.limit:
-            sample = self.make(position)
-            if info is None:
-                self.next_index = position + 1
-            yield sample
-            position += workers
+            positions = [position + k * workers for k in range(self.batch)]  # this worker's next positions
+            positions = [p for p in positions if self.limit is None or p < self.limit]
+            for sample in self.make_batch(positions):
+                if info is None:
+                    self.next_index = sample.stream_index + 1
+                yield sample
+            position = positions[-1] + workers
 
     def consumed(self, sample: Sample) -> None:
         """Record that the training loop took `sample`: the next iteration starts after it."""

@@ -160,12 +160,15 @@ def ingest_folder(
     rank: int = 0,
     world_size: int = 1,
     device: str = "cpu",
+    batch: int = 1,
 ) -> RunSummary:
-    """Samples of every mesh file under `mesh_dir`, written as shards to `out_dir` (resumable; see `write_shards`).
+    """Samples of every mesh file under `mesh_dir`, written as shards to `out_dir` (resumable; see `write_shards`,
+    also for `batch`).
 
     Returns:
         The run summary; bad files are in `summary.skipped` with their reasons.
     """
     units = ingest_units(mesh_dir, views)
     logger.info("ingesting %d mesh files from %s", len(units), mesh_dir)
-    return write_shards(units, out_dir, options, workers=workers, rank=rank, world_size=world_size, device=device)
+    return write_shards(units, out_dir, options, workers=workers, rank=rank, world_size=world_size, device=device,
+                        batch=batch)

@@ -34,7 +34,7 @@ from PIL import Image
 
 from pixal3d.camera import Camera, fov_of_crop, view_alignment
 from pixal3d.errors import InputError
-from pixal3d.geometry.dual_grid import check_resolution, mesh_to_voxels_batch
+from pixal3d.geometry.dual_grid import BadItemError, check_resolution, meshes_to_voxels
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.preprocess import preprocess_image
@@ -128,13 +128,29 @@ def view_generator(asset_id: str, view: int, seed: int = 0) -> torch.Generator:
 
 def coarse_coords(coords: torch.Tensor, resolution: int, coarse: int) -> torch.Tensor:
     """Occupied coarse voxels `[M, 3] int32` of fine coords `[N, 3]` at `resolution`: integer division, unique."""
+    return coarse_occupancy([coords], resolution, coarse)[0]
+
+
+def coarse_occupancy(coords: list[torch.Tensor], resolution: int, coarse: int) -> list[torch.Tensor]:
+    """`coarse_coords` of several fine coordinate sets in one pass (one `unique`, keys carrying the set, one host
+    sync): `[M_i, 3] int32` per set, sorted by key, each with its own storage, on the sets' device."""
     if resolution % coarse:
         raise InputError(f"coarse resolution {coarse} must divide the fine resolution {resolution}")
-    if coords.shape[0] == 0:
-        return torch.zeros(0, 3, dtype=torch.int32)
-    c = coords.long() // (resolution // coarse)
-    keys = torch.unique((c[:, 0] * coarse + c[:, 1]) * coarse + c[:, 2])
-    return torch.stack([keys // (coarse * coarse), (keys // coarse) % coarse, keys % coarse], dim=1).to(torch.int32)
+    if not coords:
+        return []
+    c3, device = coarse**3, coords[0].device
+    sizes = [int(c.shape[0]) for c in coords]
+    owner = torch.repeat_interleave(torch.arange(len(coords), device=device), torch.as_tensor(sizes, device=device),
+                                    output_size=sum(sizes))
+    c = torch.cat(coords).long() // (resolution // coarse)
+    keys = torch.unique(owner * c3 + (c[:, 0] * coarse + c[:, 1]) * coarse + c[:, 2])
+    bounds = torch.searchsorted(keys, torch.arange(len(coords) + 1, device=device) * c3).tolist()
+    keys = keys % c3
+    occupied = torch.stack([keys // (coarse * coarse), (keys // coarse) % coarse, keys % coarse], dim=1)
+    occupied = occupied.to(torch.int32)
+    if len(coords) == 1:
+        return [occupied]
+    return [occupied[a:b].clone() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def fit_scale(points_cam: torch.Tensor, distance: float, limit: float) -> float | None:
@@ -252,6 +268,93 @@ def align_view(
     )
 
 
+@dataclass(eq=False)
+class AssetViews:
+    """The aligned views of one asset, ready to be voxelised (`voxelise_assets`).
+
+    Attributes:
+        scene: the asset, as given to `make_sample`.
+        views: its aligned views (`align_view`).
+        asset_id: stored in the samples.
+        material_cache: a dict kept across calls on this asset and device (`mesh_to_voxels`'s `material_cache`),
+            or None (read once per call).
+    """
+
+    scene: trimesh.Scene | trimesh.Trimesh
+    views: list[AlignedView]
+    asset_id: str = "asset"
+    material_cache: dict | None = None
+
+
+def _own_cpu_copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors (same trailing shape and dtype) on the CPU, each with its own storage; from a GPU in one copy
+    (one host sync for all, not one per tensor)."""
+    if all(t.device.type == "cpu" for t in tensors):
+        return tensors
+    sizes = [t.shape[0] for t in tensors]
+    return [t.clone() for t in torch.cat(tensors).cpu().split(sizes)]
+
+
+def voxelise_assets(
+    assets: list[AssetViews],
+    resolution: int = 256,
+    coarse: int = 64,
+    *,
+    device: torch.device | str = "cpu",
+    timings: dict[str, float] | None = None,
+) -> list[list[Sample]]:
+    """Voxelise the aligned views of several assets in one batched pass (`meshes_to_voxels`) into `Sample`s.
+
+    All views of all assets share the voxeliser's kernel launches, their coarse occupancy is one `unique`
+    (`coarse_occupancy`), and they come to the CPU in one copy per field. The samples are byte for byte those of
+    one `make_sample` call per view (on the CPU; on a GPU as exact as one view's voxelisation is there).
+
+    Returns:
+        One list of samples per asset, in its views' order.
+
+    Raises:
+        BadItemError: the voxeliser refused an asset (no faces, NaN vertices); `.item` is its index in `assets`.
+    """
+    items, owner, caches = [], [], []
+    for index, asset in enumerate(assets):
+        cache = asset.material_cache if asset.material_cache is not None else {}  # its views share the tables
+        items += [(asset.scene, view.to_volume.numpy()) for view in asset.views]
+        owner += [index] * len(asset.views)
+        caches += [cache] * len(asset.views)
+    if not items:
+        return [[] for _ in assets]
+    attributes_before = timings.get("attributes", 0.0) if timings is not None else 0.0
+    with timed(timings, "voxelise", device):
+        try:
+            voxels = meshes_to_voxels(items, resolution, device, material_caches=caches, timings=timings)
+        except BadItemError as err:
+            raise BadItemError(f"{assets[owner[err.item]].asset_id}: {err}", owner[err.item]) from err
+    if timings is not None:  # attributes were timed inside the voxelisation
+        timings["voxelise"] -= timings.get("attributes", 0.0) - attributes_before
+    with timed(timings, "coarse", device):
+        coarse_voxels = _own_cpu_copies(coarse_occupancy([v.coords for v in voxels], resolution, coarse))
+    with timed(timings, "voxelise", device):
+        fields = [_own_cpu_copies([getattr(v, name) for v in voxels]) for name in ("coords", "vertex", "edges", "attrs")]
+    samples: list[list[Sample]] = [[] for _ in assets]
+    views = [view for asset in assets for view in asset.views]
+    for n, (aligned, index) in enumerate(zip(views, owner, strict=True)):
+        samples[index].append(Sample(
+            image=aligned.image,
+            fov=aligned.fov,
+            distance=aligned.distance,
+            scale=aligned.scale,
+            voxels=SparseVoxels(*(f[n] for f in fields), resolution=resolution),
+            coarse=coarse_voxels[n],
+            coarse_resolution=coarse,
+            to_volume=aligned.to_volume,
+            asset_id=assets[index].asset_id,
+            view=aligned.view,
+            redraws=aligned.redraws,
+            center_offset=aligned.center_offset,
+        ))
+    return samples
+
+
 def voxelise_views(
     scene: trimesh.Scene | trimesh.Trimesh,
     views: list[AlignedView],
@@ -263,40 +366,9 @@ def voxelise_views(
     material_cache: dict | None = None,
     timings: dict[str, float] | None = None,
 ) -> list[Sample]:
-    """Voxelise the aligned views of one asset in one batched pass (`mesh_to_voxels_batch`) into `Sample`s.
-
-    The samples are byte for byte those of one `make_sample` call per view (on the CPU; on a GPU as exact as one
-    view's voxelisation is there), with far fewer kernel launches per view.
-    """
-    if not views:
-        return []
-    attributes_before = timings.get("attributes", 0.0) if timings is not None else 0.0
-    with timed(timings, "voxelise", device):
-        transforms = [v.to_volume.numpy() for v in views]
-        voxels = mesh_to_voxels_batch(scene, resolution, transforms, device=device, material_cache=material_cache,
-                                      timings=timings)
-        voxels = [v.to("cpu") for v in voxels]
-    if timings is not None:  # attributes were timed inside the voxelisation
-        timings["voxelise"] -= timings.get("attributes", 0.0) - attributes_before
-    samples = []
-    for aligned, fine in zip(views, voxels, strict=True):
-        with timed(timings, "coarse", device):
-            coarse_voxels = coarse_coords(fine.coords, resolution, coarse)
-        samples.append(Sample(
-            image=aligned.image,
-            fov=aligned.fov,
-            distance=aligned.distance,
-            scale=aligned.scale,
-            voxels=fine,
-            coarse=coarse_voxels,
-            coarse_resolution=coarse,
-            to_volume=aligned.to_volume,
-            asset_id=asset_id,
-            view=aligned.view,
-            redraws=aligned.redraws,
-            center_offset=aligned.center_offset,
-        ))
-    return samples
+    """Voxelise the aligned views of one asset in one batched pass: `voxelise_assets` of one asset."""
+    return voxelise_assets([AssetViews(scene, views, asset_id, material_cache)], resolution, coarse, device=device,
+                           timings=timings)[0]
 
 
 def check_sample_options(resolution: int, coarse: int) -> None:

@@ -15,7 +15,9 @@ Layout of a data folder `DIR`:
 Resume: a unit already in any index of `DIR` is not redone; a shard written but not yet indexed (an interrupted
 run) is simply written again under the same name, so samples are never duplicated. Every file is written to a
 temporary name and renamed. Ranks split the units by index modulo the world size; within a rank, units run in
-`workers` processes ('spawn' start method) and only the parent writes the index.
+`workers` processes ('spawn' start method) and only the parent writes the index. A worker job holds `batch`
+consecutive units whose views are voxelised in one pass (`make_units`); the shards and the index do not depend
+on the batch.
 """
 
 from __future__ import annotations
@@ -35,9 +37,21 @@ import torch
 from safetensors.torch import save_file
 
 from pixal3d.atomic import atomic_path, write_bytes_atomic
-from pixal3d.data.samples import Sample, view_generator
+from pixal3d.data.samples import (
+    AssetViews,
+    Sample,
+    ViewDoesNotFitError,
+    align_view,
+    check_sample_options,
+    timed,
+    used_points,
+    view_generator,
+    voxelise_assets,
+)
 from pixal3d.errors import InputError
+from pixal3d.geometry.dual_grid import BadItemError
 from pixal3d.geometry.voxels import SparseVoxels
+from pixal3d.render import mesh_from_trimesh
 
 logger = logging.getLogger(__name__)
 
@@ -208,29 +222,36 @@ def load_source(source: str) -> object:
     return load_asset(Path(source))
 
 
-def make_unit(
-    unit: WorkUnit, options: SampleOptions, device: str = "cpu", timings: dict[str, float] | None = None
-) -> tuple[list[Sample], list[dict]]:
-    """All samples of a unit, and `{"id", "reason"}` for its views that never fitted the cube.
+@dataclass(eq=False)
+class UnitResult:
+    """What `make_units` made of one work unit.
 
-    The asset is loaded and converted once; each view is drawn, rendered and aligned in turn, and all views are
-    voxelised together (`voxelise_views`): the same bytes as one `make_sample` per view, fewer kernel launches.
-    `timings` as in `make_sample` (plus "generate": loading the asset).
+    Attributes:
+        unit: the work unit.
+        samples: its samples, in view order (empty when `error` is set).
+        skipped: `{"id", "reason"}` of its views that never fitted the cube.
+        error: why the whole unit is bad (no faces, unreadable, broken materials, no view fits), or None;
+            `make_unit` raises it.
+    """
+
+    unit: WorkUnit
+    samples: list[Sample] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    error: InputError | None = None
+
+
+def align_unit(
+    unit: WorkUnit, options: SampleOptions, device: str = "cpu", timings: dict[str, float] | None = None
+) -> tuple[AssetViews, list[dict]]:
+    """Load a unit's asset and draw, render and align its views: everything before voxelisation.
+
+    Returns:
+        `(AssetViews, skipped)`: the aligned views (with a material cache for the asset) and `{"id", "reason"}`
+        for the views that never fitted the cube.
 
     Raises:
-        InputError: the asset is bad (no faces, unreadable, broken materials); the whole unit is skipped.
+        InputError: the asset is bad (no faces, unreadable, broken materials) or no view fits.
     """
-    from pixal3d.data.samples import (
-        ViewDoesNotFitError,
-        align_view,
-        check_sample_options,
-        timed,
-        used_points,
-        voxelise_views,
-    )
-    from pixal3d.render import mesh_from_trimesh
-
-    check_sample_options(options.resolution, options.coarse)
     with timed(timings, "generate", device):
         scene = load_source(unit.source)
     with timed(timings, "render_mesh", device):
@@ -248,9 +269,62 @@ def make_unit(
             skipped.append({"id": f"{unit.asset_id}/{view}", "reason": str(err)})
     if not aligned:
         raise InputError(f"no view of {unit.asset_id} fits the volume cube")
-    samples = voxelise_views(scene, aligned, options.resolution, options.coarse, asset_id=unit.asset_id,
-                             device=device, timings=timings)
-    return samples, skipped
+    return AssetViews(scene, aligned, unit.asset_id, material_cache={}), skipped
+
+
+def make_units(
+    units: list[WorkUnit], options: SampleOptions, device: str = "cpu", timings: dict[str, float] | None = None
+) -> list[UnitResult]:
+    """The samples of several work units, with the views of all of them voxelised in one pass.
+
+    Each unit's asset is loaded and converted once and its views are drawn, rendered and aligned in turn
+    (`align_unit`); then all views of all units go through the voxeliser together and their coarse occupancy
+    through one `unique` (`voxelise_assets`): on a GPU the batch costs about the kernel launches and host syncs
+    of one unit. Per unit the samples are byte for byte those of `make_unit` alone, one `make_sample` per view
+    (CPU). A bad unit gets its `error` (and no samples) while the others complete. `timings` as in `make_sample`
+    (plus "generate": loading the assets), summed over the units.
+
+    Returns:
+        One `UnitResult` per unit, in order.
+    """
+    check_sample_options(options.resolution, options.coarse)
+    results = [UnitResult(unit) for unit in units]
+    ready: list[tuple[UnitResult, AssetViews]] = []
+    for result in results:
+        try:
+            asset, result.skipped = align_unit(result.unit, options, device, timings)
+            ready.append((result, asset))
+        except InputError as err:
+            result.error = err
+    while ready:
+        try:
+            made = voxelise_assets([asset for _, asset in ready], options.resolution, options.coarse,
+                                   device=device, timings=timings)
+        except BadItemError as err:  # drop the asset the voxeliser refused and voxelise the others
+            result, _ = ready.pop(err.item)
+            result.error = err
+            continue
+        for (result, _), samples in zip(ready, made, strict=True):
+            result.samples = samples
+        break
+    return results
+
+
+def make_unit(
+    unit: WorkUnit, options: SampleOptions, device: str = "cpu", timings: dict[str, float] | None = None
+) -> tuple[list[Sample], list[dict]]:
+    """All samples of a unit, and `{"id", "reason"}` for its views that never fitted the cube (`make_units`).
+
+    The asset is loaded and converted once; each view is drawn, rendered and aligned in turn, and all views are
+    voxelised together: the same bytes as one `make_sample` per view, fewer kernel launches.
+
+    Raises:
+        InputError: the asset is bad (no faces, unreadable, broken materials); the whole unit is skipped.
+    """
+    result = make_units([unit], options, device, timings)[0]
+    if result.error is not None:
+        raise result.error
+    return result.samples, result.skipped
 
 
 def write_shard(path: Path, samples: list[Sample]) -> list[dict[str, object]]:
@@ -267,21 +341,36 @@ def write_shard(path: Path, samples: list[Sample]) -> list[dict[str, object]]:
     return entries
 
 
-def _run_unit(job: tuple[WorkUnit, SampleOptions, str, str]) -> dict[str, object]:
-    """Worker entry: make and write one unit; never raises (the result carries the status and reason)."""
-    unit, options, out_dir, device = job
+def _run_units(job: tuple[list[WorkUnit], SampleOptions, str, str]) -> list[dict[str, object]]:
+    """Worker entry: make a batch of units (`make_units`) and write a shard per unit; never raises (each result
+    carries its unit's status and reason). A batch that fails unexpectedly is made again unit by unit, so only
+    the broken unit fails."""
+    units, options, out_dir, device = job
     try:
-        samples, skipped = make_unit(unit, options, device)
-        shard = Path("shards") / _shard_name(unit.unit_id)
-        entries = write_shard(Path(out_dir) / shard, samples)
-        return {"unit": unit.unit_id, "status": "written", "shard": str(shard), "samples": entries,
-                "skipped": skipped}
-    except InputError as err:
-        logger.warning("skipping %s (%s): %s", unit.unit_id, unit.source, err)
-        return {"unit": unit.unit_id, "status": "skipped", "reason": str(err)}
+        made = make_units(units, options, device)
     except Exception as err:  # one bad asset never stops a large run; counted and retried next time
-        logger.exception("failed %s (%s)", unit.unit_id, unit.source)
+        if len(units) > 1:
+            logger.warning("a batch of %d units failed (%s: %s); making them one by one", len(units),
+                           type(err).__name__, err)
+            return [result for unit in units for result in _run_units(([unit], options, out_dir, device))]
+        logger.exception("failed %s (%s)", units[0].unit_id, units[0].source)
+        return [{"unit": units[0].unit_id, "status": "failed", "reason": f"{type(err).__name__}: {err}"}]
+    return [_write_unit(result, out_dir) for result in made]
+
+
+def _write_unit(result: UnitResult, out_dir: str) -> dict[str, object]:
+    unit = result.unit
+    if result.error is not None:
+        logger.warning("skipping %s (%s): %s", unit.unit_id, unit.source, result.error)
+        return {"unit": unit.unit_id, "status": "skipped", "reason": str(result.error)}
+    try:
+        shard = Path("shards") / _shard_name(unit.unit_id)
+        entries = write_shard(Path(out_dir) / shard, result.samples)
+    except Exception as err:  # e.g. a full disk: counted and retried next time
+        logger.exception("failed to write %s", unit.unit_id)
         return {"unit": unit.unit_id, "status": "failed", "reason": f"{type(err).__name__}: {err}"}
+    return {"unit": unit.unit_id, "status": "written", "shard": str(shard), "samples": entries,
+            "skipped": result.skipped}
 
 
 def _worker_init(threads: int) -> None:
@@ -316,6 +405,7 @@ def write_shards(
     rank: int = 0,
     world_size: int = 1,
     device: str = "cpu",
+    batch: int = 1,
 ) -> RunSummary:
     """Make and store the samples of `units` (this rank's share), resumably; see the module docstring.
 
@@ -326,13 +416,19 @@ def write_shards(
         workers: worker processes (<= 1: in this process).
         rank, world_size: this process's share is `units[i]` with `i % world_size == rank`.
         device: where rendering and voxelisation run ("cuda:<rank>" on GPU machines).
+        batch: units per worker job, their views voxelised in one pass (`make_units`): fewer kernel launches and
+            host syncs per sample on a GPU, more memory per worker. The shards and index are the same whatever
+            the batch (one shard per unit, same ids and bytes).
 
     Returns:
         The `RunSummary` (also written to `summary.json`).
     """
     options = options if options is not None else SampleOptions()
+    check_sample_options(options.resolution, options.coarse)
     if not (0 <= rank < world_size):
         raise InputError(f"rank must be in [0, world_size), got rank {rank}, world size {world_size}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"batch (units per worker job) must be an integer >= 1, got {batch!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -350,9 +446,10 @@ def write_shards(
     summary = RunSummary(units_total=len(mine))
     todo = [u for u in mine if u.unit_id not in done]
     summary.units_already_done = len(mine) - len(todo)
-    jobs = [(u, options, str(out), device) for u in todo]
-    for result in _results(jobs, workers):
-        _record(result, index, summary)
+    jobs = [(todo[i:i + batch], options, str(out), device) for i in range(0, len(todo), batch)]
+    for results in _results(jobs, workers):
+        for result in results:
+            _record(result, index, summary)
         atomic_write_json(own_path, index)
     summary.seconds = time.perf_counter() - start
     summary_name = "summary.json" if world_size == 1 else f"summary.rank{rank:03d}.json"
@@ -361,14 +458,14 @@ def write_shards(
     return summary
 
 
-def _results(jobs: list[tuple], workers: int) -> Iterator[dict[str, object]]:
+def _results(jobs: list[tuple], workers: int) -> Iterator[list[dict[str, object]]]:
     if workers <= 1 or len(jobs) <= 1:
-        yield from map(_run_unit, jobs)
+        yield from map(_run_units, jobs)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_worker_init, initargs=(threads,)) as pool:
-        yield from pool.imap_unordered(_run_unit, jobs, chunksize=1)
+        yield from pool.imap_unordered(_run_units, jobs, chunksize=1)
 
 
 def _record(result: dict[str, object], index: dict, summary: RunSummary) -> None:

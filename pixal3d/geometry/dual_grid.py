@@ -7,6 +7,9 @@ Frame and units: the volume cube `[-0.5, 0.5]^3` (DESIGN section 2); voxel `(i, 
 - `mesh_to_voxels`: triangles -> voxels they touch (triangle/box SAT overlap), dual vertex = QEF minimiser of the
   touching triangles' planes (sharp edges survive), signed crossings of primal grid edges, and PBR attributes
   sampled from the mesh's material at each triangle's point nearest the voxel centre.
+- `meshes_to_voxels`: the same for several `(asset, transform)` items (views of one or of different assets) in
+  one pass: the items share every kernel launch, each result is byte for byte its own `mesh_to_voxels` (CPU).
+  `mesh_to_voxels` and `mesh_to_voxels_batch` (one asset, several transforms) are its thin cases.
 
 The other direction (voxels -> mesh, attribute lookup) is `pixal3d.geometry.dual_mesh`.
 """
@@ -34,7 +37,14 @@ from pixal3d.geometry.intersect import (
     subdivide_triangles,
     triangle_box_overlap,
 )
-from pixal3d.geometry.materials import MaterialTables, material_tables, sample_material
+from pixal3d.geometry.materials import (
+    FusedMaterials,
+    MaterialTables,
+    fuse_materials,
+    material_tables,
+    sample_material,
+    sample_materials,
+)
 from pixal3d.geometry.voxels import SparseVoxels
 
 logger = logging.getLogger(__name__)
@@ -237,38 +247,43 @@ def _reduce(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, tor
 
 @dataclass
 class _Batch:
-    """The sub-triangles of all views of one `mesh_to_voxels_batch` call, ordered by view, then as one view's call
-    would order them; rows are cut into *groups*: the `CHUNK_TRIANGLES` chunks a single-view call would make.
+    """The sub-triangles of all items of one `meshes_to_voxels` call, ordered by item, then as one item's call
+    would order them; rows are cut into *groups*: the `CHUNK_TRIANGLES` chunks a single-item call would make.
 
-    Per-voxel sums are first taken within a group (keys carry the group), then over a view's groups in order, so
-    every float sum adds the same terms in the same order as a single-view call, however many groups one batch of
-    kernels holds.
+    Faces are numbered over all items (item `v`'s face `f` is `face_offsets[v] + f`). Per-voxel sums are first
+    taken within a group (keys carry the group), then over an item's groups in order, so every float sum adds the
+    same terms in the same order as a single-item call, however many groups one batch of kernels holds.
     """
 
     sub: torch.Tensor  # [T, 3, 3] float32, grid units
-    source: torch.Tensor  # [T] int64, face index over all views (view * faces + face)
+    source: torch.Tensor  # [T] int64, face index over all items
     bary: torch.Tensor  # [T, 3, 3] sub-triangle corners in the source face
     group: torch.Tensor  # [T] int64
-    group_view: torch.Tensor  # [G] int64, the view of each group
+    group_view: torch.Tensor  # [G] int64, the item of each group
     group_view_list: list[int]  # the same on the host
     group_sizes: list[int]
-    faces: int  # faces per view
-    views: int
+    face_offsets: torch.Tensor  # [V + 1] int64, first face of each item
+    views: int  # items
+
+    def view_of(self, face: torch.Tensor) -> torch.Tensor:
+        """The item `[M]` int64 of faces `[M]` int64 (numbered over all items)."""
+        return torch.searchsorted(self.face_offsets, face, right=True) - 1
 
 
-def _batch(grid: torch.Tensor, views: int) -> _Batch:
-    """Subdivide `[views * F, 3, 3]` grid-unit triangles (view-major) and cut the rows into groups (`_Batch`)."""
-    faces = grid.shape[0] // views
+def _batch(grid: torch.Tensor, faces: list[int]) -> _Batch:
+    """Subdivide `[sum(faces), 3, 3]` grid-unit triangles (item-major, `faces[v]` per item) and cut the rows into
+    groups (`_Batch`)."""
+    views, device = len(faces), grid.device
+    face_offsets = torch.as_tensor(np.cumsum([0] + faces), device=device)
     sub, source, bary = subdivide_triangles(grid, MAX_SUB_EDGE)
-    view = torch.div(source, faces, rounding_mode="floor")
-    if views > 1:  # subdivision emits rows round by round; a stable sort by view restores each view's order
+    view = torch.searchsorted(face_offsets, source, right=True) - 1
+    if views > 1:  # subdivision emits rows round by round; a stable sort by item restores each item's order
         order = torch.argsort(view, stable=True)
         sub, source, bary, view = sub[order], source[order], bary[order], view[order]
     counts = torch.bincount(view, minlength=views).tolist()  # the one host sync of the batching
     chunks = [max(1, -(-c // CHUNK_TRIANGLES)) if c else 0 for c in counts]
     first_group = np.cumsum([0] + chunks)
     first_row = np.cumsum([0] + counts)
-    device = grid.device
     row = torch.arange(sub.shape[0], device=device)
     starts = torch.as_tensor(first_row[:-1], device=device)
     offsets = torch.as_tensor(first_group[:-1], device=device)
@@ -276,7 +291,7 @@ def _batch(grid: torch.Tensor, views: int) -> _Batch:
     sizes = [min(CHUNK_TRIANGLES, c - k * CHUNK_TRIANGLES) for c, n in zip(counts, chunks, strict=True) for k in range(n)]
     group_view = np.repeat(np.arange(views), chunks)
     return _Batch(sub, source, bary, group, torch.as_tensor(group_view, device=device), group_view.tolist(), sizes,
-                  faces, views)
+                  face_offsets, views)
 
 
 def _spans(sizes: list[int], budget: int) -> Iterator[tuple[int, int]]:
@@ -330,50 +345,50 @@ def _voxel_statistics(
     if materials is not None:
         with _timed(timings, "attributes", sub.device):
             point_bary = (bary[:, :, None] * batch.bary[rows][tri]).sum(1)  # in the source face
-            values = materials.sample(batch.source[rows][tri], point_bary, group, batch.group_view_list)
+            values = materials.sample(batch.source[rows][tri], point_bary, group)
             stats[:, _ATTRS] = weight[:, None] * values
     return _reduce(group * resolution**3 + grid_keys(voxel, resolution), stats)
 
 
 @dataclass
 class _Materials:
-    """Material tables of every (view, part) and how `sample` groups its `sample_material` calls.
+    """Material tables of every (item, part) and how `sample` evaluates them.
 
     `sample_material` raises sRGB values to a power; the CPU's vectorised `pow` rounds the tail elements of a call
-    differently from the body, so on the CPU each call gets exactly the points a single-view call would give it
-    (one part within one group: same bytes). On a GPU every element gets the same `powf` wherever it sits, so the
-    calls are fused to one per distinct table (far fewer kernels, same values up to the summation order that
-    CUDA's atomic `index_add_` already leaves open).
+    differently from the body, so on the CPU each call gets exactly the points a single-item call would give it
+    (one part within one group: same bytes). On a GPU every element gets the same `powf` wherever it sits, so all
+    tables of all items are fused (`fuse_materials`) and every point is evaluated by one `sample_materials` call
+    (a fixed number of kernels and no host sync, however many items and materials; same values up to the
+    summation order that CUDA's atomic `index_add_` already leaves open).
     """
 
-    tables: list[MaterialTables]  # distinct tables
-    table_of: list[list[int]]  # [V][P]: index into `tables` of view v's part p
-    face_offsets: torch.Tensor  # [P + 1] int64, first face of each part (per view)
-    faces: int  # faces per view
+    tables: list[MaterialTables]  # distinct tables (items of one asset share theirs)
+    part_offsets: torch.Tensor  # [P + 1] int64: first face (numbered over all items) of each part of every item
+    part_table: torch.Tensor  # [P] int64: index into `tables` of each part
+    group_first_run: torch.Tensor  # [G] int64: run of group g's part p is `group_first_run[g] + p` (global p)
+    group_run_tables: list[int]  # index into `tables` of each unfused run
     fused: bool
+    fused_tables: FusedMaterials | None = None  # built on the first fused `sample`
 
-    def sample(self, face: torch.Tensor, bary: torch.Tensor, group: torch.Tensor, group_view: list[int]) -> torch.Tensor:
-        """Attributes `[M, 6]` at faces `[M]` (view * faces + face), barycentrics `[M, 3]`, in groups `[M]`."""
-        view = torch.div(face, self.faces, rounding_mode="floor")
-        face = face - view * self.faces
-        part = torch.searchsorted(self.face_offsets, face, right=True) - 1
-        parts = len(self.table_of[0])
+    def sample(self, face: torch.Tensor, bary: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """Attributes `[M, 6]` at faces `[M]` (numbered over all items), barycentrics `[M, 3]`, in groups `[M]`."""
+        part = torch.searchsorted(self.part_offsets, face, right=True) - 1
+        local = face - self.part_offsets[part]
         if self.fused:
-            run = torch.as_tensor(self.table_of, device=face.device)[view, part]
-            table_of_run = list(range(len(self.tables)))
-        else:
-            run = group * parts + part
-            table_of_run = [self.table_of[v][p] for v in group_view for p in range(parts)]
+            if self.fused_tables is None:
+                self.fused_tables = fuse_materials(self.tables)
+            return sample_materials(self.fused_tables, self.part_table[part], local, bary)
+        run = self.group_first_run[group] + part
         # A stable sort by run and one count (a single host sync) give each run a contiguous block holding exactly
         # what a boolean mask would select, in order.
         order = torch.argsort(run, stable=True)
-        counts = torch.bincount(run, minlength=len(table_of_run)).tolist()
-        local, bary = (face - self.face_offsets[part])[order], bary[order]
+        counts = torch.bincount(run, minlength=len(self.group_run_tables)).tolist()
+        local, bary = local[order], bary[order]
         out, start = [], 0
         for key, count in enumerate(counts):
             if count:
                 block = slice(start, start + count)
-                out.append(sample_material(self.tables[table_of_run[key]], local[block], bary[block]))
+                out.append(sample_material(self.tables[self.group_run_tables[key]], local[block], bary[block]))
             start += count
         out = torch.cat(out) if out else torch.zeros(0, 6, device=face.device)
         return torch.zeros_like(out).index_copy_(0, order, out)
@@ -381,21 +396,30 @@ class _Materials:
 
 def _materials(
     placed: list[list[tuple[str, trimesh.Trimesh, np.ndarray, np.ndarray, bool]]],
-    offsets: np.ndarray,
+    face_offsets: list[np.ndarray],
+    group_view: list[int],
     device: torch.device,
-    cache: dict[tuple[str, bool], MaterialTables] | None,
+    caches: list[dict[tuple[str, bool], MaterialTables]],
 ) -> _Materials:
-    cache = {} if cache is None else cache  # within one call, views share their tables
-    per_view = [_part_tables(p, device, cache) for p in placed]
+    """`_Materials` of the items' parts (`placed`, per-item part `face_offsets` from `_concatenate`), for the
+    groups of `_batch` (`group_view`: the item of each group); `caches[v]` is item v's material cache."""
+    per_item = [_part_tables(p, device, cache) for p, cache in zip(placed, caches, strict=True)]
     ids: dict[int, int] = {}
     tables = []
-    for table in (t for view in per_view for t in view):
+    for table in (t for item in per_item for t in item):
         if id(table) not in ids:
             ids[id(table)] = len(tables)
             tables.append(table)
-    table_of = [[ids[id(t)] for t in view] for view in per_view]
-    return _Materials(tables, table_of, torch.as_tensor(offsets, device=device), int(offsets[-1]),
-                      fused=device.type != "cpu")
+    part_table = [ids[id(t)] for item in per_item for t in item]
+    item_faces = np.cumsum([0] + [int(o[-1]) for o in face_offsets])
+    part_offsets = np.concatenate([item_faces[v] + o[:-1] for v, o in enumerate(face_offsets)] + [item_faces[-1:]])
+    first_part = np.cumsum([0] + [len(item) for item in per_item])
+    # Unfused runs: each group's parts in order, so a run is one part of one group.
+    group_parts = [len(per_item[v]) for v in group_view]
+    first_run = np.cumsum([0] + group_parts)[:-1] - first_part[group_view]
+    group_run_tables = [part_table[first_part[v] + p] for v in group_view for p in range(len(per_item[v]))]
+    return _Materials(tables, torch.as_tensor(part_offsets, device=device), torch.as_tensor(part_table, device=device),
+                      torch.as_tensor(first_run, device=device), group_run_tables, fused=device.type != "cpu")
 
 
 def mesh_to_voxels(
@@ -433,8 +457,8 @@ def mesh_to_voxels(
     Returns:
         `SparseVoxels` with coords sorted by key `(i * R + j) * R + k`.
     """
-    return mesh_to_voxels_batch(mesh_or_scene, resolution, [transform], device, with_attributes,
-                                material_cache=material_cache, timings=timings)[0]
+    return meshes_to_voxels([(mesh_or_scene, transform)], resolution, device, with_attributes,
+                            material_caches=[material_cache], timings=timings)[0]
 
 
 def mesh_to_voxels_batch(
@@ -450,36 +474,112 @@ def mesh_to_voxels_batch(
 ) -> list[SparseVoxels]:
     """`mesh_to_voxels` of one asset under several transforms (e.g. the K views of a sample), in one pass.
 
-    All views' sub-triangles go through the same kernels (view and chunk in the keys), so a batch of K views
-    launches about as many kernels as one view; per view the result equals `mesh_to_voxels(..., transform=t)`
-    byte for byte on the CPU (sums are taken in the same order; `_Batch`, `_Materials`).
+    The one-asset case of `meshes_to_voxels` (see there); `material_cache` is shared by all transforms.
+
+    Returns:
+        One `SparseVoxels` per transform, coords sorted by key `(i * R + j) * R + k`.
+    """
+    if len(transforms) == 0:
+        raise InputError("transforms is empty; pass at least one [4, 4] matrix (or None)")
+    cache = {} if material_cache is None else material_cache  # the views share their material tables
+    return meshes_to_voxels([(mesh_or_scene, t) for t in transforms], resolution, device, with_attributes,
+                            material_caches=[cache] * len(transforms), timings=timings,
+                            batch_triangles=batch_triangles)
+
+
+class BadItemError(InputError):
+    """One item of a `meshes_to_voxels` call is bad (no faces, NaN vertices, outside the cube).
+
+    Attributes:
+        item: the index of the bad item in the call's `items`.
+    """
+
+    def __init__(self, message: str, item: int) -> None:
+        super().__init__(message)
+        self.item = item
+
+
+def _place_items(
+    items: Sequence[tuple[trimesh.Trimesh | trimesh.Scene, np.ndarray | torch.Tensor | None]], resolution: int
+) -> tuple[list, list[np.ndarray], list[np.ndarray]]:
+    """`(placed parts, part face offsets, grid-unit triangles [F, 3, 3] float64)` per item; a bad item raises
+    `BadItemError` naming its index."""
+    placed, offsets, triangles = [], [], []
+    for item, (mesh_or_scene, transform) in enumerate(items):
+        try:
+            parts = _flatten(mesh_or_scene, None if transform is None else np.asarray(transform, dtype=np.float64))
+            tris, part_offsets = _concatenate(parts)
+            _check_vertices(tris.reshape(-1, 3), inside_cube=True)
+        except BadItemError:
+            raise
+        except InputError as err:
+            raise BadItemError(str(err), item) from err
+        placed.append(parts)
+        offsets.append(part_offsets)
+        triangles.append((tris + 0.5) * resolution)
+    return placed, offsets, triangles
+
+
+def meshes_to_voxels(
+    items: Sequence[tuple[trimesh.Trimesh | trimesh.Scene, np.ndarray | torch.Tensor | None]],
+    resolution: int,
+    device: torch.device | str = "cpu",
+    with_attributes: bool = True,
+    *,
+    material_caches: Sequence[dict[tuple[str, bool], MaterialTables] | None] | None = None,
+    timings: dict[str, float] | None = None,
+    batch_triangles: int | None = None,
+) -> list[SparseVoxels]:
+    """`mesh_to_voxels` of several items `(asset, transform)`, e.g. views of different assets, in one pass.
+
+    All items' sub-triangles go through the same kernels (item and chunk ride in the keys, faces are numbered
+    over all items, the material tables of all items form one list), so a batch of B items launches about as
+    many kernels as one item; per item the result equals `mesh_to_voxels(asset, ..., transform=t)` byte for
+    byte on the CPU (sums are taken in the same order; `_Batch`, `_Materials`).
+
+    Peak memory: the per-kernel temporaries are bounded by `batch_triangles` whatever the number of items; what
+    grows with the items is their sub-triangles (~90 bytes each), per-voxel sums and results.
 
     Args:
-        mesh_or_scene, resolution, device, with_attributes, material_cache, timings: as `mesh_to_voxels`.
-        transforms: one `[4, 4]` matrix (or None, the asset as it is) per result.
+        items: `(mesh_or_scene, transform)` pairs, as `mesh_to_voxels`'s first argument and `transform`; items may
+            share an asset (its views) or not.
+        resolution, device, with_attributes, timings: as `mesh_to_voxels`.
+        material_caches: one dict (or None) per item, as `mesh_to_voxels`'s `material_cache`; items of one asset
+            may share one. A cache must only ever see one asset (it is keyed by geometry name). None: items that
+            share an asset object share a cache made for this call.
         batch_triangles: sub-triangles per batch of kernels, in whole chunks of `CHUNK_TRIANGLES` (peak memory
             is about 3 kB per sub-triangle); None: `BATCH_TRIANGLES_CUDA` on a GPU, one chunk on the CPU (where
             larger batches only cost cache misses).
 
     Returns:
-        One `SparseVoxels` per transform, coords sorted by key `(i * R + j) * R + k`.
+        One `SparseVoxels` per item, coords sorted by key `(i * R + j) * R + k`.
+
+    Raises:
+        BadItemError: an item has no faces, NaN/Inf vertices or leaves the cube (`.item` is its index).
     """
     check_resolution(resolution)
-    if len(transforms) == 0:
-        raise InputError("transforms is empty; pass at least one [4, 4] matrix (or None)")
+    if len(items) == 0:
+        raise InputError("items is empty; pass at least one (mesh_or_scene, transform) pair")
+    if material_caches is not None and len(material_caches) != len(items):
+        raise InputError(f"material_caches has {len(material_caches)} entries for {len(items)} items; give one "
+                         "per item (or None)")
     device = torch.device(device)
-    placed = [_flatten(mesh_or_scene, None if t is None else np.asarray(t, dtype=np.float64)) for t in transforms]
-    triangles = []
-    for view in placed:
-        tris, offsets = _concatenate(view)
-        _check_vertices(tris.reshape(-1, 3), inside_cube=True)
-        triangles.append((tris + 0.5) * resolution)
+    placed, part_offsets, triangles = _place_items(items, resolution)
+    faces = [len(t) for t in triangles]
+    r3 = resolution**3
+    # merge_crossings keys (edge, face) pairs as edge * faces + face in int64, edge keys carrying the item.
+    if len(items) * 3 * r3 * sum(faces) >= 2**62:
+        raise InputError(f"{len(items)} items with {sum(faces)} faces at R={resolution} overflow the edge keys; "
+                         "voxelise fewer items per call")
     grid = torch.from_numpy(np.concatenate(triangles)).to(device=device, dtype=torch.float32)
-    batch = _batch(grid, len(transforms))
+    batch = _batch(grid, faces)
     materials = None
     if with_attributes:
         with _timed(timings, "attributes", device):
-            materials = _materials(placed, offsets, device, material_cache)
+            shared: dict[int, dict] = {}  # per-call caches, one per asset object
+            caches = [c if c is not None else shared.setdefault(id(item[0]), {})
+                      for c, item in zip(material_caches or [None] * len(items), items, strict=True)]
+            materials = _materials(placed, part_offsets, batch.group_view_list, device, caches)
     if batch_triangles is None:
         batch_triangles = BATCH_TRIANGLES_CUDA if device.type == "cuda" else CHUNK_TRIANGLES
     keys, stats, crossings = [], [], []
@@ -490,18 +590,17 @@ def mesh_to_voxels_batch(
         stats.append(s)
         crossings.append(edge_crossings(batch.sub[rows], batch.source[rows], resolution))
     keys = torch.cat(keys)
-    r3 = resolution**3
     group = torch.div(keys, r3, rounding_mode="floor")
     touched, stats = _reduce(batch.group_view[group] * r3 + (keys - group * r3), torch.cat(stats))
     crossings = torch.cat(crossings)
-    if batch.views > 1:  # edge key += view * 3 R^3 (float64 holds these integers exactly)
-        crossings[:, 0] += torch.div(crossings[:, 1], batch.faces, rounding_mode="floor") * (3 * r3)
-    edge_keys, edge_sign = merge_crossings(crossings, batch.views * batch.faces)
+    if batch.views > 1:  # edge key += item * 3 R^3 (float64 holds these integers exactly)
+        crossings[:, 0] += (batch.view_of(crossings[:, 1].long()) * (3 * r3)).double()
+    edge_keys, edge_sign = merge_crossings(crossings, sum(faces))
     voxels = _assemble(touched, stats, edge_keys, edge_sign, resolution, with_attributes, batch.views)
     logger.debug(
-        "voxelised %d faces x %d views (%d sub-triangles) at R=%d: %s voxels",
-        batch.faces,
+        "voxelised %d items, %d faces (%d sub-triangles) at R=%d: %s voxels",
         batch.views,
+        sum(faces),
         batch.sub.shape[0],
         resolution,
         [len(v) for v in voxels],
@@ -556,26 +655,23 @@ def _assemble(
     # One host sync: where each view starts, and how many voxels touch no triangle.
     bounds = torch.searchsorted(keys, torch.arange(views + 1, device=keys.device) * r3)
     info = torch.cat([bounds, (~has).sum()[None]]).tolist()
+    if info[-1]:
+        logger.debug("%d voxels around crossed edges touch no triangle; vertex at centre", info[-1])
+        if attrs is not None:
+            _fill_untouched(SparseVoxels(coords, vertex, edges, attrs, resolution), has, view)
     results = []
     for v in range(views):
         part = slice(info[v], info[v + 1])
         fields = [coords[part], vertex[part], edges[part], None if attrs is None else attrs[part]]
         if views > 1:  # own storage per view (shards refuse tensors that share memory)
             fields = [None if f is None else f.clone() for f in fields]
-        voxels = SparseVoxels(*fields, resolution=resolution)
-        if info[-1]:
-            _fill_untouched(voxels, has[part])
-        results.append(voxels)
+        results.append(SparseVoxels(*fields, resolution=resolution))
     return results
 
 
-def _fill_untouched(voxels: SparseVoxels, has: torch.Tensor) -> None:
-    """Give voxels that touch no triangle (`~has`) attributes interpolated from the others, in place."""
-    missing = int((~has).sum())
-    if not missing:
-        return
-    logger.debug("%d voxels around crossed edges touch no triangle; vertex at centre", missing)
-    if voxels.attrs is not None:
-        v = voxels
-        known = SparseVoxels(v.coords[has], v.vertex[has], v.edges[has], v.attrs[has], v.resolution)
-        v.attrs[~has] = sample_attributes(known, voxel_centres(v.coords[~has], v.resolution))
+def _fill_untouched(voxels: SparseVoxels, has: torch.Tensor, view: torch.Tensor) -> None:
+    """Give voxels that touch no triangle (`~has`) attributes interpolated from the touched voxels of their own
+    item (`view [N]`), in place: all items in one `sample_attributes` call."""
+    v, missing = voxels, ~has
+    known = SparseVoxels(v.coords[has], v.vertex[has], v.edges[has], v.attrs[has], v.resolution)
+    v.attrs[missing] = sample_attributes(known, voxel_centres(v.coords[missing], v.resolution), (view[has], view[missing]))

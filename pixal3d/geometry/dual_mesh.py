@@ -94,7 +94,11 @@ def _split_quads(positions: torch.Tensor, quads: torch.Tensor) -> torch.Tensor:
     return torch.cat([first, second])
 
 
-def sample_attributes(voxels: SparseVoxels, points: torch.Tensor) -> torch.Tensor:
+def sample_attributes(
+    voxels: SparseVoxels,
+    points: torch.Tensor,
+    groups: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Trilinear sample of the sparse attribute volume.
 
     Values live at voxel centres. Each point blends the (up to 8) surrounding voxel centres that exist, with
@@ -104,6 +108,8 @@ def sample_attributes(voxels: SparseVoxels, points: torch.Tensor) -> torch.Tenso
     Args:
         voxels: a voxel set with `attrs`.
         points: `[M, 3]` float, volume frame.
+        groups: `(voxel group [N], point group [M])` int64, to sample several voxel sets in one call: each point
+            only sees the voxels of its own group, with the same result as a call per group.
 
     Returns:
         `[M, 6]` float32 attributes on `points.device`.
@@ -115,7 +121,8 @@ def sample_attributes(voxels: SparseVoxels, points: torch.Tensor) -> torch.Tenso
     if points.ndim != 2 or points.shape[1] != 3:
         raise InputError(f"points must have shape [M, 3], got {list(points.shape)}")
     r, device = voxels.resolution, voxels.device
-    keys = grid_keys(voxels.coords, r)
+    voxel_group, point_group = groups if groups is not None else (0, 0)
+    keys = grid_keys(voxels.coords, r) + voxel_group * r**3  # the group is the key's high part
     order = torch.argsort(keys)
     sorted_keys, attrs = keys[order], voxels.attrs[order].float()
     g = (points.to(device).float() + 0.5) * r - 0.5  # voxel centres at integers
@@ -128,7 +135,7 @@ def sample_attributes(voxels: SparseVoxels, points: torch.Tensor) -> torch.Tenso
         neighbour = base + bit
         weight = torch.where(bit.bool(), frac, 1 - frac).prod(dim=1)
         inside = ((neighbour >= 0) & (neighbour < r)).all(dim=1)
-        index, found = lookup_keys(sorted_keys, grid_keys(neighbour.clamp(0, r - 1), r))
+        index, found = lookup_keys(sorted_keys, grid_keys(neighbour.clamp(0, r - 1), r) + point_group * r**3)
         weight = weight * (found & inside)
         total += weight[:, None] * attrs[index]
         weight_sum += weight
@@ -137,7 +144,14 @@ def sample_attributes(voxels: SparseVoxels, points: torch.Tensor) -> torch.Tenso
     if bool(lonely.any()):
         from scipy.spatial import cKDTree
 
-        tree = cKDTree(voxel_centres(voxels.coords[order], r).cpu().numpy())
-        _, nearest = tree.query(points[lonely.to(points.device)].detach().float().cpu().numpy())
-        result[lonely] = attrs[torch.as_tensor(nearest, device=device)]
+        # Per group, its voxels are a contiguous run of the sorted keys: the same tree as a call per group.
+        lonely_groups = torch.unique(point_group[lonely]).tolist() if groups is not None else [0]
+        bounds = torch.searchsorted(sorted_keys, torch.tensor(lonely_groups, device=device) * r**3)
+        ends = torch.searchsorted(sorted_keys, (torch.tensor(lonely_groups, device=device) + 1) * r**3)
+        centres = voxel_centres(voxels.coords[order], r)
+        for group, start, end in zip(lonely_groups, bounds.tolist(), ends.tolist(), strict=True):
+            chosen = lonely & (point_group == group) if groups is not None else lonely
+            tree = cKDTree(centres[start:end].cpu().numpy())
+            _, nearest = tree.query(points[chosen.to(points.device)].detach().float().cpu().numpy())
+            result[chosen] = attrs[start + torch.as_tensor(nearest, device=device)]
     return result.to(points.device)

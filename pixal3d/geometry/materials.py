@@ -83,23 +83,10 @@ def sample_texture(texture: torch.Tensor, uv: torch.Tensor, wrap: Wrap = "repeat
     Returns:
         `[M, C]` float.
     """
-    h, w = texture.shape[:2]
-    x = uv[:, 0] * w - 0.5
-    y = (1.0 - uv[:, 1]) * h - 0.5
-    x0, y0 = torch.floor(x), torch.floor(y)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    x0, y0 = x0.long(), y0.long()
-
-    def texel(ix: torch.Tensor, iy: torch.Tensor) -> torch.Tensor:
-        if wrap == "repeat":
-            ix, iy = ix % w, iy % h
-        else:
-            ix, iy = ix.clamp(0, w - 1), iy.clamp(0, h - 1)
-        return texture[iy, ix]
-
-    top = texel(x0, y0) * (1 - fx) + texel(x0 + 1, y0) * fx
-    bottom = texel(x0, y0 + 1) * (1 - fx) + texel(x0 + 1, y0 + 1) * fx
-    return top * (1 - fy) + bottom * fy
+    flat = _FlatTextures.of([texture], texture.shape[2], texture.device)
+    m = uv.shape[0]
+    table = torch.zeros(m, dtype=torch.long, device=uv.device)
+    return flat.sample(table, uv, torch.full((m,), wrap == "repeat", device=uv.device))
 
 
 def _rgba(color, device: torch.device) -> torch.Tensor:
@@ -174,6 +161,116 @@ def _simple_tables(
     )
 
 
+@dataclass
+class _FlatTextures:
+    """The textures of several tables as one texel list: table t's texel (row y, column x) is
+    `texels[start[t] + y * width[t] + x]`; a table without a texture has a 1 x 1 stand-in (never used)."""
+
+    texels: torch.Tensor  # [N, C] float32
+    start: torch.Tensor  # [T] int64
+    height: torch.Tensor  # [T] int64
+    width: torch.Tensor  # [T] int64
+
+    @classmethod
+    def of(cls, textures: list[torch.Tensor | None], channels: int, device: torch.device) -> _FlatTextures:
+        blocks = [t.reshape(-1, channels) if t is not None else torch.zeros(1, channels, device=device)
+                  for t in textures]
+        sizes = [(t.shape[0], t.shape[1]) if t is not None else (1, 1) for t in textures]
+        start = np.cumsum([0] + [h * w for h, w in sizes])[:-1]
+        height, width = zip(*sizes, strict=True)
+        return cls(_cat(blocks), *(torch.as_tensor(np.asarray(v), device=device) for v in (start, height, width)))
+
+    def sample(self, table: torch.Tensor, uv: torch.Tensor, repeat: torch.Tensor) -> torch.Tensor:
+        """`sample_texture` of each point's table: `[M, C]` at `uv [M, 2]`, `repeat [M]` bool (else clamp)."""
+        h, w, start = self.height[table], self.width[table], self.start[table]
+        x = uv[:, 0] * w - 0.5
+        y = (1.0 - uv[:, 1]) * h - 0.5
+        x0, y0 = torch.floor(x), torch.floor(y)
+        fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+        x0, y0 = x0.long(), y0.long()
+
+        def texel(ix: torch.Tensor, iy: torch.Tensor) -> torch.Tensor:
+            ix = torch.where(repeat, ix % w, torch.minimum(ix.clamp(min=0), w - 1))
+            iy = torch.where(repeat, iy % h, torch.minimum(iy.clamp(min=0), h - 1))
+            return self.texels[start + iy * w + ix]
+
+        top = texel(x0, y0) * (1 - fx) + texel(x0 + 1, y0) * fx
+        bottom = texel(x0, y0 + 1) * (1 - fx) + texel(x0 + 1, y0 + 1) * fx
+        return top * (1 - fy) + bottom * fy
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+@dataclass
+class FusedMaterials:
+    """Several `MaterialTables` (same device) as one set of tensors, so that one `sample_materials` call evaluates
+    points of any of them (one set of kernels for all materials, no per-material loop or host sync).
+
+    Per-table rows (faces, vertices, face colours) are concatenated, textures flattened into one texel list, and
+    scalars become `[T]` tensors; `any_*` say on the host which branches some table needs.
+    """
+
+    faces: torch.Tensor  # [F, 3] int64 rows of `uv` / `vertex_rgba`
+    face_start: torch.Tensor  # [T] int64, first row of each table in `faces`
+    uv: torch.Tensor  # [V, 2] float32 (zeros for tables without)
+    vertex_rgba: torch.Tensor | None  # [V, 4] float32 sRGB + alpha (zeros for tables without), or None
+    face_rgba: torch.Tensor | None  # [F, 4] float32 sRGB + alpha (zeros for tables without), or None
+    base: _FlatTextures | None
+    mr: _FlatTextures | None
+    flags: dict[str, torch.Tensor]  # [T] bool: pbr, base, mr, vertex_rgba, face_rgba, opaque, mask, repeat
+    factor: torch.Tensor  # [T, 4] float32
+    metallic: torch.Tensor  # [T] float32
+    roughness: torch.Tensor  # [T] float32
+    alpha_cutoff: torch.Tensor  # [T] float32
+    any_pbr: bool
+
+
+def fuse_materials(tables: list[MaterialTables]) -> FusedMaterials:
+    """`FusedMaterials` of `tables` (one or more, all on one device); a single table's tensors are used as they are."""
+    device = tables[0].faces.device
+    has = {
+        "pbr": [t.pbr for t in tables],
+        "base": [t.base_texture is not None and t.uv is not None for t in tables],
+        "mr": [t.mr_texture is not None and t.uv is not None for t in tables],
+        "vertex_rgba": [t.vertex_rgba is not None for t in tables],
+        "face_rgba": [t.face_rgba is not None for t in tables],
+        "opaque": [t.pbr and t.alpha_mode == "OPAQUE" for t in tables],
+        "mask": [t.pbr and t.alpha_mode == "MASK" for t in tables],
+        "repeat": [t.wrap == "repeat" for t in tables],
+    }
+    # Vertex rows: uv or vertex colours (a table has one or the other); a table with neither gets one zero row.
+    counts = [max(0 if t.uv is None else t.uv.shape[0], 0 if t.vertex_rgba is None else t.vertex_rgba.shape[0], 1)
+              for t in tables]
+    first_vertex = np.cumsum([0] + counts)
+
+    def rows(t: MaterialTables, values: torch.Tensor | None, count: int, width: int) -> torch.Tensor:
+        return values if values is not None else torch.zeros(count, width, device=device)
+
+    faces = [t.faces + int(v) if t.uv is not None or t.vertex_rgba is not None else torch.full_like(t.faces, int(v))
+             for t, v in zip(tables, first_vertex, strict=False)]
+    if len(tables) == 1:
+        faces = [tables[0].faces if has["base"][0] or has["mr"][0] or has["vertex_rgba"][0] else faces[0]]
+    scalars = torch.tensor([[*t.base_factor, t.metallic, t.roughness, t.alpha_cutoff] for t in tables],
+                           dtype=torch.float32).to(device)
+    return FusedMaterials(
+        faces=_cat(faces),
+        face_start=torch.as_tensor(np.cumsum([0] + [len(t.faces) for t in tables])[:-1], device=device),
+        uv=_cat([rows(t, t.uv, n, 2) for t, n in zip(tables, counts, strict=True)]),
+        vertex_rgba=_cat([rows(t, t.vertex_rgba, n, 4) for t, n in zip(tables, counts, strict=True)])
+        if any(has["vertex_rgba"]) else None,
+        face_rgba=_cat([rows(t, t.face_rgba, len(t.faces), 4) for t in tables]) if any(has["face_rgba"]) else None,
+        base=_FlatTextures.of([t.base_texture if b else None for t, b in zip(tables, has["base"], strict=True)], 4,
+                              device) if any(has["base"]) else None,
+        mr=_FlatTextures.of([t.mr_texture if m else None for t, m in zip(tables, has["mr"], strict=True)], 3,
+                            device) if any(has["mr"]) else None,
+        flags={k: torch.as_tensor(v, device=device) for k, v in has.items()},
+        factor=scalars[:, :4], metallic=scalars[:, 4], roughness=scalars[:, 5], alpha_cutoff=scalars[:, 6],
+        any_pbr=any(has["pbr"]),
+    )
+
+
 def sample_material(tables: MaterialTables, face: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
     """Material at surface points.
 
@@ -185,32 +282,48 @@ def sample_material(tables: MaterialTables, face: torch.Tensor, bary: torch.Tens
     Returns:
         `[M, 6]` float32 in [0, 1]: sRGB base colour, metallic, roughness, alpha.
     """
-    m, device = face.shape[0], face.device
-    corners = tables.faces[face]  # (M, 3)
-    factor = torch.tensor(tables.base_factor, device=device, dtype=torch.float32)
-    rgba = factor.expand(m, 4).clone()
-    uv = None if tables.uv is None else (bary[:, :, None] * tables.uv[corners]).sum(1)
-    if tables.base_texture is not None and uv is not None:
-        texel = sample_texture(tables.base_texture, uv, tables.wrap)
-        if tables.pbr:
-            rgba = torch.cat([srgb_to_linear(texel[:, :3]) * factor[:3], texel[:, 3:] * factor[3:]], dim=1)
+    return sample_materials(fuse_materials([tables]), torch.zeros_like(face), face, bary)
+
+
+def sample_materials(fused: FusedMaterials, table: torch.Tensor, face: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+    """Material at surface points of several tables in one pass (each point as `sample_material` of its table).
+
+    Args:
+        fused: from `fuse_materials(tables)`.
+        table: `[M]` int64 index into `tables` of each point.
+        face: `[M]` int64 face indices within that table.
+        bary: `[M, 3]` float barycentric coordinates in those faces.
+
+    Returns:
+        `[M, 6]` float32 in [0, 1]: sRGB base colour, metallic, roughness, alpha.
+    """
+    flag = {k: v[table] for k, v in fused.flags.items()}  # [M] bool each
+    row = fused.face_start[table] + face
+    corners = fused.faces[row]  # (M, 3)
+    factor = fused.factor[table]  # (M, 4)
+    rgba = factor
+    uv = None if fused.base is None and fused.mr is None else (bary[:, :, None] * fused.uv[corners]).sum(1)
+    if fused.base is not None:
+        texel = fused.base.sample(table, uv, flag["repeat"])
+        if fused.any_pbr:  # glTF factors multiply in linear light
+            linear = torch.cat([srgb_to_linear(texel[:, :3]) * factor[:, :3], texel[:, 3:] * factor[:, 3:]], dim=1)
+            texel = torch.where(flag["pbr"][:, None], linear, texel * factor)
         else:
-            rgba = texel * factor
-    if tables.pbr:
-        rgba = torch.cat([linear_to_srgb(rgba[:, :3]), rgba[:, 3:]], dim=1)
-    if tables.vertex_rgba is not None:
-        rgba = (bary[:, :, None] * tables.vertex_rgba[corners]).sum(1)
-    if tables.face_rgba is not None:
-        rgba = tables.face_rgba[face]
-    metallic = torch.full((m,), tables.metallic, device=device)
-    roughness = torch.full((m,), tables.roughness, device=device)
-    if tables.mr_texture is not None and uv is not None:
-        texel = sample_texture(tables.mr_texture, uv, tables.wrap)
-        roughness, metallic = roughness * texel[:, 1], metallic * texel[:, 2]
+            texel = texel * factor
+        rgba = torch.where(flag["base"][:, None], texel, rgba)
+    if fused.any_pbr:
+        rgba = torch.where(flag["pbr"][:, None], torch.cat([linear_to_srgb(rgba[:, :3]), rgba[:, 3:]], dim=1), rgba)
+    if fused.vertex_rgba is not None:
+        rgba = torch.where(flag["vertex_rgba"][:, None], (bary[:, :, None] * fused.vertex_rgba[corners]).sum(1), rgba)
+    if fused.face_rgba is not None:
+        rgba = torch.where(flag["face_rgba"][:, None], fused.face_rgba[row], rgba)
+    metallic, roughness = fused.metallic[table], fused.roughness[table]
+    if fused.mr is not None:
+        texel = fused.mr.sample(table, uv, flag["repeat"])
+        roughness = torch.where(flag["mr"], roughness * texel[:, 1], roughness)
+        metallic = torch.where(flag["mr"], metallic * texel[:, 2], metallic)
     alpha = rgba[:, 3]
-    if tables.pbr and tables.alpha_mode == "OPAQUE":
-        alpha = torch.ones_like(alpha)
-    elif tables.pbr and tables.alpha_mode == "MASK":
-        alpha = (alpha >= tables.alpha_cutoff).float()
+    alpha = torch.where(flag["mask"], (alpha >= fused.alpha_cutoff[table]).float(), alpha)
+    alpha = torch.where(flag["opaque"], torch.ones_like(alpha), alpha)
     out = torch.cat([rgba[:, :3], metallic[:, None], roughness[:, None], alpha[:, None]], dim=1)
     return out.float().clamp(0, 1)

@@ -46,6 +46,9 @@ class DataConfig:
     """Procedural: DataLoader worker processes making samples (0: in the training process)."""
     engine_device: Literal["cpu", "cuda"] = "cpu"
     """Procedural: where the workers render and voxelise ("cuda": the rank's GPU, spawned workers)."""
+    engine_batch: int = 1
+    """Procedural: stream positions a worker makes together, voxelised in one pass (fewer GPU kernel launches per
+    sample, more memory per worker; the samples do not change)."""
     root: str | None = None
     """Shards: the data folder (holds index*.json and shards/)."""
     shuffle: bool = True
@@ -63,6 +66,8 @@ class DataConfig:
             raise InputError(
                 f"data: coarse_resolution ({self.coarse_resolution}) must divide resolution ({self.resolution})"
             )
+        if self.engine_batch < 1:
+            raise InputError(f"data: engine_batch must be >= 1, got {self.engine_batch}")
         if self.max_primitives < 1 or self.num_objects < 0:
             raise InputError(
                 f"data: need max_primitives >= 1 and num_objects >= 0, got {self.max_primitives}, {self.num_objects}"
