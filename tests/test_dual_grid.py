@@ -5,6 +5,7 @@ Every mesh is generated here; the round-trip bounds are the issue-3 targets (sta
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -372,12 +373,12 @@ def test_batch_equals_per_view_byte_for_byte(monkeypatch, chunk):
 
 def test_fused_material_sampling_is_within_rounding(monkeypatch):
     """The GPU's fused material calls on the CPU: only the last bits of `pow` may differ (tail vs vector path)."""
-    materials = dual_grid._materials
+    materials = dual_grid.part_materials
 
     def fused(*args, **kwargs):
-        return dual_grid.replace(materials(*args, **kwargs), fused=True)
+        return dataclasses.replace(materials(*args, **kwargs), fused=True)
 
-    monkeypatch.setattr(dual_grid, "_materials", fused)
+    monkeypatch.setattr(dual_grid, "part_materials", fused)
     scene, transforms = _textured_scene(), _view_transforms()
     single = [mesh_to_voxels(scene, R, transform=t) for t in transforms]
     for a, b in zip(single, mesh_to_voxels_batch(scene, R, transforms, batch_triangles=1 << 30), strict=True):
@@ -420,8 +421,8 @@ def test_mixed_assets_batch_equals_one_call_per_item_byte_for_byte(monkeypatch, 
 
 
 def test_mixed_assets_fused_material_sampling_is_within_rounding(monkeypatch):
-    materials = dual_grid._materials
-    monkeypatch.setattr(dual_grid, "_materials", lambda *a, **k: dual_grid.replace(materials(*a, **k), fused=True))
+    materials = dual_grid.part_materials
+    monkeypatch.setattr(dual_grid, "part_materials", lambda *a, **k: dataclasses.replace(materials(*a, **k), fused=True))
     items = _mixed_items()
     single = [mesh_to_voxels(scene, R, transform=t) for scene, t in items]
     for a, b in zip(single, meshes_to_voxels(items, R, batch_triangles=1 << 30), strict=True):

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,14 +37,8 @@ from pixal3d.geometry.intersect import (
     subdivide_triangles,
     triangle_box_overlap,
 )
-from pixal3d.geometry.materials import (
-    FusedMaterials,
-    MaterialTables,
-    fuse_materials,
-    material_tables,
-    sample_material,
-    sample_materials,
-)
+from pixal3d.geometry.materials import MaterialTables
+from pixal3d.geometry.part_materials import PartMaterials, part_materials
 from pixal3d.geometry.voxels import SparseVoxels
 
 logger = logging.getLogger(__name__)
@@ -213,26 +207,6 @@ def _concatenate(placed: list[tuple[str, trimesh.Trimesh, np.ndarray, np.ndarray
     return triangles, offsets
 
 
-def _part_tables(
-    placed: list[tuple[str, trimesh.Trimesh, np.ndarray, np.ndarray, bool]],
-    device: torch.device,
-    cache: dict[tuple[str, bool], MaterialTables] | None,
-) -> list[MaterialTables]:
-    """Material tables of each part; read once per (geometry, flipped) when a `cache` dict is given."""
-    tables = []
-    for name, geometry, _, _, flipped in placed:
-        key = (name, flipped)
-        table = cache.get(key) if cache is not None else None
-        if table is None:
-            table = material_tables(geometry, device)
-            if flipped:  # the transform reversed the faces; attributes follow the corners
-                table = replace(table, faces=table.faces.flip(1).contiguous())
-            if cache is not None:
-                cache[key] = table
-        tables.append(table)
-    return tables
-
-
 def _keys_to_coords(keys: torch.Tensor, resolution: int) -> torch.Tensor:
     r = resolution
     return torch.stack([keys // (r * r), (keys // r) % r, keys % r], dim=1)
@@ -310,7 +284,7 @@ def _voxel_statistics(
     batch: _Batch,
     rows: slice,
     resolution: int,
-    materials: _Materials | None,
+    materials: PartMaterials | None,
     timings: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip a span of sub-triangles against the voxels they touch and sum per-voxel statistics per group.
@@ -348,78 +322,6 @@ def _voxel_statistics(
             values = materials.sample(batch.source[rows][tri], point_bary, group)
             stats[:, _ATTRS] = weight[:, None] * values
     return _reduce(group * resolution**3 + grid_keys(voxel, resolution), stats)
-
-
-@dataclass
-class _Materials:
-    """Material tables of every (item, part) and how `sample` evaluates them.
-
-    `sample_material` raises sRGB values to a power; the CPU's vectorised `pow` rounds the tail elements of a call
-    differently from the body, so on the CPU each call gets exactly the points a single-item call would give it
-    (one part within one group: same bytes). On a GPU every element gets the same `powf` wherever it sits, so all
-    tables of all items are fused (`fuse_materials`) and every point is evaluated by one `sample_materials` call
-    (a fixed number of kernels and no host sync, however many items and materials; same values up to the
-    summation order that CUDA's atomic `index_add_` already leaves open).
-    """
-
-    tables: list[MaterialTables]  # distinct tables (items of one asset share theirs)
-    part_offsets: torch.Tensor  # [P + 1] int64: first face (numbered over all items) of each part of every item
-    part_table: torch.Tensor  # [P] int64: index into `tables` of each part
-    group_first_run: torch.Tensor  # [G] int64: run of group g's part p is `group_first_run[g] + p` (global p)
-    group_run_tables: list[int]  # index into `tables` of each unfused run
-    fused: bool
-    fused_tables: FusedMaterials | None = None  # built on the first fused `sample`
-
-    def sample(self, face: torch.Tensor, bary: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-        """Attributes `[M, 6]` at faces `[M]` (numbered over all items), barycentrics `[M, 3]`, in groups `[M]`."""
-        part = torch.searchsorted(self.part_offsets, face, right=True) - 1
-        local = face - self.part_offsets[part]
-        if self.fused:
-            if self.fused_tables is None:
-                self.fused_tables = fuse_materials(self.tables)
-            return sample_materials(self.fused_tables, self.part_table[part], local, bary)
-        run = self.group_first_run[group] + part
-        # A stable sort by run and one count (a single host sync) give each run a contiguous block holding exactly
-        # what a boolean mask would select, in order.
-        order = torch.argsort(run, stable=True)
-        counts = torch.bincount(run, minlength=len(self.group_run_tables)).tolist()
-        local, bary = local[order], bary[order]
-        out, start = [], 0
-        for key, count in enumerate(counts):
-            if count:
-                block = slice(start, start + count)
-                out.append(sample_material(self.tables[self.group_run_tables[key]], local[block], bary[block]))
-            start += count
-        out = torch.cat(out) if out else torch.zeros(0, 6, device=face.device)
-        return torch.zeros_like(out).index_copy_(0, order, out)
-
-
-def _materials(
-    placed: list[list[tuple[str, trimesh.Trimesh, np.ndarray, np.ndarray, bool]]],
-    face_offsets: list[np.ndarray],
-    group_view: list[int],
-    device: torch.device,
-    caches: list[dict[tuple[str, bool], MaterialTables]],
-) -> _Materials:
-    """`_Materials` of the items' parts (`placed`, per-item part `face_offsets` from `_concatenate`), for the
-    groups of `_batch` (`group_view`: the item of each group); `caches[v]` is item v's material cache."""
-    per_item = [_part_tables(p, device, cache) for p, cache in zip(placed, caches, strict=True)]
-    ids: dict[int, int] = {}
-    tables = []
-    for table in (t for item in per_item for t in item):
-        if id(table) not in ids:
-            ids[id(table)] = len(tables)
-            tables.append(table)
-    part_table = [ids[id(t)] for item in per_item for t in item]
-    item_faces = np.cumsum([0] + [int(o[-1]) for o in face_offsets])
-    part_offsets = np.concatenate([item_faces[v] + o[:-1] for v, o in enumerate(face_offsets)] + [item_faces[-1:]])
-    first_part = np.cumsum([0] + [len(item) for item in per_item])
-    # Unfused runs: each group's parts in order, so a run is one part of one group.
-    group_parts = [len(per_item[v]) for v in group_view]
-    first_run = np.cumsum([0] + group_parts)[:-1] - first_part[group_view]
-    group_run_tables = [part_table[first_part[v] + p] for v in group_view for p in range(len(per_item[v]))]
-    return _Materials(tables, torch.as_tensor(part_offsets, device=device), torch.as_tensor(part_table, device=device),
-                      torch.as_tensor(first_run, device=device), group_run_tables, fused=device.type != "cpu")
 
 
 def mesh_to_voxels(
@@ -535,7 +437,7 @@ def meshes_to_voxels(
     All items' sub-triangles go through the same kernels (item and chunk ride in the keys, faces are numbered
     over all items, the material tables of all items form one list), so a batch of B items launches about as
     many kernels as one item; per item the result equals `mesh_to_voxels(asset, ..., transform=t)` byte for
-    byte on the CPU (sums are taken in the same order; `_Batch`, `_Materials`).
+    byte on the CPU (sums are taken in the same order; `_Batch`, `PartMaterials`).
 
     Peak memory: the per-kernel temporaries are bounded by `batch_triangles` whatever the number of items; what
     grows with the items is their sub-triangles (~90 bytes each), per-voxel sums and results.
@@ -579,7 +481,7 @@ def meshes_to_voxels(
             shared: dict[int, dict] = {}  # per-call caches, one per asset object
             caches = [c if c is not None else shared.setdefault(id(item[0]), {})
                       for c, item in zip(material_caches or [None] * len(items), items, strict=True)]
-            materials = _materials(placed, part_offsets, batch.group_view_list, device, caches)
+            materials = part_materials(placed, part_offsets, batch.group_view_list, device, caches)
     if batch_triangles is None:
         batch_triangles = BATCH_TRIANGLES_CUDA if device.type == "cuda" else CHUNK_TRIANGLES
     keys, stats, crossings = [], [], []
