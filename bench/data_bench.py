@@ -122,8 +122,8 @@ def main() -> None:
         one_job(((100,), args.size, args.resolution, args.views, args.device, False))  # warm-up (allocator, CUDA)
         if args.count_ops:
             if args.gpu_path:
-                materials = dual_grid._materials
-                dual_grid._materials = lambda *a, **k: dataclasses.replace(materials(*a, **k), fused=True)
+                materials = dual_grid.part_materials
+                dual_grid.part_materials = lambda *a, **k: dataclasses.replace(materials(*a, **k), fused=True)
                 samples_module.meshes_to_voxels = functools.partial(
                     samples_module.meshes_to_voxels, batch_triangles=dual_grid.BATCH_TRIANGLES_CUDA)
             count_ops(jobs)
