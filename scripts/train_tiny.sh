@@ -5,10 +5,15 @@
 #   scripts/train_tiny.sh vaes   MINUTES   # the three VAEs, side by side on the one GPU (resumable)
 #   scripts/train_tiny.sh flows  MINUTES   # the three flows + the two cross-attention-only ablation flows
 #   scripts/train_tiny.sh assemble DIR     # runs/ -> pipeline folder DIR (float16)
+# Fine-tuning the shipped model (pixal3d/weights/default; its VAEs and encoder stay frozen):
+#   scripts/train_tiny.sh finetune-data SECONDS MESH_DIR  # ingest MESH_DIR, then procedural seeds from SEED_OFFSET
+#                                                        # (default 2155), into data/tiny_mix
+#   scripts/train_tiny.sh finetune MINUTES                 # the three flows from the shipped weights, side by side
+#   scripts/train_tiny.sh finetune-assemble DIR            # shipped VAEs + encoder + the fine-tuned flows -> DIR
 # Every phase resumes where the last one stopped; held-out evaluation seeds start at 1000000.
 set -uo pipefail
-phase=${1:?phase: data | vaes | flows | assemble}
-limit=${2:?seconds (data), minutes (vaes, flows) or a folder (assemble)}
+phase=${1:?phase: data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble}
+limit=${2:?seconds (data), minutes (vaes, flows, finetune) or a folder (assemble)}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 mkdir -p runs logs
 
@@ -26,16 +31,22 @@ train_all() {  # train_all MINUTES CONFIG... : one process per config, all at on
     return $status
 }
 
-case $phase in
-data)
+sizes=(--views 4 --size 256 --resolution 128 --coarse 32 --workers "${WORKERS:-14}" --device cuda)
+
+generate_for() {  # generate_for SECONDS DIR SEED_OFFSET : procedural shards into DIR for SECONDS, then a count
     # Shards are written unit by unit with an atomic index, so stopping the writer loses at most the units in flight.
-    setsid python -m pixal3d data generate --procedural "${ASSETS:-1000000}" --views 4 --size 256 --resolution 128 --coarse 32 \
-        --workers "${WORKERS:-14}" --device cuda --seed-offset "${SEED_OFFSET:-0}" -o data/tiny >logs/data.log 2>&1 &
-    writer=$!
-    sleep "$limit"
+    setsid python -m pixal3d data generate --procedural "${ASSETS:-1000000}" --seed-offset "$3" -o "$2" "${sizes[@]}" \
+        >logs/data.log 2>&1 &
+    local writer=$!
+    sleep "$1"
     kill -TERM -- "-$writer" 2>/dev/null
     wait "$writer"
-    python -c "import json; i=json.load(open('data/tiny/index.json')); print(sum(len(u.get('samples', [])) for u in i['units'].values()), 'samples in data/tiny')"
+    python -c "import json, sys; i=json.load(open(sys.argv[1] + '/index.json')); print(sum(len(u.get('samples', [])) for u in i['units'].values()), 'samples in', sys.argv[1])" "$2"
+}
+
+case $phase in
+data)
+    generate_for "$limit" data/tiny "${SEED_OFFSET:-0}"
     ;;
 vaes)
     train_all "$limit" configs/structure_vae_tiny.json configs/shape_vae_tiny.json configs/texture_vae_tiny.json
@@ -48,8 +59,26 @@ flows)
 assemble)
     python -m pixal3d assemble runs -o "$limit"
     ;;
+finetune-data)
+    meshes=${3:?finetune-data needs MESH_DIR, a folder of .glb/.gltf/.obj meshes}
+    start=$SECONDS
+    python -m pixal3d data ingest "$meshes" -o data/tiny_mix "${sizes[@]}" >logs/ingest.log 2>&1
+    tail -n 2 logs/ingest.log
+    left=$((limit - (SECONDS - start)))
+    [ "$left" -gt 0 ] && generate_for "$left" data/tiny_mix "${SEED_OFFSET:-2155}"
+    ;;
+finetune)
+    train_all "$limit" configs/structure_flow_tiny_finetune.json configs/shape_flow_tiny_finetune.json \
+        configs/texture_flow_tiny_finetune.json
+    ;;
+finetune-assemble)
+    shipped=pixal3d/weights/default
+    python -m pixal3d assemble -o "$limit" --structure-vae $shipped/structure_vae --shape-vae $shipped/shape_vae \
+        --texture-vae $shipped/texture_vae --structure-flow runs/structure_flow_tiny_ft \
+        --shape-flow runs/shape_flow_tiny_ft --texture-flow runs/texture_flow_tiny_ft
+    ;;
 *)
-    echo "unknown phase $phase (data | vaes | flows | assemble)" >&2
+    echo "unknown phase $phase (data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble)" >&2
     exit 2
     ;;
 esac
