@@ -45,6 +45,7 @@ import unittest.mock
 import torch
 
 from pixal3d.data import samples as samples_module
+from pixal3d.data import shards as shards_module
 from pixal3d.data.samples import STEPS
 from pixal3d.data.shards import SampleOptions, WorkUnit, make_units
 from pixal3d.geometry import dual_grid
@@ -68,8 +69,13 @@ def one_job(job: tuple[tuple[int, ...], int, int, int, str, bool]) -> tuple[int,
     return len(samples), sum(len(s.voxels) for s in samples), timings, peak
 
 
-def _init(threads: int) -> None:
+def _init(threads: int, render_batch: int | None = None, batch_triangles: int | None = None) -> None:
+    """Worker set-up: torch threads, and the GPU's render and voxeliser batch sizes when given."""
     torch.set_num_threads(threads)
+    if render_batch:
+        samples_module.RENDER_BATCH_CUDA = render_batch
+    if batch_triangles:
+        dual_grid.BATCH_TRIANGLES_CUDA = batch_triangles
 
 
 def default_workers(device: str) -> int:
@@ -102,9 +108,15 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=1, help="views per asset, voxelised in one batch")
     parser.add_argument("--batch", type=int, default=1, help="assets per job, all their views voxelised in one pass")
     parser.add_argument("--profile", action="store_true", help="print the mean time of each step")
+    parser.add_argument("--render-batch", type=int, default=None,
+                        help="views per render pass on a GPU (default: pixal3d.data.samples.RENDER_BATCH_CUDA)")
+    parser.add_argument("--batch-triangles", type=int, default=None,
+                        help="voxeliser sub-triangles per batch of kernels on a GPU, a multiple of CHUNK_TRIANGLES "
+                        "(default: pixal3d.geometry.dual_grid.BATCH_TRIANGLES_CUDA)")
     parser.add_argument("--count-ops", action="store_true", help="count aten ops and host syncs per sample")
     parser.add_argument("--gpu-path", action="store_true",
-                        help="on the CPU, voxelise as on a GPU: all material lookups fused into one call and "
+                        help="on the CPU, render and voxelise as on a GPU: RENDER_BATCH_CUDA views per render pass, "
+                        "all material lookups fused into one call and "
                         "BATCH_TRIANGLES_CUDA sub-triangles per batch of kernels (for --count-ops: the GPU's launch "
                         "counts; attributes then differ from the CPU path's in the last bits)")
     parser.add_argument("--seconds", type=float, default=150.0, help="stop starting new samples after this")
@@ -118,7 +130,7 @@ def main() -> None:
              args.device, args.profile) for first in range(0, assets, args.batch)]
     done, voxels, total, peak = 0, 0, {}, 0
     if workers <= 1:
-        torch.set_num_threads(threads)
+        _init(threads, args.render_batch, args.batch_triangles)
         one_job(((100,), args.size, args.resolution, args.views, args.device, False))  # warm-up (allocator, CUDA)
         if args.count_ops:
             if args.gpu_path:
@@ -126,13 +138,16 @@ def main() -> None:
                 dual_grid.part_materials = lambda *a, **k: dataclasses.replace(materials(*a, **k), fused=True)
                 samples_module.meshes_to_voxels = functools.partial(
                     samples_module.meshes_to_voxels, batch_triangles=dual_grid.BATCH_TRIANGLES_CUDA)
+                shards_module.align_views = functools.partial(
+                    shards_module.align_views, render_batch=samples_module.RENDER_BATCH_CUDA)
             count_ops(jobs)
         start = time.perf_counter()
         results = map(one_job, jobs)
         pool = None
     else:
         start = time.perf_counter()
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(threads,))
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init,
+                                                        initargs=(threads, args.render_batch, args.batch_triangles))
         results = pool.imap_unordered(one_job, jobs)
     for n, v, timings, worker_peak in results:
         voxels += v
@@ -149,12 +164,15 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     memory = "GPU reserved" if args.device.startswith("cuda") else "RSS"
-    print(f"| device | workers | S | R_hr | views / asset | assets / job | samples | mean voxels | seconds | samples/s "
-          f"| peak {memory} / worker |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    render_batch = args.render_batch or samples_module.RENDER_BATCH_CUDA
+    batch_triangles = args.batch_triangles or dual_grid.BATCH_TRIANGLES_CUDA
+    gpu = f"{render_batch} / {batch_triangles // dual_grid.CHUNK_TRIANGLES}" if args.device != "cpu" else "- / -"
+    print(f"| device | workers | S | R_hr | views / asset | assets / job | GPU render batch / voxeliser chunks "
+          f"| samples | mean voxels | seconds | samples/s | peak {memory} / worker |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {device} ({os.cpu_count()} cores, torch {torch.__version__}) | {workers} x {threads} threads | "
-          f"{args.size} | {args.resolution} | {args.views} | {args.batch} | {done} | {voxels // max(done, 1):,} | "
-          f"{elapsed:.1f} | {done / elapsed:.3f} | {peak / 2**30:.2f} GiB |")
+          f"{args.size} | {args.resolution} | {args.views} | {args.batch} | {gpu} | {done} | "
+          f"{voxels // max(done, 1):,} | {elapsed:.1f} | {done / elapsed:.3f} | {peak / 2**30:.2f} GiB |")
     if args.profile:
         print_profile(total, done, elapsed, workers)
 
@@ -192,7 +210,8 @@ def count_ops(jobs: list[tuple]) -> None:
     samples = counted_jobs = 0
     with (unittest.mock.patch.object(samples_module, "meshes_to_voxels",
                                      counted("voxelise", samples_module.meshes_to_voxels)),
-          unittest.mock.patch.object(samples_module, "render_mesh", counted("render", samples_module.render_mesh)),
+          unittest.mock.patch.object(samples_module, "render_meshes",
+                                     counted("render", samples_module.render_meshes)),
           unittest.mock.patch.object(samples_module, "coarse_occupancy",
                                      counted("coarse", samples_module.coarse_occupancy)),
           Counter()):

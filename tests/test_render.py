@@ -23,6 +23,7 @@ from pixal3d.render import (
     mesh_from_trimesh,
     random_lighting,
     render_mesh,
+    render_meshes,
     sample_view,
 )
 
@@ -306,3 +307,52 @@ def test_vertex_face_colours_and_simple_material() -> None:
     box.visual = trimesh.visual.TextureVisuals(uv=np.zeros((len(box.vertices), 2)), material=simple)
     out = render_mesh(mesh_from_trimesh(box), cam)
     assert torch.allclose(out.base_color[16, 16], torch.tensor([0.0, 0, 1]), atol=1e-3)
+
+
+def _batch_items(device: str) -> list:
+    """Four renders of one size: textured procedural objects with 1-3 lights, plus a bare mesh with vertex
+    colours (no UVs, no normals, default lighting)."""
+    from pixal3d.data.procedural import generate
+
+    items = []
+    for seed in (0, 1, 2):
+        mesh = mesh_from_trimesh(generate(seed).scene, device=device)
+        generator = torch.Generator().manual_seed(seed)
+        items.append((mesh, sample_view(generator, mesh, size=40).camera, random_lighting(generator)))
+    first = items[0][0]
+    colours = torch.rand(first.vertices.shape[0], 4, generator=torch.Generator().manual_seed(9)).to(device)
+    items.append((RenderMesh(vertices=first.vertices, faces=first.faces, colors=colours), items[1][1], None))
+    return items
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_render_meshes_equals_one_render_per_item(device: str) -> None:
+    items = _batch_items(device)
+    lights = {len(lighting.light_distances) for _, _, lighting in items[:3]}
+    assert len(lights) > 1  # items with different light counts share the pass
+    together = render_meshes(items)
+    for (mesh, camera, lighting), batched in zip(items, together, strict=True):
+        alone = render_mesh(mesh, camera, lighting)
+        assert alone.alpha.sum() > 50
+        for name in ("depth", "normals", "metallic", "roughness", "face_id"):
+            assert torch.equal(getattr(alone, name), getattr(batched, name)), name
+        for name in ("rgba", "base_color"):  # the CPU's vectorised pow rounds a call's tail differently
+            a, b = getattr(alone, name), getattr(batched, name)
+            assert torch.equal(a, b) if device == "cuda" else torch.allclose(a, b, rtol=0, atol=1e-6), name
+
+
+def test_rgba_only_render_matches_the_full_render() -> None:
+    items = _batch_items("cpu")[:2]
+    full = render_meshes(items)
+    light = render_meshes(items, gbuffers=False)
+    for a, b in zip(full, light, strict=True):
+        assert torch.equal(a.rgba, b.rgba)
+        assert b.depth is None and b.normals is None and b.face_id is None
+
+
+def test_render_meshes_refuses_mixed_sizes() -> None:
+    mesh = _tilted_cube()
+    with pytest.raises(InputError, match="one image size"):
+        render_meshes([(mesh, Camera(fov=0.8, size=32), None), (mesh, Camera(fov=0.8, size=48), None)])
+    assert render_meshes([]) == []

@@ -41,7 +41,8 @@ from pixal3d.data.samples import (
     AssetViews,
     Sample,
     ViewDoesNotFitError,
-    align_view,
+    ViewRequest,
+    align_views,
     check_sample_options,
     timed,
     used_points,
@@ -240,49 +241,66 @@ class UnitResult:
     error: InputError | None = None
 
 
-def align_unit(
-    unit: WorkUnit, options: SampleOptions, device: str = "cpu", timings: dict[str, float] | None = None
-) -> tuple[AssetViews, list[dict]]:
-    """Load a unit's asset and draw, render and align its views: everything before voxelisation.
+def align_units(
+    units: list[WorkUnit], options: SampleOptions, device: str = "cpu", timings: dict[str, float] | None = None
+) -> list[tuple[AssetViews, list[dict]] | InputError]:
+    """Load the units' assets and draw, render and align all their views: everything before voxelisation.
+
+    The views of all units are aligned together (`align_views`: on a GPU, `RENDER_BATCH_CUDA` views per render
+    pass); each view's draws depend on its own generator only, so a unit's views do not depend on the others.
 
     Returns:
-        `(AssetViews, skipped)`: the aligned views (with a material cache for the asset) and `{"id", "reason"}`
-        for the views that never fitted the cube.
-
-    Raises:
-        InputError: the asset is bad (no faces, unreadable, broken materials) or no view fits.
+        Per unit, `(AssetViews, skipped)`: its aligned views (with a material cache for the asset) and
+        `{"id", "reason"}` for the views that never fitted the cube; or the `InputError` that makes the unit bad
+        (no faces, unreadable, broken materials, no view fits).
     """
-    with timed(timings, "generate", device):
-        scene = load_source(unit.source)
-    with timed(timings, "render_mesh", device):
-        mesh = mesh_from_trimesh(scene, device=device)
-    with timed(timings, "view", device):
-        points = used_points(mesh)
-    aligned, skipped = [], []
-    for view in range(*unit.views):
-        generator = view_generator(unit.asset_id, view, options.seed)
+    loaded: list[tuple[object, list[ViewRequest]] | InputError] = []
+    for unit in units:
         try:
-            aligned.append(align_view(mesh, generator, options.image_size, options.resolution,
-                                      asset_id=unit.asset_id, view=view, points=points, timings=timings))
-        except ViewDoesNotFitError as err:
-            logger.warning("skipping %s view %d: %s", unit.asset_id, view, err)
-            skipped.append({"id": f"{unit.asset_id}/{view}", "reason": str(err)})
-    if not aligned:
-        raise InputError(f"no view of {unit.asset_id} fits the volume cube")
-    return AssetViews(scene, aligned, unit.asset_id, material_cache={}), skipped
+            with timed(timings, "generate", device):
+                scene = load_source(unit.source)
+            with timed(timings, "render_mesh", device):
+                mesh = mesh_from_trimesh(scene, device=device)
+            with timed(timings, "view", device):
+                points = used_points(mesh)
+        except InputError as err:
+            loaded.append(err)
+            continue
+        loaded.append((scene, [ViewRequest(mesh, view_generator(unit.asset_id, view, options.seed), unit.asset_id,
+                                           view, points) for view in range(*unit.views)]))
+    requests = [request for item in loaded if not isinstance(item, InputError) for request in item[1]]
+    aligned = iter(align_views(requests, options.image_size, options.resolution, timings=timings))
+    results: list[tuple[AssetViews, list[dict]] | InputError] = []
+    for unit, item in zip(units, loaded, strict=True):
+        if isinstance(item, InputError):
+            results.append(item)
+            continue
+        views, skipped = [], []
+        for request in item[1]:
+            result = next(aligned)
+            if isinstance(result, ViewDoesNotFitError):
+                logger.warning("skipping %s view %d: %s", unit.asset_id, request.view, result)
+                skipped.append({"id": f"{unit.asset_id}/{request.view}", "reason": str(result)})
+            else:
+                views.append(result)
+        if views:
+            results.append((AssetViews(item[0], views, unit.asset_id, material_cache={}), skipped))
+        else:
+            results.append(InputError(f"no view of {unit.asset_id} fits the volume cube"))
+    return results
 
 
 def make_units(
     units: list[WorkUnit], options: SampleOptions, device: str = "cpu", timings: dict[str, float] | None = None
 ) -> list[UnitResult]:
-    """The samples of several work units, with the views of all of them voxelised in one pass.
+    """The samples of several work units, rendered and voxelised together.
 
-    Each unit's asset is loaded and converted once and its views are drawn, rendered and aligned in turn
-    (`align_unit`); then all views of all units go through the voxeliser together and their coarse occupancy
-    through one `unique` (`voxelise_assets`): on a GPU the batch costs about the kernel launches and host syncs
-    of one unit. Per unit the samples are byte for byte those of `make_unit` alone, one `make_sample` per view
-    (CPU). A bad unit gets its `error` (and no samples) while the others complete. `timings` as in `make_sample`
-    (plus "generate": loading the assets), summed over the units.
+    Each unit's asset is loaded and converted once; the views of all units are drawn, rendered and aligned
+    together (`align_units`: on a GPU several views per render pass), then voxelised in one pass with their
+    coarse occupancy through one `unique` (`voxelise_assets`): on a GPU the batch costs about the kernel
+    launches and host syncs of one unit. Per unit the samples are byte for byte those of `make_unit` alone, one
+    `make_sample` per view (CPU). A bad unit gets its `error` (and no samples) while the others complete.
+    `timings` as in `make_sample` (plus "generate": loading the assets), summed over the units.
 
     Returns:
         One `UnitResult` per unit, in order.
@@ -290,12 +308,12 @@ def make_units(
     check_sample_options(options.resolution, options.coarse)
     results = [UnitResult(unit) for unit in units]
     ready: list[tuple[UnitResult, AssetViews]] = []
-    for result in results:
-        try:
-            asset, result.skipped = align_unit(result.unit, options, device, timings)
+    for result, aligned in zip(results, align_units(units, options, device, timings), strict=True):
+        if isinstance(aligned, InputError):
+            result.error = aligned
+        else:
+            asset, result.skipped = aligned
             ready.append((result, asset))
-        except InputError as err:
-            result.error = err
     while ready:
         try:
             made = voxelise_assets([asset for _, asset in ready], options.resolution, options.coarse,

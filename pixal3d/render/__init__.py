@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pixal3d.render.mesh import Material, RenderMesh, mesh_from_trimesh
 from pixal3d.render.raster import Fragments, rasterize
-from pixal3d.render.renderer import RenderOutput, render_mesh
+from pixal3d.render.renderer import RenderItem, RenderOutput, render_mesh, render_meshes
 from pixal3d.render.shading import Lighting, default_lighting, random_lighting
 from pixal3d.render.views import View, aim_camera, aim_depth, sample_view
 
@@ -18,6 +18,7 @@ __all__ = [
     "Fragments",
     "Lighting",
     "Material",
+    "RenderItem",
     "RenderMesh",
     "RenderOutput",
     "View",
@@ -28,5 +29,6 @@ __all__ = [
     "random_lighting",
     "rasterize",
     "render_mesh",
+    "render_meshes",
     "sample_view",
 ]

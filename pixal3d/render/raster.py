@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pixal3d.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 _EMPTY_KEY = torch.iinfo(torch.int64).max
@@ -141,10 +143,21 @@ def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _zbuffer(
-    edges: _Edges, boxes: torch.Tensor, tri_ids: torch.Tensor, height: int, width: int, max_candidates: int
+    edges: _Edges,
+    boxes: torch.Tensor,
+    tri_ids: torch.Tensor,
+    height: int,
+    width: int,
+    max_candidates: int,
+    face_image: torch.Tensor | None = None,
+    images: int = 1,
 ) -> torch.Tensor:
-    """Nearest-fragment keys `[H * W] int64` over the triangles `tri_ids` (row spans, chunked)."""
-    zbuf = torch.full((height * width,), _EMPTY_KEY, dtype=torch.int64, device=boxes.device)
+    """Nearest-fragment keys `[images * H * W] int64` over the triangles `tri_ids` (row spans, chunked).
+
+    Rows are image rows; with `face_image`, triangle `t`'s samples go to image `face_image[t]` (its rows are
+    offset by `face_image[t] * H` in the z-buffer only, so its edge arithmetic is that of a single image).
+    """
+    zbuf = torch.full((images * height * width,), _EMPTY_KEY, dtype=torch.int64, device=boxes.device)
     # (triangle, row) pairs: one per sample row inside each triangle's box.
     owner, rank = _expand(boxes[tri_ids, 3] - boxes[tri_ids, 1] + 1)
     span_tri = tri_ids[owner]
@@ -170,8 +183,10 @@ def _zbuffer(
         inside, _, depth = _inside_and_bary(edges, tri, x, y)
         inside, depth = torch.nonzero(inside[:, 0]).squeeze(1), depth[:, 0]  # one host sync, four selections
         depth_bits = depth.to(torch.float32)[inside].view(torch.int32).to(torch.int64)
-        keys = (depth_bits << 32) | tri[inside]
-        zbuf.scatter_reduce_(0, rows[inside] * width + cols[inside], keys, reduce="amin")
+        tri = tri[inside]
+        keys = (depth_bits << 32) | tri
+        rows = rows[inside] if face_image is None else rows[inside] + face_image[tri] * height
+        zbuf.scatter_reduce_(0, rows * width + cols[inside], keys, reduce="amin")
     return zbuf
 
 
@@ -183,8 +198,10 @@ def rasterize(
     *,
     near: float = 1e-6,
     max_candidates: int = 1 << 21,
+    face_image: torch.Tensor | None = None,
+    images: int = 1,
 ) -> Fragments:
-    """Rasterise triangles given in screen space.
+    """Rasterise triangles given in screen space, into one image or into several images of one size at once.
 
     Args:
         screen: `[V, 3] float32` per vertex `(x, y, w)`: pixel coordinates (origin top-left, `y` down) and depth
@@ -193,10 +210,16 @@ def rasterize(
         height, width: image size in samples.
         near: triangles with any vertex at `w <= near` are dropped.
         max_candidates: candidate samples per batch; bounds the peak memory (about 60 bytes each).
+        face_image: `[F] int64` the image each face is drawn into (its screen coordinates are that image's),
+            for `images` images in one pass; None: one image. Each image's fragments are those of rasterising
+            its faces alone (same arithmetic, same z-test; face ids are rows of `faces`).
+        images: the number of images (with `face_image`).
 
     Returns:
-        `Fragments` on the inputs' device.
+        `Fragments` on the inputs' device: `[H, W]` fields for one image, `[images, H, W]` with `face_image`.
     """
+    if face_image is not None and (face_image.shape != faces.shape[:1] or images < 1):
+        raise InputError(f"face_image must be [F] = [{faces.shape[0]}] image indices < images = {images}")
     tri = screen[faces]  # (F, 3, 3)
     edges = _edge_data(tri)
     boxes = _pixel_boxes(tri, height, width)
@@ -208,24 +231,25 @@ def rasterize(
         if behind:
             logger.debug("dropped %d triangles with a vertex behind the near plane", behind)
     tri_ids = torch.nonzero(valid).flatten()
-    zbuf = _zbuffer(edges, boxes, tri_ids, height, width, max_candidates)
+    images = images if face_image is not None else 1
+    zbuf = _zbuffer(edges, boxes, tri_ids, height, width, max_candidates, face_image, images)
 
     covered = torch.nonzero(zbuf != _EMPTY_KEY).flatten()
-    face_id = torch.full((height * width,), -1, dtype=torch.int64, device=screen.device)
-    bary = torch.zeros(height * width, 3, dtype=screen.dtype, device=screen.device)
-    depth = torch.zeros(height * width, dtype=screen.dtype, device=screen.device)
+    total = images * height * width
+    face_id = torch.full((total,), -1, dtype=torch.int64, device=screen.device)
+    bary = torch.zeros(total, 3, dtype=screen.dtype, device=screen.device)
+    depth = torch.zeros(total, dtype=screen.dtype, device=screen.device)
     fid = zbuf[covered] & _LOW32
     x = (covered % width).to(screen.dtype)[:, None] + 0.5  # (N, 1): one sample per winning face
-    y = (covered // width).to(screen.dtype)[:, None] + 0.5
+    y = (covered // width % height).to(screen.dtype)[:, None] + 0.5
     _, screen_bary, sample_depth = _inside_and_bary(edges, fid, x, y)
     # Perspective correction: attributes interpolate linearly in 1/w (DESIGN section 2's pinhole).
     persp = screen_bary[:, 0] * edges.inv_w[fid] * sample_depth
     face_id[covered] = fid
     bary[covered] = persp
     depth[covered] = sample_depth[:, 0]
-    return Fragments(
-        face_id=face_id.view(height, width), bary=bary.view(height, width, 3), depth=depth.view(height, width)
-    )
+    shape = (height, width) if face_image is None else (images, height, width)
+    return Fragments(face_id=face_id.view(shape), bary=bary.view(*shape, 3), depth=depth.view(shape))
 
 
 def interpolate(

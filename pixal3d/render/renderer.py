@@ -13,7 +13,7 @@ texture filter; very dense textures alias).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -51,15 +51,17 @@ class RenderOutput:
         metallic: `[S, S] float32` in [0, 1]; 0 where empty.
         roughness: `[S, S] float32` in [0, 1]; 0 where empty.
         face_id: `[S, S] int64` the face seen by the pixel's nearest covered sample; -1 where empty.
+
+    All fields but `rgba` are None for a render made with `gbuffers=False`.
     """
 
     rgba: torch.Tensor
-    depth: torch.Tensor
-    normals: torch.Tensor
-    base_color: torch.Tensor
-    metallic: torch.Tensor
-    roughness: torch.Tensor
-    face_id: torch.Tensor
+    depth: torch.Tensor | None
+    normals: torch.Tensor | None
+    base_color: torch.Tensor | None
+    metallic: torch.Tensor | None
+    roughness: torch.Tensor | None
+    face_id: torch.Tensor | None
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -153,15 +155,15 @@ def _materials_at(
 
     Per fragment: the base colour factor times the linearised texture (`sample_texture`), the metallic and
     roughness factors times the texture's B and G channels. All materials at once, with one host sync instead of
-    one per material: fragments are stably sorted by material, the textures read by one batched lookup, and only
-    `srgb_to_linear` runs per material (on its contiguous run), because the vectorised CPU `pow` rounds its
-    tail elements differently and the result must stay bit for bit that of a pass per material.
+    one per material: fragments are stably sorted by material and the textures read by one batched lookup. On the
+    CPU `srgb_to_linear` runs per material (on its contiguous run), because the vectorised CPU `pow` rounds a
+    call's tail elements differently and a material's values must not depend on the other materials; a GPU
+    computes each element alike wherever it sits, so there it is one call.
     """
     device = uv.device
     order = torch.argsort(material_id, stable=True)
-    counts = torch.bincount(material_id, minlength=len(materials)).tolist()
     mid, uv = material_id[order], uv[order]
-    factors = torch.stack([m.base_color_factor[:3].to(device) for m in materials])[mid]  # (N, 3)
+    factors = torch.stack([m.base_color_factor[:3] for m in materials]).to(device)[mid]  # (N, 3)
     scalars = torch.tensor([[m.metallic_factor, m.roughness_factor] for m in materials], device=device)
     metallic, roughness = scalars[mid].unbind(1)
     base = factors
@@ -169,7 +171,11 @@ def _materials_at(
     if any(t is not None for t in colour_maps):
         has = torch.tensor([t is not None for t in colour_maps], device=device)[mid]
         texel = _atlas(colour_maps, mid, uv)
-        linear = torch.cat([srgb_to_linear(run) for run in texel.split(counts)])
+        if device.type == "cpu":
+            counts = torch.bincount(material_id, minlength=len(materials)).tolist()
+            linear = torch.cat([srgb_to_linear(run) for run in texel.split(counts)])
+        else:
+            linear = srgb_to_linear(texel)
         base = torch.where(has[:, None], factors * linear, factors)
     mr_maps = [m.metallic_roughness_texture for m in materials]
     if any(t is not None for t in mr_maps):
@@ -182,8 +188,60 @@ def _materials_at(
     return values[:, :3].contiguous(), values[:, 3].contiguous(), values[:, 4].contiguous()
 
 
-def _surface(mesh: RenderMesh, face: torch.Tensor, bary: torch.Tensor, eye: torch.Tensor) -> _Surface:
-    """Interpolate the mesh at `N` fragments (`face [N]`, perspective-correct `bary [N, 3]`)."""
+@dataclass(eq=False)
+class _Batch:
+    """Several render items as one mesh: vertices, faces and materials concatenated, one image per item.
+
+    Attributes:
+        mesh: the concatenation (face and material indices offset per item; missing UVs and normals are zeros,
+            which reads as "no texture coordinates" and "flat normals" exactly as for a mesh without them).
+        face_image: `[F] int64` the item of each face, or None for a single item.
+        has_colors: `[B] bool` items with vertex colours (their colour is multiplied in), or None when all or
+            none have them (then `mesh.colors` says which).
+    """
+
+    mesh: RenderMesh
+    face_image: torch.Tensor | None
+    has_colors: torch.Tensor | None
+
+
+def _concat(meshes: list[RenderMesh]) -> _Batch:
+    if len(meshes) == 1:
+        return _Batch(meshes[0], None, None)
+    device = meshes[0].device
+    n_vertices = [m.vertices.shape[0] for m in meshes]
+    n_faces = [m.faces.shape[0] for m in meshes]
+    face_image = torch.repeat_interleave(torch.arange(len(meshes)), torch.tensor(n_faces)).to(device)
+    vertex_start = torch.tensor([0, *n_vertices[:-1]]).cumsum(0).to(device)
+    material_start = torch.tensor([0, *[len(m.materials) for m in meshes[:-1]]]).cumsum(0).to(device)
+
+    def cat(key: str, width: int, fill: float) -> torch.Tensor | None:
+        parts = [getattr(m, key) for m in meshes]
+        if all(t is None for t in parts):
+            return None
+        return torch.cat([t if t is not None else torch.full((n, width), fill, device=device)
+                          for t, n in zip(parts, n_vertices, strict=True)])
+
+    colored = [m.colors is not None for m in meshes]
+    mesh = RenderMesh.__new__(RenderMesh)  # the parts were validated one by one; skip the checks and their syncs
+    mesh.vertices = torch.cat([m.vertices for m in meshes])
+    mesh.faces = torch.cat([m.faces for m in meshes]) + vertex_start[face_image][:, None]
+    mesh.materials = [material for m in meshes for material in m.materials]
+    mesh.face_materials = torch.cat([m.face_materials for m in meshes]) + material_start[face_image]
+    mesh.uvs, mesh.normals, mesh.colors = cat("uvs", 2, 0.0), cat("normals", 3, 0.0), cat("colors", 4, 1.0)
+    has_colors = None if all(colored) or not any(colored) else torch.tensor(colored, device=device)
+    return _Batch(mesh, face_image, has_colors)
+
+
+def _surface(
+    mesh: RenderMesh,
+    face: torch.Tensor,
+    bary: torch.Tensor,
+    eye: torch.Tensor,
+    has_colors: torch.Tensor | None = None,
+) -> _Surface:
+    """Interpolate the mesh at `N` fragments (`face [N]`, perspective-correct `bary [N, 3]`) seen from `eye`
+    (`[3]`, or `[N, 3]` per fragment); `has_colors [N]`: the fragments whose mesh has vertex colours (None: all)."""
     corners = mesh.faces[face]  # (N, 3) vertex ids
 
     def interp(attr: torch.Tensor) -> torch.Tensor:
@@ -203,38 +261,79 @@ def _surface(mesh: RenderMesh, face: torch.Tensor, bary: torch.Tensor, eye: torc
     uv = interp(mesh.uvs) if mesh.uvs is not None else torch.zeros(face.shape[0], 2, device=face.device)
     base, metallic, roughness = _materials_at(mesh.materials, mesh.face_materials[face], uv)
     if mesh.colors is not None:
-        base = base * srgb_to_linear(interp(mesh.colors)[:, :3].clamp(0, 1))
+        tinted = base * srgb_to_linear(interp(mesh.colors)[:, :3].clamp(0, 1))
+        base = tinted if has_colors is None else torch.where(has_colors[:, None], tinted, base)
     return _Surface(position=position, normal=normal, base_color=base, metallic=metallic, roughness=roughness)
 
 
-def _point_lights(mesh: RenderMesh, camera: Camera, lighting: Lighting) -> tuple[torch.Tensor, torch.Tensor]:
-    """Light positions `[L, 3]` (render frame) and intensities `[L, 3]` giving `light_colors` at the centre."""
-    lo, hi = mesh.bounds()
-    centre = (lo + hi) / 2
-    radius = (mesh.vertices - centre).norm(dim=-1).max().clamp(min=1e-6)
-    rot = camera.c2w()[:3, :3].to(device=mesh.device, dtype=torch.float32)
-    distance = lighting.light_distances * radius
-    positions = centre + (lighting.light_directions @ rot.T) * distance[:, None]
-    return positions, lighting.light_colors * (distance * distance)[:, None]
+def _point_lights(
+    meshes: list[RenderMesh], cameras: list[Camera], lightings: list[Lighting], batch: _Batch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Light positions and intensities `[B, L, 3]` (render frame) giving `light_colors` at each mesh's centre.
+
+    Items with fewer than `L` (the most of any item) lights get lights of intensity 0, which add exactly 0.
+    The per-light offsets from the centre are computed on the CPU (a few numbers per item); the centres (of the
+    bounds) and the bounding radii on the meshes' device.
+    """
+    device = batch.mesh.device
+    count = max(len(lighting.light_distances) for lighting in lightings)
+    offsets = torch.zeros(len(meshes), count, 3)
+    colors = torch.zeros(len(meshes), count, 3)
+    for n, (camera, lighting) in enumerate(zip(cameras, lightings, strict=True)):
+        rot = camera.c2w()[:3, :3].float()
+        lights = len(lighting.light_distances)
+        offsets[n, :lights] = (lighting.light_directions @ rot.T) * lighting.light_distances[:, None]
+        colors[n, :lights] = lighting.light_colors * (lighting.light_distances**2)[:, None]
+    if batch.face_image is None:
+        lo, hi = batch.mesh.bounds()
+        centre = ((lo + hi) / 2)[None]
+        radius = (batch.mesh.vertices - centre).norm(dim=-1).max()[None]
+    else:
+        used = batch.mesh.faces.flatten()
+        owner = batch.face_image.repeat_interleave(3)
+        init = torch.full((len(meshes), 3), float("inf"), device=device)
+        lo = init.scatter_reduce(0, owner[:, None].expand(-1, 3), batch.mesh.vertices[used], reduce="amin")
+        hi = (-init).scatter_reduce(0, owner[:, None].expand(-1, 3), batch.mesh.vertices[used], reduce="amax")
+        centre = (lo + hi) / 2
+        vertex_image = torch.repeat_interleave(torch.arange(len(meshes), device=device),
+                                               torch.tensor([m.vertices.shape[0] for m in meshes], device=device))
+        distance = (batch.mesh.vertices - centre[vertex_image]).norm(dim=-1)
+        radius = torch.zeros(len(meshes), device=device).scatter_reduce(0, vertex_image, distance, reduce="amax")
+    radius = radius.clamp(min=1e-6)[:, None, None]
+    scale = torch.stack([radius, radius * radius])  # positions scale with r, intensities with r^2
+    lights = torch.stack([offsets, colors]).to(device)
+    return centre[:, None] + lights[0] * scale[0], lights[1] * scale[1]
 
 
-def _box_sum(values: torch.Tensor, index: torch.Tensor, size: int, factor: int) -> torch.Tensor:
-    """Scatter `values [N, C]` to samples `index [N]` of a `(size * factor)^2` grid; sum factor x factor blocks.
+def _box_sum(values: torch.Tensor, index: torch.Tensor, images: int, size: int, factor: int) -> torch.Tensor:
+    """Scatter `values [N, C]` to samples `index [N]` of `images` stacked `(size * factor)^2` grids; sum each
+    factor x factor block, always in the same order (row by row), so a pixel's sum does not depend on `images`.
 
-    Returns `[size, size, C]`.
+    Returns `[images, size, size, C]`.
     """
     hi = size * factor
-    dense = torch.zeros(hi * hi, values.shape[1], dtype=values.dtype, device=values.device)
+    dense = torch.zeros(images * hi * hi, values.shape[1], dtype=values.dtype, device=values.device)
     dense[index] = values
-    return dense.view(size, factor, size, factor, -1).sum(dim=(1, 3))
+    blocks = dense.view(images * size, factor, size, factor, -1)
+    total = blocks[:, 0, :, 0]
+    for i in range(factor):
+        for j in range(factor):
+            if i or j:
+                total = total + blocks[:, i, :, j]
+    return total.view(images, size, size, -1)
 
 
-def _nearest_face(face_hi: torch.Tensor, depth_hi: torch.Tensor, size: int, factor: int) -> torch.Tensor:
-    """Per pixel, the face of the covered sample nearest to the camera; `[size, size] int64`, -1 if none."""
+def _nearest_face(face_hi: torch.Tensor, depth_hi: torch.Tensor, images: int, size: int, factor: int) -> torch.Tensor:
+    """Per pixel, the face of the covered sample nearest to the camera; `[images, size, size] int64`, -1 if none."""
     depth = torch.where(face_hi >= 0, depth_hi, torch.full_like(depth_hi, float("inf")))
-    blocks = depth.view(size, factor, size, factor).permute(0, 2, 1, 3).reshape(size, size, -1)
-    faces = face_hi.view(size, factor, size, factor).permute(0, 2, 1, 3).reshape(size, size, -1)
+    shape, order = (images, size, factor, size, factor), (0, 1, 3, 2, 4)
+    blocks = depth.view(shape).permute(order).reshape(images, size, size, -1)
+    faces = face_hi.view(shape).permute(order).reshape(images, size, size, -1)
     return faces.gather(-1, blocks.argmin(dim=-1, keepdim=True))[..., 0]
+
+
+RenderItem = tuple[RenderMesh, Camera, "Lighting | None"]
+"""`(mesh, camera, lighting)` of one render in `render_meshes`; lighting None = `default_lighting()`."""
 
 
 def render_mesh(
@@ -244,6 +343,7 @@ def render_mesh(
     *,
     supersample: int = 2,
     max_candidates: int = 1 << 21,
+    gbuffers: bool = True,
 ) -> RenderOutput:
     """Render a textured PBR mesh.
 
@@ -254,28 +354,75 @@ def render_mesh(
         supersample: samples per pixel along each axis (2 -> 4 samples); 1 gives aliased edges but G-buffers at
             exact pixel centres.
         max_candidates: rasteriser batch size (peak memory about 60 bytes per candidate sample).
+        gbuffers: False renders the RGBA only (the other fields of the output are None): less work and memory
+            when only the image is wanted (training samples).
 
     Returns:
         A `RenderOutput` (see its fields for encodings).
     """
+    return render_meshes([(mesh, camera, lighting)], supersample=supersample, max_candidates=max_candidates,
+                         gbuffers=gbuffers)[0]
+
+
+def render_meshes(
+    items: list[RenderItem],
+    *,
+    supersample: int = 2,
+    max_candidates: int = 1 << 21,
+    gbuffers: bool = True,
+) -> list[RenderOutput]:
+    """Render several `(mesh, camera, lighting)` items of one image size in one pass (`render_mesh` of each).
+
+    The meshes are concatenated, rasterised into a stack of images (`rasterize(..., face_image=)`) and shaded
+    together, so the kernel launches and host syncs of a render are shared by all items. Every item is computed
+    with the arithmetic of its own render; on a GPU the outputs are those of one `render_mesh` per item, bit
+    for bit. On the CPU a few transcendental functions (`pow`, `exp`) are vectorised with a differently rounded
+    tail, so a batched item can differ from its lone render in the last bit of some pixels.
+
+    Args:
+        items: the renders; all meshes on one device, all cameras of one image size.
+        supersample, max_candidates, gbuffers: as in `render_mesh`.
+
+    Returns:
+        One `RenderOutput` per item, in order.
+    """
     if not (isinstance(supersample, int) and 1 <= supersample <= 8):
         raise InputError(f"supersample must be an int in [1, 8], got {supersample!r}")
-    device = mesh.device
-    lighting = lighting_to(lighting if lighting is not None else default_lighting(), device)
-    size, ss = camera.size, supersample
-    uv, depth = camera.with_size(size * ss).project(mesh.vertices)
-    frags = rasterize(
-        torch.cat([uv, depth[:, None]], dim=-1),
-        mesh.faces,
-        size * ss,
-        size * ss,
-        max_candidates=max_candidates,
-    )
+    if not items:
+        return []
+    meshes = [mesh for mesh, _, _ in items]
+    cameras = [camera for _, camera, _ in items]
+    lightings = [lighting if lighting is not None else default_lighting() for _, _, lighting in items]
+    device, size, ss, images = meshes[0].device, cameras[0].size, supersample, len(items)
+    if any(m.device != device for m in meshes) or any(c.size != size for c in cameras):
+        raise InputError("render_meshes needs all meshes on one device and all cameras of one image size; "
+                         f"got devices {sorted({str(m.device) for m in meshes})}, sizes "
+                         f"{sorted({c.size for c in cameras})}: render the groups separately")
+    batch = _concat(meshes)
+    screen = []
+    for mesh, camera in zip(meshes, cameras, strict=True):
+        uv, depth = camera.with_size(size * ss).project(mesh.vertices)
+        screen.append(torch.cat([uv, depth[:, None]], dim=-1))
+    frags = rasterize(torch.cat(screen) if images > 1 else screen[0], batch.mesh.faces, size * ss, size * ss,
+                      max_candidates=max_candidates, face_image=batch.face_image, images=images)
     face_hi, depth_hi = frags.face_id.flatten(), frags.depth.flatten()
     pix = torch.nonzero(face_hi >= 0).flatten()
-    eye = camera.center.to(device)
-    surf = _surface(mesh, face_hi[pix], frags.bary.view(-1, 3)[pix], eye)
-    light_positions, light_colors = _point_lights(mesh, camera, lighting)
+    image = None if images == 1 else pix // (size * ss) ** 2  # the item of each fragment
+    eyes = torch.stack([camera.center for camera in cameras]).to(device)
+    eye = eyes[0] if image is None else eyes[image]
+    face = face_hi[pix]
+    has_colors = None if batch.has_colors is None else batch.has_colors[image]
+    surf = _surface(batch.mesh, face, frags.bary.view(-1, 3)[pix], eye, has_colors)
+    light_positions, light_colors = _point_lights(meshes, cameras, lightings, batch)
+    if image is None:
+        lighting = lighting_to(lightings[0], device)
+        light_positions, light_colors = light_positions[0], light_colors[0]
+    else:  # per-fragment environment, exposure and lights
+        environment = torch.stack([torch.stack([lt.sky, lt.ground, lt.up]) for lt in lightings]).to(device)
+        exposure = torch.tensor([[lt.exposure] for lt in lightings], device=device)[image]
+        sky, ground, up = environment[image].unbind(1)
+        lighting = replace(lightings[0], sky=sky, ground=ground, up=up, exposure=exposure)
+        light_positions, light_colors = light_positions[image].unbind(1), light_colors[image].unbind(1)
     radiance = shade(
         surf.position,
         surf.normal,
@@ -288,31 +435,34 @@ def render_mesh(
         light_colors,
     )
     ones = torch.ones_like(surf.metallic)[:, None]
-    packed = torch.cat(
-        [
-            tone_map(radiance),
-            ones,
-            depth_hi[pix, None],
-            surf.normal,
-            surf.base_color,
-            surf.metallic[:, None],
-            surf.roughness[:, None],
-        ],
-        dim=-1,
-    )  # (N, 13): rgb, 1, depth, normal, base colour, metallic, roughness
-    sums = _box_sum(packed, pix, size, ss)  # (S, S, 13)
+    channels = [tone_map(radiance), ones]
+    if gbuffers:  # rgb, 1, depth, normal, base colour, metallic, roughness
+        channels += [depth_hi[pix, None], surf.normal, surf.base_color, surf.metallic[:, None],
+                     surf.roughness[:, None]]
+    sums = _box_sum(torch.cat(channels, dim=-1), pix, images, size, ss)  # (B, S, S, 4 or 13)
     count = sums[..., 3:4]
+    alpha = count / (ss * ss)
+    rgba = torch.cat([linear_to_srgb(sums[..., :3] / (ss * ss)), alpha], dim=-1)
+    if not gbuffers:
+        return [RenderOutput(rgba=rgba[n], depth=None, normals=None, base_color=None, metallic=None,
+                             roughness=None, face_id=None) for n in range(images)]
     mean = sums / count.clamp(min=1.0)
     covered = count > 0
-    alpha = count / (ss * ss)
-    rgb = linear_to_srgb(sums[..., :3] / (ss * ss))
     normals = F.normalize(mean[..., 5:8], dim=-1) * covered
-    return RenderOutput(
-        rgba=torch.cat([rgb, alpha], dim=-1),
-        depth=mean[..., 4],
-        normals=normals,
-        base_color=linear_to_srgb(mean[..., 8:11]) * covered,
-        metallic=mean[..., 11],
-        roughness=mean[..., 12],
-        face_id=_nearest_face(face_hi, depth_hi, size, ss),
-    )
+    base_color = linear_to_srgb(mean[..., 8:11]) * covered
+    face_id = _nearest_face(face_hi, depth_hi, images, size, ss)
+    if images > 1:  # the item's own face numbers
+        first = torch.tensor([0, *[m.faces.shape[0] for m in meshes[:-1]]], device=device).cumsum(0)
+        face_id = torch.where(face_id >= 0, face_id - first[:, None, None], face_id)
+    return [
+        RenderOutput(
+            rgba=rgba[n],
+            depth=mean[n, ..., 4],
+            normals=normals[n],
+            base_color=base_color[n],
+            metallic=mean[n, ..., 11],
+            roughness=mean[n, ..., 12],
+            face_id=face_id[n],
+        )
+        for n in range(images)
+    ]

@@ -176,8 +176,11 @@ def shade(
         base_color: `[N, 3]` linear albedo.
         metallic, roughness: `[N]` in [0, 1].
         lighting: environment (on the same device).
-        light_positions: `[L, 3]` point lights, render frame.
-        light_colors: `[L, 3]` point-light intensities: the irradiance at `p` is `light_colors / |p - light|^2`.
+        light_positions: `[L, 3]` point lights, render frame (or `L` tensors `[N, 3]`: per-point lights).
+        light_colors: `[L, 3]` point-light intensities: the irradiance at `p` is `light_colors / |p - light|^2`
+            (or `L` tensors `[N, 3]`).
+
+    `lighting`'s sky, ground and up may be `[N, 3]` and its exposure `[N, 1]` (per point: `render_meshes`).
     """
     view = F.normalize(eye - position, dim=-1)
     n_dot_v = _dot(normal, view).clamp(min=1e-4)
