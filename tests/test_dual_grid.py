@@ -440,3 +440,30 @@ def test_bad_item_is_named_by_its_index():
     assert caught.value.item == 0
     with pytest.raises(InputError, match="one per item"):
         meshes_to_voxels([(good, None)], R, material_caches=[{}, {}])
+
+
+def test_untouched_voxels_take_the_nearest_touched_voxel_of_their_own_item() -> None:
+    # Two items on an R = 16 grid (sorted by item, then key). Item 0: a touched row along x with an untouched
+    # voxel above its middle (face neighbour) and one diagonal to its end (corner neighbour only); item 1: one
+    # touched voxel and an untouched voxel four cells away (no neighbour: the KD-tree fallback), which must
+    # not take item 0's voxels although those sit nearer in space.
+    r = 16
+    rows = [(0, (x, 5, 5), True) for x in range(3, 8)] + [(0, (5, 6, 5), False), (0, (8, 6, 6), False)]
+    rows += [(1, (5, 9, 5), True), (1, (5, 5, 5), False)]
+    rows.sort(key=lambda row: (row[0], (row[1][0] * r + row[1][1]) * r + row[1][2]))
+    coords = torch.tensor([c for _, c, _ in rows], dtype=torch.int32)
+    view = torch.tensor([v for v, _, _ in rows])
+    has = torch.tensor([h for _, _, h in rows])
+    attrs = torch.zeros(len(rows), 6)
+    attrs[has] = torch.arange(int(has.sum()) * 6, dtype=torch.float32).view(-1, 6) + 1
+    voxels = SparseVoxels(coords, torch.full((len(rows), 3), 0.5), torch.zeros(len(rows), 3, dtype=torch.int8),
+                          attrs.clone(), r)
+    dual_grid._fill_untouched(voxels, has, view)
+
+    def attrs_at(item: int, c: tuple[int, int, int]) -> torch.Tensor:
+        return voxels.attrs[[n for n, (v, cc, _) in enumerate(rows) if (v, cc) == (item, c)][0]]
+
+    assert torch.equal(voxels.attrs[has], attrs[has])  # touched voxels keep theirs
+    assert torch.equal(attrs_at(0, (5, 6, 5)), attrs_at(0, (5, 5, 5)))  # the face neighbour below
+    assert torch.equal(attrs_at(0, (8, 6, 6)), attrs_at(0, (7, 5, 5)))  # the corner neighbour
+    assert torch.equal(attrs_at(1, (5, 5, 5)), attrs_at(1, (5, 9, 5)))  # its own item's only voxel

@@ -279,7 +279,7 @@ def align_views(
                 outputs = render_meshes([(requests[n].mesh, drawn[n][0].camera, drawn[n][1]) for n in group],
                                         gbuffers=False)
                 rgba = torch.stack([out.rgba for out in outputs])
-                rgba = (rgba.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+                rgba = to_host([[(rgba.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)]])[0][0].numpy()
             for n, image in zip(group, rgba, strict=True):
                 aligned = _align(requests[n], drawn[n][0].camera, image, image_size, limit, attempt, timings)
                 if aligned is None:
@@ -395,13 +395,22 @@ class AssetViews:
     material_cache: dict | None = None
 
 
-def _own_cpu_copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The tensors (same trailing shape and dtype) on the CPU, each with its own storage; from a GPU in one copy
-    (one host sync for all, not one per tensor)."""
-    if all(t.device.type == "cpu" for t in tensors):
-        return tensors
-    sizes = [t.shape[0] for t in tensors]
-    return [t.clone() for t in torch.cat(tensors).cpu().split(sizes)]
+def to_host(groups: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
+    """Groups of tensors (within a group: same trailing shape and dtype) on the CPU, each with its own storage.
+
+    From a GPU, each group is concatenated and copied into pinned host memory asynchronously, and all groups
+    wait for one host sync (pageable copies would each block and run at a fraction of the bus speed); then the
+    group is split into its tensors' own storage (shards refuse tensors that share memory).
+    """
+    if all(t.device.type == "cpu" for group in groups for t in group):
+        return groups
+    staged = []
+    for group in groups:
+        flat = torch.cat(group)
+        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+        staged.append((host.copy_(flat, non_blocking=True), [t.shape[0] for t in group]))
+    torch.cuda.synchronize()
+    return [[t.clone() for t in host.split(sizes)] for host, sizes in staged]
 
 
 def voxelise_assets(
@@ -441,9 +450,10 @@ def voxelise_assets(
     if timings is not None:  # attributes were timed inside the voxelisation
         timings["voxelise"] -= timings.get("attributes", 0.0) - attributes_before
     with timed(timings, "coarse", device):
-        coarse_voxels = _own_cpu_copies(coarse_occupancy([v.coords for v in voxels], resolution, coarse))
+        coarse_voxels = coarse_occupancy([v.coords for v in voxels], resolution, coarse)
     with timed(timings, "voxelise", device):
-        fields = [_own_cpu_copies([getattr(v, name) for v in voxels]) for name in ("coords", "vertex", "edges", "attrs")]
+        coarse_voxels, *fields = to_host([coarse_voxels] + [[getattr(v, name) for v in voxels]
+                                                            for name in ("coords", "vertex", "edges", "attrs")])
     samples: list[list[Sample]] = [[] for _ in assets]
     views = [view for asset in assets for view in asset.views]
     for n, (aligned, index) in enumerate(zip(views, owner, strict=True)):

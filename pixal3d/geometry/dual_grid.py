@@ -33,6 +33,7 @@ from pixal3d.geometry.intersect import (
     closest_point_barycentric,
     edge_crossings,
     grid_keys,
+    lookup_keys,
     merge_crossings,
     subdivide_triangles,
     triangle_box_overlap,
@@ -571,9 +572,39 @@ def _assemble(
     return results
 
 
+_NEIGHBOURS = sorted(
+    ((i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) != (0, 0, 0)),
+    key=lambda o: (sum(abs(x) for x in o), o),
+)
+"""The 26 neighbour offsets of a voxel, nearest first (6 faces, 12 edges, 8 corners; ties in a fixed order)."""
+
+
 def _fill_untouched(voxels: SparseVoxels, has: torch.Tensor, view: torch.Tensor) -> None:
-    """Give voxels that touch no triangle (`~has`) attributes interpolated from the touched voxels of their own
-    item (`view [N]`), in place: all items in one `sample_attributes` call."""
-    v, missing = voxels, ~has
-    known = SparseVoxels(v.coords[has], v.vertex[has], v.edges[has], v.attrs[has], v.resolution)
-    v.attrs[missing] = sample_attributes(known, voxel_centres(v.coords[missing], v.resolution), (view[has], view[missing]))
+    """Give voxels that touch no triangle (`~has`) the attributes of the nearest touched voxel of their own item
+    (`view [N]`), in place.
+
+    The 26 neighbours are looked up on the voxels' device in one pass (all items at once, the item in the high
+    part of the key), the nearest found wins (face, then edge, then corner neighbours, ties in `_NEIGHBOURS`
+    order); a voxel with no touched neighbour (rare: these voxels sit beside crossed edges, next to the
+    surface) falls back to the nearest touched voxel of its item by a KD-tree (`sample_attributes`).
+    """
+    r, v = voxels.resolution, voxels
+    coords = v.coords.long()
+    known_keys = view[has] * r**3 + grid_keys(coords[has], r)  # sorted: voxels are sorted by (item, key)
+    known_attrs = v.attrs[has]
+    missing = ~has
+    offsets = torch.tensor(_NEIGHBOURS, device=coords.device)  # (26, 3)
+    around = coords[missing][:, None] + offsets  # (M, 26, 3)
+    inside = ((around >= 0) & (around < r)).all(dim=-1)
+    query = view[missing][:, None] * r**3 + grid_keys(around.clamp(0, r - 1).reshape(-1, 3), r).view(around.shape[:2])
+    index, found = lookup_keys(known_keys, query)
+    found &= inside
+    first = found.to(torch.uint8).argmax(dim=1)  # the nearest neighbour found (0 when none)
+    nearest = index.gather(1, first[:, None])[:, 0]
+    filled = known_attrs[nearest]
+    lonely = ~found.any(dim=1)
+    if bool(lonely.any()):
+        known = SparseVoxels(v.coords[has], v.vertex[has], v.edges[has], known_attrs, v.resolution)
+        rest = torch.nonzero(missing).squeeze(1)[lonely]
+        filled[lonely] = sample_attributes(known, voxel_centres(v.coords[rest], v.resolution), (view[has], view[rest]))
+    v.attrs[missing] = filled

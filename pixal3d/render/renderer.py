@@ -163,7 +163,7 @@ def _materials_at(
     device = uv.device
     order = torch.argsort(material_id, stable=True)
     mid, uv = material_id[order], uv[order]
-    factors = torch.stack([m.base_color_factor[:3] for m in materials]).to(device)[mid]  # (N, 3)
+    factors = torch.stack([m.base_color_factor[:3].to(device) for m in materials])[mid]  # (N, 3)
     scalars = torch.tensor([[m.metallic_factor, m.roughness_factor] for m in materials], device=device)
     metallic, roughness = scalars[mid].unbind(1)
     base = factors
