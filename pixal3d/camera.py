@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pixal3d.errors import InputError
+from pixal3d.transfer import to_device
 
 
 def default_distance(fov: float | torch.Tensor) -> float | torch.Tensor:
@@ -83,7 +84,7 @@ def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = N
 
 def transform_points(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Apply a `[4, 4]` affine matrix to `points [..., 3]`; returns `[..., 3]` in the points' dtype."""
-    m = matrix.to(device=points.device, dtype=points.dtype)
+    m = to_device(matrix.to(dtype=points.dtype), points.device)
     return points @ m[:3, :3].T + m[:3, 3]
 
 

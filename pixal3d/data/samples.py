@@ -46,6 +46,7 @@ from pixal3d.render import (
     render_meshes,
     sample_view,
 )
+from pixal3d.transfer import to_device, to_host
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def coarse_occupancy(coords: list[torch.Tensor], resolution: int, coarse: int) -
         return []
     c3, device = coarse**3, coords[0].device
     sizes = [int(c.shape[0]) for c in coords]
-    owner = torch.repeat_interleave(torch.arange(len(coords), device=device), torch.as_tensor(sizes, device=device),
+    owner = torch.repeat_interleave(torch.arange(len(coords), device=device), to_device(sizes, device),
                                     output_size=sum(sizes))
     c = torch.cat(coords).long() // (resolution // coarse)
     keys = torch.unique(owner * c3 + (c[:, 0] * coarse + c[:, 1]) * coarse + c[:, 2])
@@ -393,24 +394,6 @@ class AssetViews:
     views: list[AlignedView]
     asset_id: str = "asset"
     material_cache: dict | None = None
-
-
-def to_host(groups: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
-    """Groups of tensors (within a group: same trailing shape and dtype) on the CPU, each with its own storage.
-
-    From a GPU, each group is concatenated and copied into pinned host memory asynchronously, and all groups
-    wait for one host sync (pageable copies would each block and run at a fraction of the bus speed); then the
-    group is split into its tensors' own storage (shards refuse tensors that share memory).
-    """
-    if all(t.device.type == "cpu" for group in groups for t in group):
-        return groups
-    staged = []
-    for group in groups:
-        flat = torch.cat(group)
-        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
-        staged.append((host.copy_(flat, non_blocking=True), [t.shape[0] for t in group]))
-    torch.cuda.synchronize()
-    return [[t.clone() for t in host.split(sizes)] for host, sizes in staged]
 
 
 def voxelise_assets(

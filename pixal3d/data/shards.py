@@ -260,9 +260,9 @@ def align_units(
             with timed(timings, "generate", device):
                 scene = load_source(unit.source)
             with timed(timings, "render_mesh", device):
-                mesh = mesh_from_trimesh(scene, device=device)
-            with timed(timings, "view", device):
+                mesh = mesh_from_trimesh(scene)  # built on the host: its points need no copy back
                 points = used_points(mesh)
+                mesh = mesh.to(device)
         except InputError as err:
             loaded.append(err)
             continue

@@ -41,6 +41,7 @@ from pixal3d.geometry.intersect import (
 from pixal3d.geometry.materials import MaterialTables
 from pixal3d.geometry.part_materials import PartMaterials, part_materials
 from pixal3d.geometry.voxels import SparseVoxels
+from pixal3d.transfer import to_device
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def _batch(grid: torch.Tensor, faces: list[int]) -> _Batch:
     """Subdivide `[sum(faces), 3, 3]` grid-unit triangles (item-major, `faces[v]` per item) and cut the rows into
     groups (`_Batch`)."""
     views, device = len(faces), grid.device
-    face_offsets = torch.as_tensor(np.cumsum([0] + faces), device=device)
+    face_offsets = to_device(np.cumsum([0] + faces), device)
     sub, source, bary = subdivide_triangles(grid, MAX_SUB_EDGE)
     view = torch.searchsorted(face_offsets, source, right=True) - 1
     if views > 1:  # subdivision emits rows round by round; a stable sort by item restores each item's order
@@ -260,12 +261,12 @@ def _batch(grid: torch.Tensor, faces: list[int]) -> _Batch:
     first_group = np.cumsum([0] + chunks)
     first_row = np.cumsum([0] + counts)
     row = torch.arange(sub.shape[0], device=device)
-    starts = torch.as_tensor(first_row[:-1], device=device)
-    offsets = torch.as_tensor(first_group[:-1], device=device)
+    starts = to_device(first_row[:-1], device)
+    offsets = to_device(first_group[:-1], device)
     group = offsets[view] + torch.div(row - starts[view], CHUNK_TRIANGLES, rounding_mode="floor")
     sizes = [min(CHUNK_TRIANGLES, c - k * CHUNK_TRIANGLES) for c, n in zip(counts, chunks, strict=True) for k in range(n)]
     group_view = np.repeat(np.arange(views), chunks)
-    return _Batch(sub, source, bary, group, torch.as_tensor(group_view, device=device), group_view.tolist(), sizes,
+    return _Batch(sub, source, bary, group, to_device(group_view, device), group_view.tolist(), sizes,
                   face_offsets, views)
 
 
@@ -474,7 +475,7 @@ def meshes_to_voxels(
     if len(items) * 3 * r3 * sum(faces) >= 2**62:
         raise InputError(f"{len(items)} items with {sum(faces)} faces at R={resolution} overflow the edge keys; "
                          "voxelise fewer items per call")
-    grid = torch.from_numpy(np.concatenate(triangles)).to(device=device, dtype=torch.float32)
+    grid = to_device(np.concatenate(triangles).astype(np.float32, copy=False), device)
     batch = _batch(grid, faces)
     materials = None
     if with_attributes:
@@ -593,7 +594,7 @@ def _fill_untouched(voxels: SparseVoxels, has: torch.Tensor, view: torch.Tensor)
     known_keys = view[has] * r**3 + grid_keys(coords[has], r)  # sorted: voxels are sorted by (item, key)
     known_attrs = v.attrs[has]
     missing = ~has
-    offsets = torch.tensor(_NEIGHBOURS, device=coords.device)  # (26, 3)
+    offsets = to_device(_NEIGHBOURS, coords.device)  # (26, 3)
     around = coords[missing][:, None] + offsets  # (M, 26, 3)
     inside = ((around >= 0) & (around < r)).all(dim=-1)
     query = view[missing][:, None] * r**3 + grid_keys(around.clamp(0, r - 1).reshape(-1, 3), r).view(around.shape[:2])

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import trimesh
 
+from pixal3d.transfer import to_device
+
 DEFAULT_BASE_COLOR = (0.8, 0.8, 0.8)
 DEFAULT_ROUGHNESS = 0.5
 Wrap = Literal["repeat", "clamp"]
@@ -69,7 +71,7 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
 def image_to_tensor(image, mode: str, device: torch.device) -> torch.Tensor:
     """A PIL image as `[H, W, C]` float32 in [0, 1] (C = len(mode)); top row first."""
     array = np.asarray(image.convert(mode), dtype=np.float32) / 255.0
-    return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy()).to(device)
+    return to_device(torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy()), device)
 
 
 def sample_texture(texture: torch.Tensor, uv: torch.Tensor, wrap: Wrap = "repeat") -> torch.Tensor:
@@ -93,13 +95,13 @@ def _rgba(color, device: torch.device) -> torch.Tensor:
     """trimesh colours (uint8 RGBA as trimesh stores them, or floats in [0, 1]) as float32 in [0, 1]."""
     array = np.asarray(color)
     scale = 255.0 if array.dtype.kind in "ui" else 1.0
-    return torch.from_numpy(array.astype(np.float32) / scale).to(device)
+    return to_device(torch.from_numpy(array.astype(np.float32) / scale), device)
 
 
 def material_tables(mesh: trimesh.Trimesh, device: torch.device | str = "cpu") -> MaterialTables:
     """Read a mesh's visual into `MaterialTables` (see the module docstring for what is supported)."""
     device = torch.device(device)
-    faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long, device=device)
+    faces = to_device(np.asarray(mesh.faces, dtype=np.int64), device)
     visual = mesh.visual
     if isinstance(visual, trimesh.visual.ColorVisuals):
         if visual.kind == "vertex":
@@ -111,7 +113,7 @@ def material_tables(mesh: trimesh.Trimesh, device: torch.device | str = "cpu") -
         return MaterialTables(faces=faces)
     uv = None
     if visual.uv is not None and len(visual.uv) == len(mesh.vertices):
-        uv = torch.as_tensor(np.asarray(visual.uv, dtype=np.float32), device=device)
+        uv = to_device(np.asarray(visual.uv, dtype=np.float32), device)
     material = visual.material
     if isinstance(material, trimesh.visual.material.PBRMaterial):
         return _pbr_tables(material, faces, uv, device)
@@ -124,7 +126,7 @@ def _pbr_tables(
     material, faces: torch.Tensor, uv: torch.Tensor | None, device: torch.device
 ) -> MaterialTables:
     factor = material.baseColorFactor
-    base_factor = tuple(_rgba(factor, device).tolist()) if factor is not None else (1.0, 1.0, 1.0, 1.0)
+    base_factor = tuple(_rgba(factor, torch.device("cpu")).tolist()) if factor is not None else (1.0, 1.0, 1.0, 1.0)
     has_uv = uv is not None
     base = material.baseColorTexture
     mr = material.metallicRoughnessTexture
@@ -156,7 +158,7 @@ def _simple_tables(
         faces=faces,
         uv=uv,
         base_texture=image_to_tensor(image, "RGBA", device) if image is not None and uv is not None else None,
-        base_factor=tuple(_rgba(material.diffuse, device).tolist()),
+        base_factor=tuple(_rgba(material.diffuse, torch.device("cpu")).tolist()),
         roughness=roughness,
     )
 
@@ -178,7 +180,7 @@ class _FlatTextures:
         sizes = [(t.shape[0], t.shape[1]) if t is not None else (1, 1) for t in textures]
         start = np.cumsum([0] + [h * w for h, w in sizes])[:-1]
         height, width = zip(*sizes, strict=True)
-        return cls(_cat(blocks), *(torch.as_tensor(np.asarray(v), device=device) for v in (start, height, width)))
+        return cls(_cat(blocks), *(to_device(np.asarray(v, dtype=np.int64), device) for v in (start, height, width)))
 
     def sample(self, table: torch.Tensor, uv: torch.Tensor, repeat: torch.Tensor) -> torch.Tensor:
         """`sample_texture` of each point's table: `[M, C]` at `uv [M, 2]`, `repeat [M]` bool (else clamp)."""
@@ -252,11 +254,11 @@ def fuse_materials(tables: list[MaterialTables]) -> FusedMaterials:
              for t, v in zip(tables, first_vertex, strict=False)]
     if len(tables) == 1:
         faces = [tables[0].faces if has["base"][0] or has["mr"][0] or has["vertex_rgba"][0] else faces[0]]
-    scalars = torch.tensor([[*t.base_factor, t.metallic, t.roughness, t.alpha_cutoff] for t in tables],
-                           dtype=torch.float32).to(device)
+    scalars = to_device([[*t.base_factor, t.metallic, t.roughness, t.alpha_cutoff] for t in tables], device,
+                        torch.float32)
     return FusedMaterials(
         faces=_cat(faces),
-        face_start=torch.as_tensor(np.cumsum([0] + [len(t.faces) for t in tables])[:-1], device=device),
+        face_start=to_device(np.cumsum([0] + [len(t.faces) for t in tables])[:-1], device),
         uv=_cat([rows(t, t.uv, n, 2) for t, n in zip(tables, counts, strict=True)]),
         vertex_rgba=_cat([rows(t, t.vertex_rgba, n, 4) for t, n in zip(tables, counts, strict=True)])
         if any(has["vertex_rgba"]) else None,
@@ -265,7 +267,7 @@ def fuse_materials(tables: list[MaterialTables]) -> FusedMaterials:
                               device) if any(has["base"]) else None,
         mr=_FlatTextures.of([t.mr_texture if m else None for t, m in zip(tables, has["mr"], strict=True)], 3,
                             device) if any(has["mr"]) else None,
-        flags={k: torch.as_tensor(v, device=device) for k, v in has.items()},
+        flags={k: to_device(v, device) for k, v in has.items()},
         factor=scalars[:, :4], metallic=scalars[:, 4], roughness=scalars[:, 5], alpha_cutoff=scalars[:, 6],
         any_pbr=any(has["pbr"]),
     )

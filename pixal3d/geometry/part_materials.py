@@ -22,6 +22,7 @@ from pixal3d.geometry.materials import (
     sample_material,
     sample_materials,
 )
+from pixal3d.transfer import to_device
 
 
 def _part_tables(
@@ -112,5 +113,5 @@ def part_materials(
     group_parts = [len(per_item[v]) for v in group_view]
     first_run = np.cumsum([0] + group_parts)[:-1] - first_part[group_view]
     group_run_tables = [part_table[first_part[v] + p] for v in group_view for p in range(len(per_item[v]))]
-    return PartMaterials(tables, torch.as_tensor(part_offsets, device=device), torch.as_tensor(part_table, device=device),
-                      torch.as_tensor(first_run, device=device), group_run_tables, fused=device.type != "cpu")
+    return PartMaterials(tables, to_device(part_offsets, device), to_device(part_table, device),
+                         to_device(first_run, device), group_run_tables, fused=device.type != "cpu")

@@ -14,6 +14,7 @@ Alpha / transparency of materials is ignored: every surface is rendered opaque.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field, replace
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from pixal3d.errors import InputError
+from pixal3d.transfer import to_device
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +65,11 @@ class Material:
 
     def to(self, device: torch.device | str) -> Material:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device)
+            return None if t is None else to_device(t, device)
 
         return replace(
             self,
-            base_color_factor=self.base_color_factor.to(device),
+            base_color_factor=to_device(self.base_color_factor, device),
             base_color_texture=move(self.base_color_texture),
             metallic_roughness_texture=move(self.metallic_roughness_texture),
         )
@@ -128,13 +130,26 @@ class RenderMesh:
     def device(self) -> torch.device:
         return self.vertices.device
 
-    def to(self, device: torch.device | str) -> RenderMesh:
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device)
+    @classmethod
+    def unchecked(cls, **fields: object) -> RenderMesh:
+        """A mesh from all seven fields of a valid mesh (e.g. a checked mesh moved or concatenated), without the
+        checks: on a GPU they read values back to the host, which waits for the device."""
+        missing = {f.name for f in dataclasses.fields(cls)} - set(fields)
+        if missing:
+            raise TypeError(f"RenderMesh.unchecked needs every field; missing {sorted(missing)}")
+        mesh = cls.__new__(cls)
+        mesh.__dict__.update(fields)
+        return mesh
 
-        return RenderMesh(
-            vertices=self.vertices.to(device),
-            faces=self.faces.to(device),
+    def to(self, device: torch.device | str) -> RenderMesh:
+        """The mesh on `device` (host to GPU through pinned memory, without a host sync)."""
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else to_device(t, device)
+
+        return RenderMesh.unchecked(
+            vertices=move(self.vertices),
+            faces=move(self.faces),
             materials=[m.to(device) for m in self.materials],
             face_materials=move(self.face_materials),
             uvs=move(self.uvs),
@@ -162,7 +177,7 @@ def _image_tensor(image: object, device: torch.device | str) -> torch.Tensor | N
     if image is None:
         return None
     arr = np.asarray(image.convert("RGBA"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).to(device)
+    return to_device(torch.from_numpy(arr.copy()), device)
 
 
 def _material_from_trimesh(material: object, device: torch.device | str) -> Material:
@@ -181,7 +196,7 @@ def _material_from_trimesh(material: object, device: torch.device | str) -> Mate
     roughness = material.roughnessFactor
     mr_texture = _image_tensor(material.metallicRoughnessTexture, device)
     return Material(
-        base_color_factor=factor.to(device),
+        base_color_factor=to_device(factor, device),
         base_color_texture=_image_tensor(material.baseColorTexture, device),
         # glTF defaults: factors 1.0 (so a bare texture is used as is); with neither, metallic 1 is the spec
         # default but nearly every such asset is meant as a dielectric, so no texture -> metallic 0.
@@ -265,7 +280,7 @@ def mesh_from_trimesh(scene_or_mesh: object, device: torch.device | str = "cpu")
     parts = [p for p in _scene_parts(scene_or_mesh) if len(p.faces) > 0]
     if not parts:
         raise InputError("the asset has no triangle faces to render")
-    converted = [_part_from_trimesh(p, device) for p in parts]
+    converted = [_part_from_trimesh(p, "cpu") for p in parts]  # built and checked on the host, then moved
     offsets = np.cumsum([0] + [len(c[0]["vertices"]) for c in converted])
     cat = {key: torch.cat([c[0][key] for c in converted]) for key in ("vertices", "normals", "uvs", "colors")}
     faces = torch.cat([c[0]["faces"] + int(o) for c, o in zip(converted, offsets[:-1], strict=True)])
@@ -277,12 +292,13 @@ def mesh_from_trimesh(scene_or_mesh: object, device: torch.device | str = "cpu")
         m.base_color_texture is not None or m.metallic_roughness_texture is not None for _, m in converted
     )
     normals = torch.nn.functional.normalize(cat["normals"], dim=-1)
-    return RenderMesh(
-        vertices=cat["vertices"].to(device),
-        faces=faces.to(device),
+    mesh = RenderMesh(
+        vertices=cat["vertices"],
+        faces=faces,
         materials=[m for _, m in converted],
-        face_materials=face_materials.to(device),
-        uvs=cat["uvs"].to(device) if any_uvs else None,
-        normals=normals.to(device),
-        colors=cat["colors"].to(device) if any_colors else None,
+        face_materials=face_materials,
+        uvs=cat["uvs"] if any_uvs else None,
+        normals=normals,
+        colors=cat["colors"] if any_colors else None,
     )
+    return mesh if torch.device(device).type == "cpu" else mesh.to(device)

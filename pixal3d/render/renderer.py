@@ -31,6 +31,7 @@ from pixal3d.render.shading import (
     srgb_to_linear,
     tone_map,
 )
+from pixal3d.transfer import to_device
 
 
 @dataclass(eq=False)
@@ -127,7 +128,7 @@ def _atlas(textures: list[torch.Tensor | None], material_id: torch.Tensor, uv: t
     present = [t for t in textures if t is not None]
     all_uint8 = all(t.dtype == torch.uint8 for t in present)
     flat = torch.cat([t[..., :3].reshape(-1, 3) if all_uint8 else t[..., :3].reshape(-1, 3).float() for t in present])
-    table = torch.tensor(rows, dtype=torch.long).to(device)[material_id]  # (N, 3)
+    table = to_device(rows, device, torch.long)[material_id]  # (N, 3)
     offset, h, w = table.unbind(1)
     x = uv[:, 0] * w.float() - 0.5
     y = (1.0 - uv[:, 1]) * h.float() - 0.5
@@ -143,7 +144,7 @@ def _atlas(textures: list[torch.Tensor | None], material_id: torch.Tensor, uv: t
     out = top * (1 - fy) + bottom * fy
     if all_uint8:
         return out / 255.0
-    is_uint8 = torch.tensor([t is not None and t.dtype == torch.uint8 for t in textures], device=device)
+    is_uint8 = to_device([t is not None and t.dtype == torch.uint8 for t in textures], device)
     is_uint8 = is_uint8[material_id]
     return torch.where(is_uint8[:, None], out / 255.0, out)
 
@@ -164,12 +165,12 @@ def _materials_at(
     order = torch.argsort(material_id, stable=True)
     mid, uv = material_id[order], uv[order]
     factors = torch.stack([m.base_color_factor[:3].to(device) for m in materials])[mid]  # (N, 3)
-    scalars = torch.tensor([[m.metallic_factor, m.roughness_factor] for m in materials], device=device)
+    scalars = to_device([[m.metallic_factor, m.roughness_factor] for m in materials], device, torch.float32)
     metallic, roughness = scalars[mid].unbind(1)
     base = factors
     colour_maps = [m.base_color_texture for m in materials]
     if any(t is not None for t in colour_maps):
-        has = torch.tensor([t is not None for t in colour_maps], device=device)[mid]
+        has = to_device([t is not None for t in colour_maps], device)[mid]
         texel = _atlas(colour_maps, mid, uv)
         if device.type == "cpu":
             counts = torch.bincount(material_id, minlength=len(materials)).tolist()
@@ -179,7 +180,7 @@ def _materials_at(
         base = torch.where(has[:, None], factors * linear, factors)
     mr_maps = [m.metallic_roughness_texture for m in materials]
     if any(t is not None for t in mr_maps):
-        has = torch.tensor([t is not None for t in mr_maps], device=device)[mid]
+        has = to_device([t is not None for t in mr_maps], device)[mid]
         mr = _atlas(mr_maps, mid, uv)
         metallic = torch.where(has, metallic * mr[:, 2], metallic)
         roughness = torch.where(has, roughness * mr[:, 1], roughness)
@@ -211,9 +212,9 @@ def _concat(meshes: list[RenderMesh]) -> _Batch:
     device = meshes[0].device
     n_vertices = [m.vertices.shape[0] for m in meshes]
     n_faces = [m.faces.shape[0] for m in meshes]
-    face_image = torch.repeat_interleave(torch.arange(len(meshes)), torch.tensor(n_faces)).to(device)
-    vertex_start = torch.tensor([0, *n_vertices[:-1]]).cumsum(0).to(device)
-    material_start = torch.tensor([0, *[len(m.materials) for m in meshes[:-1]]]).cumsum(0).to(device)
+    face_image = to_device(torch.repeat_interleave(torch.arange(len(meshes)), torch.tensor(n_faces)), device)
+    vertex_start = to_device(torch.tensor([0, *n_vertices[:-1]]).cumsum(0), device)
+    material_start = to_device(torch.tensor([0, *[len(m.materials) for m in meshes[:-1]]]).cumsum(0), device)
 
     def cat(key: str, width: int, fill: float) -> torch.Tensor | None:
         parts = [getattr(m, key) for m in meshes]
@@ -223,13 +224,16 @@ def _concat(meshes: list[RenderMesh]) -> _Batch:
                           for t, n in zip(parts, n_vertices, strict=True)])
 
     colored = [m.colors is not None for m in meshes]
-    mesh = RenderMesh.__new__(RenderMesh)  # the parts were validated one by one; skip the checks and their syncs
-    mesh.vertices = torch.cat([m.vertices for m in meshes])
-    mesh.faces = torch.cat([m.faces for m in meshes]) + vertex_start[face_image][:, None]
-    mesh.materials = [material for m in meshes for material in m.materials]
-    mesh.face_materials = torch.cat([m.face_materials for m in meshes]) + material_start[face_image]
-    mesh.uvs, mesh.normals, mesh.colors = cat("uvs", 2, 0.0), cat("normals", 3, 0.0), cat("colors", 4, 1.0)
-    has_colors = None if all(colored) or not any(colored) else torch.tensor(colored, device=device)
+    mesh = RenderMesh.unchecked(  # the parts were validated one by one
+        vertices=torch.cat([m.vertices for m in meshes]),
+        faces=torch.cat([m.faces for m in meshes]) + vertex_start[face_image][:, None],
+        materials=[material for m in meshes for material in m.materials],
+        face_materials=torch.cat([m.face_materials for m in meshes]) + material_start[face_image],
+        uvs=cat("uvs", 2, 0.0),
+        normals=cat("normals", 3, 0.0),
+        colors=cat("colors", 4, 1.0),
+    )
+    has_colors = None if all(colored) or not any(colored) else to_device(colored, device)
     return _Batch(mesh, face_image, has_colors)
 
 
@@ -295,13 +299,13 @@ def _point_lights(
         lo = init.scatter_reduce(0, owner[:, None].expand(-1, 3), batch.mesh.vertices[used], reduce="amin")
         hi = (-init).scatter_reduce(0, owner[:, None].expand(-1, 3), batch.mesh.vertices[used], reduce="amax")
         centre = (lo + hi) / 2
-        vertex_image = torch.repeat_interleave(torch.arange(len(meshes), device=device),
-                                               torch.tensor([m.vertices.shape[0] for m in meshes], device=device))
+        vertex_image = to_device(torch.repeat_interleave(torch.arange(len(meshes)),
+                                                         torch.tensor([m.vertices.shape[0] for m in meshes])), device)
         distance = (batch.mesh.vertices - centre[vertex_image]).norm(dim=-1)
         radius = torch.zeros(len(meshes), device=device).scatter_reduce(0, vertex_image, distance, reduce="amax")
     radius = radius.clamp(min=1e-6)[:, None, None]
     scale = torch.stack([radius, radius * radius])  # positions scale with r, intensities with r^2
-    lights = torch.stack([offsets, colors]).to(device)
+    lights = to_device(torch.stack([offsets, colors]), device)
     return centre[:, None] + lights[0] * scale[0], lights[1] * scale[1]
 
 
@@ -408,7 +412,7 @@ def render_meshes(
     face_hi, depth_hi = frags.face_id.flatten(), frags.depth.flatten()
     pix = torch.nonzero(face_hi >= 0).flatten()
     image = None if images == 1 else pix // (size * ss) ** 2  # the item of each fragment
-    eyes = torch.stack([camera.center for camera in cameras]).to(device)
+    eyes = to_device(torch.stack([camera.center for camera in cameras]), device)
     eye = eyes[0] if image is None else eyes[image]
     face = face_hi[pix]
     has_colors = None if batch.has_colors is None else batch.has_colors[image]
@@ -418,8 +422,8 @@ def render_meshes(
         lighting = lighting_to(lightings[0], device)
         light_positions, light_colors = light_positions[0], light_colors[0]
     else:  # per-fragment environment, exposure and lights
-        environment = torch.stack([torch.stack([lt.sky, lt.ground, lt.up]) for lt in lightings]).to(device)
-        exposure = torch.tensor([[lt.exposure] for lt in lightings], device=device)[image]
+        environment = to_device(torch.stack([torch.stack([lt.sky, lt.ground, lt.up]) for lt in lightings]), device)
+        exposure = to_device([[lt.exposure] for lt in lightings], device, torch.float32)[image]
         sky, ground, up = environment[image].unbind(1)
         lighting = replace(lightings[0], sky=sky, ground=ground, up=up, exposure=exposure)
         light_positions, light_colors = light_positions[image].unbind(1), light_colors[image].unbind(1)
@@ -452,7 +456,7 @@ def render_meshes(
     base_color = linear_to_srgb(mean[..., 8:11]) * covered
     face_id = _nearest_face(face_hi, depth_hi, images, size, ss)
     if images > 1:  # the item's own face numbers
-        first = torch.tensor([0, *[m.faces.shape[0] for m in meshes[:-1]]], device=device).cumsum(0)
+        first = to_device(torch.tensor([0, *[m.faces.shape[0] for m in meshes[:-1]]]).cumsum(0), device)
         face_id = torch.where(face_id >= 0, face_id - first[:, None, None], face_id)
     return [
         RenderOutput(

@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from pixal3d.transfer import to_device
+
 
 def srgb_to_linear(c: torch.Tensor) -> torch.Tensor:
     """sRGB-encoded values in [0, 1] -> linear (IEC 61966-2-1 piecewise curve)."""
@@ -124,12 +126,12 @@ def lighting_to(lighting: Lighting, device: torch.device) -> Lighting:
     """The same lighting with its tensors on `device`."""
     return replace(
         lighting,
-        sky=lighting.sky.to(device),
-        ground=lighting.ground.to(device),
-        up=lighting.up.to(device),
-        light_directions=lighting.light_directions.to(device),
-        light_distances=lighting.light_distances.to(device),
-        light_colors=lighting.light_colors.to(device),
+        sky=to_device(lighting.sky, device),
+        ground=to_device(lighting.ground, device),
+        up=to_device(lighting.up, device),
+        light_directions=to_device(lighting.light_directions, device),
+        light_distances=to_device(lighting.light_distances, device),
+        light_colors=to_device(lighting.light_colors, device),
     )
 
 
