@@ -47,7 +47,7 @@ import torch
 from pixal3d.data import samples as samples_module
 from pixal3d.data import shards as shards_module
 from pixal3d.data.samples import STEPS
-from pixal3d.data.shards import SampleOptions, WorkUnit, make_units
+from pixal3d.data.shards import SampleOptions, WorkUnit, engine_batch, gpu_worker_setup, make_units
 from pixal3d.geometry import dual_grid
 
 
@@ -70,7 +70,9 @@ def one_job(job: tuple[tuple[int, ...], int, int, int, str, bool]) -> tuple[int,
 
 
 def _init(threads: int, render_batch: int | None = None, batch_triangles: int | None = None) -> None:
-    """Worker set-up: torch threads, and the GPU's render and voxeliser batch sizes when given."""
+    """Worker set-up (as the data writer's workers, `gpu_worker_setup`): torch threads, and the GPU's render and
+    voxeliser batch sizes when given."""
+    gpu_worker_setup()
     torch.set_num_threads(threads)
     if render_batch:
         samples_module.RENDER_BATCH_CUDA = render_batch
@@ -106,7 +108,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--views", type=int, default=1, help="views per asset, voxelised in one batch")
-    parser.add_argument("--batch", type=int, default=1, help="assets per job, all their views voxelised in one pass")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="assets per job, all their views rendered and voxelised together (default: "
+                        "pixal3d.data.shards.engine_batch: 8 on a GPU, 1 on the CPU)")
     parser.add_argument("--profile", action="store_true", help="print the mean time of each step")
     parser.add_argument("--render-batch", type=int, default=None,
                         help="views per render pass on a GPU (default: pixal3d.data.samples.RENDER_BATCH_CUDA)")
@@ -123,8 +127,9 @@ def main() -> None:
     args = parser.parse_args()
     workers = args.workers if args.workers is not None else default_workers(args.device)
     threads = args.threads or (1 if workers > 1 else torch.get_num_threads())
-    if args.batch < 1 or args.views < 1:
+    if (args.batch is not None and args.batch < 1) or args.views < 1:
         parser.error(f"--batch and --views must be >= 1, got {args.batch} and {args.views}")
+    args.batch = engine_batch(args.batch, args.device)
     assets = -(-args.samples // args.views)
     jobs = [(tuple(range(first, min(first + args.batch, assets))), args.size, args.resolution, args.views,
              args.device, args.profile) for first in range(0, assets, args.batch)]

@@ -194,3 +194,14 @@ def test_cli_generate_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["data", "show", str(out), "--index", "1", "-o", str(sheet)]) == 0
     assert sheet.is_file()
     assert main(["data", "show", str(out), "--index", "5", "-o", str(sheet)]) == 2
+
+
+def test_engine_batch_defaults_by_device_and_refuses_bad_values() -> None:
+    from pixal3d.data.shards import ENGINE_BATCH_CUDA, engine_batch
+
+    assert engine_batch(None, "cpu") == 1
+    assert engine_batch(None, "cuda:1") == ENGINE_BATCH_CUDA > 1  # a device name needs no GPU to be read
+    assert engine_batch(3, "cuda") == 3
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(InputError, match="batch"):
+            engine_batch(bad, "cpu")

@@ -69,9 +69,10 @@ def _add_sample_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank", type=int, default=0, help="this process's rank (default 0)")
     p.add_argument("--world-size", type=int, default=1, help="number of ranks splitting the work (default 1)")
     p.add_argument("--device", default="cpu", help="render/voxelise device, e.g. cuda (default cpu)")
-    p.add_argument("--batch", type=int, default=1, metavar="B",
-                   help="objects per worker job, all their views voxelised in one pass: fewer GPU kernel launches "
-                   "per sample, more memory per worker; the samples do not change (default 1)")
+    p.add_argument("--batch", type=int, default=None, metavar="B",
+                   help="objects per worker job, all their views rendered and voxelised together: fewer GPU kernel "
+                   "launches per sample, more memory per worker; the samples do not change (default 8 on a GPU, "
+                   "1 on the CPU)")
 
 
 def _sample_options(args: argparse.Namespace) -> object:

@@ -32,6 +32,8 @@ from pixal3d.data.shards import (
     SHARD_FORMAT,
     SampleOptions,
     WorkUnit,
+    engine_batch,
+    gpu_worker_setup,
     make_units,
     read_indexes,
     sample_from_tensors,
@@ -93,8 +95,9 @@ class ProceduralStream(IterableDataset):
         rank, world_size: this DDP rank's share; None reads `torch.distributed` (0 / 1 when not initialised).
         device: where rendering and voxelisation run (a worker on a GPU machine may use "cuda").
         limit: stop after this many positions per rank (None: endless).
-        batch: positions a worker makes together (views of B assets voxelised in one pass); the samples do not
-            change, only the kernel launches per sample and the memory per worker.
+        batch: positions a worker makes together (views of B assets rendered and voxelised together); the
+            samples do not change, only the kernel launches per sample and the memory per worker. None:
+            `engine_batch` (8 on a GPU, 1 on the CPU).
     """
 
     def __init__(
@@ -107,19 +110,19 @@ class ProceduralStream(IterableDataset):
         world_size: int | None = None,
         device: str = "cpu",
         limit: int | None = None,
-        batch: int = 1,
+        batch: int | None = None,
     ) -> None:
         super().__init__()
         dist = torch.distributed
         ready = dist.is_available() and dist.is_initialized()
         self.rank = rank if rank is not None else (dist.get_rank() if ready else 0)
         self.world_size = world_size if world_size is not None else (dist.get_world_size() if ready else 1)
-        if views < 1 or seed_offset < 0 or batch < 1 or not (0 <= self.rank < self.world_size):
-            raise InputError(f"need views >= 1, seed_offset >= 0, batch >= 1, 0 <= rank < world_size; got {views}, "
-                             f"{seed_offset}, {batch}, rank {self.rank} of {self.world_size}")
+        if views < 1 or seed_offset < 0 or not (0 <= self.rank < self.world_size):
+            raise InputError(f"need views >= 1, seed_offset >= 0, 0 <= rank < world_size; got {views}, "
+                             f"{seed_offset}, rank {self.rank} of {self.world_size}")
         self.options = options if options is not None else SampleOptions()
         self.views, self.seed_offset, self.device, self.limit = views, seed_offset, device, limit
-        self.batch = batch
+        self.batch = engine_batch(batch, device)
         self.next_index = 0
 
     def item(self, position: int) -> tuple[int, int]:
@@ -167,6 +170,7 @@ class ProceduralStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         if info is not None:
+            gpu_worker_setup()
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         position = self.next_index + worker
         while self.limit is None or position < self.limit:

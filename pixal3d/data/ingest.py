@@ -160,7 +160,7 @@ def ingest_folder(
     rank: int = 0,
     world_size: int = 1,
     device: str = "cpu",
-    batch: int = 1,
+    batch: int | None = None,
 ) -> RunSummary:
     """Samples of every mesh file under `mesh_dir`, written as shards to `out_dir` (resumable; see `write_shards`,
     also for `batch`).

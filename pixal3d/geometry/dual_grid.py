@@ -52,7 +52,7 @@ MAX_SUB_EDGE = 6.0
 CHUNK_TRIANGLES = 32768
 # Sub-triangles per batch of kernels on a GPU, in whole chunks: the voxeliser is launch-bound there (thousands of
 # small kernels per call), so several chunks (and views) share each launch; ~3 kB of temporaries per sub-triangle.
-BATCH_TRIANGLES_CUDA = 8 * CHUNK_TRIANGLES
+BATCH_TRIANGLES_CUDA = 16 * CHUNK_TRIANGLES
 # Pull of the dual vertex towards the mean of the triangles' points nearest the voxel centre, relative to the
 # plane terms. Small enough that two or three planes (an edge, a corner) pin the vertex on the feature; large enough to fix it along the free
 # directions (a flat or edge voxel) and to keep the 3x3 system well conditioned.

@@ -46,9 +46,9 @@ class DataConfig:
     """Procedural: DataLoader worker processes making samples (0: in the training process)."""
     engine_device: Literal["cpu", "cuda"] = "cpu"
     """Procedural: where the workers render and voxelise ("cuda": the rank's GPU, spawned workers)."""
-    engine_batch: int = 1
-    """Procedural: stream positions a worker makes together, voxelised in one pass (fewer GPU kernel launches per
-    sample, more memory per worker; the samples do not change)."""
+    engine_batch: int | None = None
+    """Procedural: stream positions a worker makes together, rendered and voxelised together (fewer GPU kernel
+    launches per sample, more memory per worker; the samples do not change). None: 8 on a GPU, 1 on the CPU."""
     root: str | None = None
     """Shards: the data folder (holds index*.json and shards/)."""
     shuffle: bool = True
@@ -66,7 +66,7 @@ class DataConfig:
             raise InputError(
                 f"data: coarse_resolution ({self.coarse_resolution}) must divide resolution ({self.resolution})"
             )
-        if self.engine_batch < 1:
+        if self.engine_batch is not None and self.engine_batch < 1:
             raise InputError(f"data: engine_batch must be >= 1, got {self.engine_batch}")
         if self.max_primitives < 1 or self.num_objects < 0:
             raise InputError(
