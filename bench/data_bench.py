@@ -1,18 +1,21 @@
 """Data-engine throughput (issue 4): view-aligned samples per second, voxelisation included.
 
     python bench/data_bench.py [--device cuda] [--workers N] [--samples M] [--size 512] [--resolution 256]
-                               [--threads T] [--views K] [--batch B] [--profile] [--count-ops]
+                               [--threads T] [--views K] [--batch B] [--render-batch V] [--batch-triangles T]
+                               [--profile] [--count-ops]
 
 Each sample is one view of a procedural object (seeds 0.., cycling through the families): generate -> render at S
 -> preprocess -> align -> voxelise at R_hr -> coarse occupancy. With `--views K` (default 1) each job is one asset
 with K views made as a shard unit (`make_unit`: the asset generated and converted once, the K views voxelised in
-one batched pass); samples/s counts views. With `--batch B` (default 1) each job is B such assets made by one
-`make_units` call: the views of all B assets are voxelised in one pass (and their coarse occupancy in one
-`unique`), so the voxeliser's kernel launches and host syncs are shared by B x K samples. `--workers 1` runs in this
-process
-after one warm-up sample; `--workers N > 1` runs N 'spawn' processes (each with `--threads` torch threads, all on
-`--device`) over the seeds and times the whole pool, start-up included. The default worker count is one per core
-up to 12 on a CUDA host (the CPU-side steps then run in parallel while the GPU is shared) and 1 on the CPU.
+one batched pass); samples/s counts views. With `--batch B` (default `engine_batch`: 8 on a GPU, 1 on the CPU)
+each job is B such assets made by one `make_units` call: on a GPU their views are rendered `--render-batch` at a
+time (default `RENDER_BATCH_CUDA`), and the views of all B assets are voxelised in one pass (`--batch-triangles`
+sub-triangles per kernel batch, default `BATCH_TRIANGLES_CUDA`) with their coarse occupancy in one `unique`, so
+kernel launches and host syncs are shared by B x K samples. `--workers 1` runs in this process after one warm-up
+sample; `--workers N > 1` runs N 'spawn' processes (each with `--threads` torch threads, all on `--device`, set
+up like the data writer's workers: `gpu_worker_setup`) over the seeds and times the whole pool, start-up
+included. The default worker count is one per core up to 12 on a CUDA host (the CPU-side steps then run in
+parallel while the GPU is shared) and 1 on the CPU.
 Prints one Markdown table row.
 
 `--profile` also prints the mean seconds per sample of each step (`pixal3d.data.samples.STEPS`), with CUDA
