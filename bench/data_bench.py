@@ -127,12 +127,22 @@ def main() -> None:
                         "BATCH_TRIANGLES_CUDA sub-triangles per batch of kernels (for --count-ops: the GPU's launch "
                         "counts; attributes then differ from the CPU path's in the last bits)")
     parser.add_argument("--seconds", type=float, default=150.0, help="stop starting new samples after this")
+    parser.add_argument("--stream", type=int, default=0, metavar="BATCH",
+                        help="instead: time what training sees on the fly, collated batches of BATCH samples from "
+                        "the DataLoader of `pixal3d.training.data.ProceduralSource` (--workers loader workers on "
+                        "--device, --batch positions per worker job), start-up included")
+    parser.add_argument("--main-threads", type=int, default=None,
+                        help="with --stream: torch threads of this (the training) process, which collates the "
+                        "batches (default: ProceduralSource's, the cores the loader workers leave free)")
     args = parser.parse_args()
     workers = args.workers if args.workers is not None else default_workers(args.device)
     threads = args.threads or (1 if workers > 1 else torch.get_num_threads())
     if (args.batch is not None and args.batch < 1) or args.views < 1:
         parser.error(f"--batch and --views must be >= 1, got {args.batch} and {args.views}")
     args.batch = engine_batch(args.batch, args.device)
+    if args.stream:
+        stream_rate(args, workers)
+        return
     assets = -(-args.samples // args.views)
     jobs = [(tuple(range(first, min(first + args.batch, assets))), args.size, args.resolution, args.views,
              args.device, args.profile) for first in range(0, assets, args.batch)]
@@ -183,6 +193,36 @@ def main() -> None:
           f"{voxels // max(done, 1):,} | {elapsed:.1f} | {done / elapsed:.3f} | {peak / 2**30:.2f} GiB |")
     if args.profile:
         print_profile(total, done, elapsed, workers)
+
+
+def stream_rate(args: argparse.Namespace, workers: int) -> None:
+    """Print samples/s of the training data path on the fly: `ProceduralSource` batches (DataLoader workers
+    making samples, shared-memory transfer to this process, `collate_samples`), start-up included."""
+    from pixal3d.training.config import DataConfig
+    from pixal3d.training.data import ProceduralSource
+
+    cuda = args.device.startswith("cuda")
+    config = DataConfig(kind="procedural", image_size=args.size, resolution=args.resolution, views=args.views,
+                        workers=workers if workers > 1 else 0, engine_device="cuda" if cuda else "cpu",
+                        engine_batch=args.batch)
+    start = time.perf_counter()
+    done = batches = 0
+    for batch in ProceduralSource(config, args.stream, device=args.device):
+        if args.main_threads:
+            torch.set_num_threads(args.main_threads)
+        done += len(batch["fov"])
+        batches += 1
+        if done >= args.samples or time.perf_counter() - start > args.seconds:
+            break
+    elapsed = time.perf_counter() - start
+    device = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
+    print("| device | loader workers | main threads | S | R_hr | views / asset | positions / job | batch | batches "
+          "| samples | seconds | samples/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {device} ({os.cpu_count()} cores, torch {torch.__version__}) | {config.workers} | "
+          f"{torch.get_num_threads()} | {args.size} | "
+          f"{args.resolution} | {args.views} | {args.batch} | {args.stream} | {batches} | {done} | {elapsed:.1f} | "
+          f"{done / elapsed:.3f} |")
 
 
 def count_ops(jobs: list[tuple]) -> None:

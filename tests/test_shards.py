@@ -205,3 +205,17 @@ def test_engine_batch_defaults_by_device_and_refuses_bad_values() -> None:
     for bad in (0, -2, 1.5, True):
         with pytest.raises(InputError, match="batch"):
             engine_batch(bad, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_same_units_on_a_gpu_give_the_same_bytes_every_run() -> None:
+    options = SampleOptions(image_size=64, resolution=64, coarse=16)
+    units = shards_module.procedural_units(3, 1)
+
+    def tensors() -> list[dict[str, torch.Tensor]]:
+        return [sample_tensors(s, "0") for r in shards_module.make_units(units, options, "cuda") for s in r.samples]
+
+    first, second = tensors(), tensors()
+    assert len(first) == 3
+    for a, b in zip(first, second, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -172,6 +172,9 @@ class ProceduralStream(IterableDataset):
         if info is not None:
             gpu_worker_setup()
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+            # Share sample tensors by file name: with file descriptors the loader fetches each of a sample's ~8
+            # from this worker's sharer thread, which waits for this busy process's GIL every time.
+            torch.multiprocessing.set_sharing_strategy("file_system")
         position = self.next_index + worker
         while self.limit is None or position < self.limit:
             positions = [position + k * workers for k in range(self.batch)]  # this worker's next positions

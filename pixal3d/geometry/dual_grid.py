@@ -33,6 +33,7 @@ from pixal3d.geometry.intersect import (
     closest_point_barycentric,
     edge_crossings,
     grid_keys,
+    index_sum,
     lookup_keys,
     merge_crossings,
     subdivide_triangles,
@@ -217,8 +218,7 @@ def _keys_to_coords(keys: torch.Tensor, resolution: int) -> torch.Tensor:
 def _reduce(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum `values [K, C]` rows with equal `keys [K]`: `(unique sorted keys [U], sums [U, C])`."""
     unique, inverse = torch.unique(keys, return_inverse=True)
-    sums = torch.zeros(unique.shape[0], values.shape[1], device=values.device, dtype=values.dtype)
-    return unique, sums.index_add_(0, inverse, values)
+    return unique, index_sum(inverse, values, unique.shape[0])  # the same bytes on every run, also on a GPU
 
 
 @dataclass

@@ -271,6 +271,19 @@ def edge_crossings(sub: torch.Tensor, source: torch.Tensor, resolution: int) -> 
     return torch.cat(rows)
 
 
+def index_sum(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
+    """`[size, ...]` sums of the rows of `values [K, ...]` by `index [K]`, in the same order on every run.
+
+    The CPU adds rows in order (`index_add_`). CUDA's `index_add_` adds floats with atomics in whatever order the
+    threads arrive, so its sums vary in the last bits from run to run; `index_put_(accumulate=True)` sorts the
+    indices and adds each run of equal ones in one thread, so the same inputs give the same bytes.
+    """
+    out = torch.zeros(size, *values.shape[1:], dtype=values.dtype, device=values.device)
+    if values.device.type == "cuda":
+        return out.index_put_((index,), values, accumulate=True)
+    return out.index_add_(0, index, values)
+
+
 def merge_crossings(rows: torch.Tensor, num_faces: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One sign per crossed edge: `(edge keys [E] int64, sign [E] int8 in {-1, +1})`.
 
@@ -290,9 +303,7 @@ def merge_crossings(rows: torch.Tensor, num_faces: int) -> tuple[torch.Tensor, t
     edge = pair // num_faces
     keys, inverse = torch.unique(edge, return_inverse=True)
     total = torch.zeros(keys.shape[0], dtype=sign.dtype, device=sign.device).index_add_(0, inverse, sign)
-    spread = torch.zeros(keys.shape[0], 3, dtype=rows.dtype, device=rows.device).index_add_(
-        0, inverse, normal
-    )
+    spread = index_sum(inverse, normal, keys.shape[0])
     count = torch.zeros_like(total).index_add_(0, inverse, torch.ones_like(sign))
     # |sum of unit normals| / count: ~0 for two anti-parallel faces (a thin wall), ~0.7 for a 90-degree edge.
     thin_wall = spread.norm(dim=1) < 0.35 * count

@@ -53,8 +53,8 @@ class PartMaterials:
     differently from the body, so on the CPU each call gets exactly the points a single-item call would give it
     (one part within one group: same bytes). On a GPU every element gets the same `powf` wherever it sits, so all
     tables of all items are fused (`fuse_materials`) and every point is evaluated by one `sample_materials` call
-    (a fixed number of kernels and no host sync, however many items and materials; same values up to the
-    summation order that CUDA's atomic `index_add_` already leaves open).
+    (a fixed number of kernels and no host sync, however many items and materials; the values may differ from the
+    CPU path's in the last bits).
     """
 
     tables: list[MaterialTables]  # distinct tables (items of one asset share theirs)

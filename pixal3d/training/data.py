@@ -17,6 +17,7 @@ the `r`-th slice of every global batch).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,6 +92,14 @@ class ProceduralSource:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         workers = self.config.workers
         if workers:
+            # The workers keep `workers` cores busy; this process collates on the rest. More threads than free
+            # cores make its collation spin against the workers (measured on one H100 host, 16 cores, 12 workers:
+            # 30 samples/s with 16 threads here, 53 with 4).
+            threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - workers))
+            if threads < torch.get_num_threads():
+                logger.info("%d data workers: this process keeps %d torch threads (was %d)", workers, threads,
+                            torch.get_num_threads())
+                torch.set_num_threads(threads)
             context = "spawn" if self.config.engine_device == "cuda" else None
             samples = iter(DataLoader(self.stream, batch_size=None, num_workers=workers,
                                       multiprocessing_context=context, prefetch_factor=2 * self.batch_size))
