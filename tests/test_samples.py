@@ -2,7 +2,7 @@
 
 Sizes: S = 64 / R_hr = 64 for determinism and borders (cheap seeds: house, table, wrench, sign); S = 128 /
 R_hr = 64 for the silhouette IoU on thick families (bottle, crate). Thin families (chair legs, lamp stems, wrenches) need S = 512 /
-R_hr = 256 for IoU >= 0.97 (measured: 0.974-0.999 on seeds 0..12, see docs/benchmarks.md); that is too slow
+R_hr = 256 for IoU >= 0.97 (measured: 0.9697-0.9982 on seeds 0..12, see docs/benchmarks.md); that is too slow
 for a unit test on 2 CPU cores.
 """
 
