@@ -33,10 +33,13 @@ def to_host(groups: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
     """
     if all(t.device.type == "cpu" for group in groups for t in group):
         return groups
-    staged = []
+    staged, devices = [], set()
     for group in groups:
         flat = torch.cat(group)
-        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=flat.device.type == "cuda")
         staged.append((host.copy_(flat, non_blocking=True), [t.shape[0] for t in group]))
-    torch.cuda.synchronize()
+        devices.add(flat.device)
+    for device in devices:  # the devices the copies were queued on (not only the current one)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     return [[t.clone() for t in host.split(sizes)] for host, sizes in staged]

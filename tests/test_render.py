@@ -356,3 +356,19 @@ def test_render_meshes_refuses_mixed_sizes() -> None:
     with pytest.raises(InputError, match="one image size"):
         render_meshes([(mesh, Camera(fov=0.8, size=32), None), (mesh, Camera(fov=0.8, size=48), None)])
     assert render_meshes([]) == []
+
+
+def test_transfer_round_trip_keeps_values_and_gives_own_storage() -> None:
+    from pixal3d.transfer import to_device, to_host
+
+    moved = to_device(np.arange(6, dtype=np.float32).reshape(3, 2), "cpu")
+    assert moved.dtype == torch.float32 and moved.shape == (3, 2)
+    assert to_device([[1, 2]], "cpu", torch.int64).dtype == torch.int64
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        parts = [to_device(torch.arange(n * 3, dtype=torch.float32).view(n, 3), device) for n in (2, 5)]
+        (back,) = to_host([parts])
+        assert [tuple(t.shape) for t in back] == [(2, 3), (5, 3)]
+        assert all(torch.equal(b, p.cpu()) and b.device.type == "cpu" for b, p in zip(back, parts, strict=True))
+        if device == "cuda":  # split copies with their own memory (shards refuse shared storage)
+            assert back[0].untyped_storage().data_ptr() != back[1].untyped_storage().data_ptr()
