@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pixal3d.data.dataset import ProceduralStream
+from pixal3d.data.inspect import sample_sheet, voxel_silhouette
 from pixal3d.data.procedural import generate
 from pixal3d.data.samples import (
     ViewRequest,
@@ -21,14 +22,12 @@ from pixal3d.data.samples import (
     coarse_coords,
     fit_scale,
     make_sample,
-    sample_sheet,
-    silhouette_iou,
     used_points,
     view_generator,
-    voxel_silhouette,
 )
 from pixal3d.data.shards import SampleOptions, sample_scalars, sample_tensors
 from pixal3d.errors import InputError
+from pixal3d.eval.metrics import silhouette_iou
 
 
 def _small(seed: int, view: int = 0, size: int = 64, resolution: int = 64):
@@ -55,7 +54,7 @@ def test_voxels_projected_by_inference_camera_match_alpha(seed: int) -> None:
     assert math.radians(10) * 0.8 < sample.fov < math.radians(70)
     assert max(abs(o) for o in sample.center_offset) <= 1.0  # the crop is centred on the principal point
     coverage = voxel_silhouette(sample.voxels, sample.camera)
-    assert silhouette_iou(sample.image[..., 3].float() / 255, coverage) >= 0.97
+    assert float(silhouette_iou(sample.image[..., 3].float() / 255, coverage)) >= 0.97
 
 
 @pytest.mark.parametrize("seed", [1, 8, 14])

@@ -136,7 +136,7 @@ def _add_data_show(sub: argparse._SubParsersAction) -> None:
 
 def _run_data_show(args: argparse.Namespace) -> int:
     from pixal3d.data.dataset import ShardDataset
-    from pixal3d.data.samples import sample_sheet
+    from pixal3d.data.inspect import sample_sheet
     from pixal3d.preprocess import save_png
 
     dataset = ShardDataset(args.data_dir)
