@@ -22,6 +22,7 @@ import trimesh
 from PIL import Image
 
 from pixal3d.camera import Camera, look_at
+from pixal3d.errors import InputError
 from pixal3d.geometry.gltf import ImageFormat
 from pixal3d.geometry.voxels import SparseVoxels
 
@@ -55,12 +56,18 @@ class Asset:
     faces: int = 100_000
     texture_size: int = 2048
 
+    @property
+    def meshes(self) -> list[Asset]:
+        """`[self]`: the diffusers-style result list (`pipe(image=...).meshes[0].export(...)`), one per call."""
+        return [self]
+
     def export(
         self,
         path: str | os.PathLike,
         faces: int | None = None,
         texture_size: int | None = None,
         image_format: ImageFormat = "png",
+        include_pbr: bool = True,
     ) -> Path:
         """Write a textured GLB atomically (no partial file on failure); returns the path.
 
@@ -69,7 +76,11 @@ class Asset:
             faces: face budget of the simplified mesh (default: `self.faces`).
             texture_size: side of the square textures, 256..8192 (default: `self.texture_size`).
             image_format: "png" or "webp".
+            include_pbr: True (default) writes base-colour, metallic-roughness and normal textures; False the
+                base colour only (a dielectric material).
         """
+        if not isinstance(include_pbr, bool):
+            raise InputError(f"include_pbr must be True or False, got {include_pbr!r}")
         from pixal3d.geometry.export import voxels_to_glb
 
         return voxels_to_glb(
@@ -78,6 +89,7 @@ class Asset:
             faces=self.faces if faces is None else faces,
             texture_size=self.texture_size if texture_size is None else texture_size,
             image_format=image_format,
+            include_pbr=include_pbr,
         )
 
 

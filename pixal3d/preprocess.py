@@ -247,6 +247,12 @@ def square_crop(
 
 
 # --------------------------------------------------------------------------------------------- entry point
+def check_background(background: str) -> None:
+    """Raise `InputError` unless `background` is one of "auto", "grabcut", "none"."""
+    if background not in ("auto", "grabcut", "none"):
+        raise InputError(f"background must be 'auto', 'grabcut' or 'none', got {background!r}")
+
+
 def preprocess_image(
     source: ImageInput,
     size: int = 512,
@@ -265,8 +271,7 @@ def preprocess_image(
     Raises:
         InputError: unreadable/oversized input, an all-transparent alpha, an empty mask, a zero-size crop.
     """
-    if background not in ("auto", "grabcut", "none"):
-        raise InputError(f"background must be 'auto', 'grabcut' or 'none', got {background!r}")
+    check_background(background)
     if not (isinstance(size, int) and 8 <= size <= 8192):
         raise InputError(f"size must be an integer in [8, 8192] pixels, got {size!r}")
     name = _name(source)

@@ -48,6 +48,7 @@ def mesh_to_glb(
     image_format: ImageFormat = "png",
     cleanup: CleanupOptions | None = None,
     sample_at_vertices: bool = False,
+    include_pbr: bool = True,
 ) -> Path:
     """Clean and simplify a detailed mesh, bake its attributes and normals, and write a GLB.
 
@@ -61,6 +62,7 @@ def mesh_to_glb(
         image_format: "png" or "webp" (see `gltf.write_glb`).
         cleanup: floater and hole thresholds; defaults when None.
         sample_at_vertices: sample attributes at the fine vertices only (see `bake.bake_textures`).
+        include_pbr: False writes the base-colour texture only (no metallic-roughness or normal map).
 
     Returns:
         The output path.
@@ -80,7 +82,7 @@ def mesh_to_glb(
     start = time.perf_counter()
     baked = bake_textures(coarse, sampler, texture_size, fine_mesh, sample_at_vertices)
     logger.info("baked %d^2 textures in %.1f s", texture_size, time.perf_counter() - start)
-    return write_glb(path, baked, image_format)
+    return write_glb(path, baked, image_format, include_pbr)
 
 
 def voxels_to_glb(
@@ -89,6 +91,7 @@ def voxels_to_glb(
     faces: int = 100_000,
     texture_size: int = 2048,
     image_format: ImageFormat = "png",
+    include_pbr: bool = True,
 ) -> Path:
     """Export a sparse PBR voxel set as a textured GLB (the decoder's output or a converted asset).
 
@@ -98,6 +101,7 @@ def voxels_to_glb(
         faces: face budget of the simplified mesh.
         texture_size: side of the square textures, 256..8192.
         image_format: "png" or "webp".
+        include_pbr: False writes the base-colour texture only (no metallic-roughness or normal map).
 
     Returns:
         The output path.
@@ -117,7 +121,8 @@ def voxels_to_glb(
     logger.info("voxels -> %d-face mesh in %.1f s", len(fine.faces), time.perf_counter() - start)
     # The dual-grid mesh has one vertex per voxel: sampling the voxels at its vertices loses nothing.
     sampler = partial(sample_attributes, voxels)
-    return mesh_to_glb(fine, sampler, path, faces, texture_size, image_format, sample_at_vertices=True)
+    return mesh_to_glb(fine, sampler, path, faces, texture_size, image_format, sample_at_vertices=True,
+                       include_pbr=include_pbr)
 
 
 def convert_file(

@@ -75,12 +75,14 @@ def encode_image(image: np.ndarray, image_format: ImageFormat) -> bytes:
     return buf.getvalue()
 
 
-def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png") -> bytes:
+def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png", include_pbr: bool = True) -> bytes:
     """The complete GLB file for a baked mesh.
 
     Args:
         mesh: vertices, faces, normals, tangents, UVs and textures (see `TexturedMesh`).
         image_format: "png" or "webp" (the latter requires `EXT_texture_webp`, see the module docstring).
+        include_pbr: False writes the base colour only: no metallic-roughness or normal texture (nor `TANGENT`),
+            a dielectric material (`metallicFactor` 0, `roughnessFactor` 1).
 
     Returns:
         The file's bytes.
@@ -91,20 +93,33 @@ def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png") -> bytes:
     attributes = {
         "POSITION": builder.accessor(positions, "VEC3", _ARRAY_BUFFER, with_bounds=True),
         "NORMAL": builder.accessor(mesh.normals.astype(np.float32), "VEC3", _ARRAY_BUFFER),
-        "TANGENT": builder.accessor(mesh.tangents.astype(np.float32), "VEC4", _ARRAY_BUFFER),
         "TEXCOORD_0": builder.accessor(mesh.uvs.astype(np.float32), "VEC2", _ARRAY_BUFFER),
     }
+    if include_pbr:
+        attributes["TANGENT"] = builder.accessor(mesh.tangents.astype(np.float32), "VEC4", _ARRAY_BUFFER)
     indices = builder.accessor(mesh.faces.astype(np.uint32).reshape(-1), "SCALAR", _ELEMENT_ARRAY_BUFFER)
     mime = f"image/{image_format}"
-    images = [
-        {"bufferView": builder.view(encode_image(img, image_format)), "mimeType": mime}
-        for img in (mesh.base_color, mesh.metallic_roughness, mesh.normal_map)
-    ]
+    maps = (mesh.base_color, mesh.metallic_roughness, mesh.normal_map) if include_pbr else (mesh.base_color,)
+    images = [{"bufferView": builder.view(encode_image(img, image_format)), "mimeType": mime} for img in maps]
     if image_format == "webp":
-        textures = [{"sampler": 0, "extensions": {"EXT_texture_webp": {"source": i}}} for i in range(3)]
+        textures = [{"sampler": 0, "extensions": {"EXT_texture_webp": {"source": i}}} for i in range(len(maps))]
     else:
-        textures = [{"sampler": 0, "source": i} for i in range(3)]
+        textures = [{"sampler": 0, "source": i} for i in range(len(maps))]
     translucent = is_translucent(mesh.base_color[..., 3])
+    material: dict = {
+        "name": "pbr",
+        "pbrMetallicRoughness": {
+            "baseColorTexture": {"index": 0},
+            "metallicRoughnessTexture": {"index": 1},
+            "metallicFactor": 1.0,
+            "roughnessFactor": 1.0,
+        },
+        "normalTexture": {"index": 2},
+        "alphaMode": "BLEND" if translucent else "OPAQUE",
+    }
+    if not include_pbr:
+        material = {"name": "base_color", "pbrMetallicRoughness": {"baseColorTexture": {"index": 0},
+                    "metallicFactor": 0.0, "roughnessFactor": 1.0}, "alphaMode": material["alphaMode"]}
     doc: dict = {
         "asset": {"version": "2.0", "generator": "pixal3d"},
         "scene": 0,
@@ -113,19 +128,7 @@ def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png") -> bytes:
         "meshes": [
             {"primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}
         ],
-        "materials": [
-            {
-                "name": "pbr",
-                "pbrMetallicRoughness": {
-                    "baseColorTexture": {"index": 0},
-                    "metallicRoughnessTexture": {"index": 1},
-                    "metallicFactor": 1.0,
-                    "roughnessFactor": 1.0,
-                },
-                "normalTexture": {"index": 2},
-                "alphaMode": "BLEND" if translucent else "OPAQUE",
-            }
-        ],
+        "materials": [material],
         "textures": textures,
         "images": images,
         "samplers": [
@@ -141,13 +144,16 @@ def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png") -> bytes:
     return _assemble_glb(doc, bytes(builder.data))
 
 
-def write_glb(path: str | os.PathLike, mesh: TexturedMesh, image_format: ImageFormat = "png") -> Path:
+def write_glb(
+    path: str | os.PathLike, mesh: TexturedMesh, image_format: ImageFormat = "png", include_pbr: bool = True
+) -> Path:
     """Write a baked mesh as a GLB file, atomically (temporary file in the same folder, then rename).
 
     Args:
         path: output path; its folder must exist. An existing file is replaced only on success.
         mesh: the baked mesh.
         image_format: "png" (default) or "webp" (requires `EXT_texture_webp`, see the module docstring).
+        include_pbr: False writes the base-colour texture only (see `glb_bytes`).
 
     Returns:
         The output path.
@@ -156,7 +162,7 @@ def write_glb(path: str | os.PathLike, mesh: TexturedMesh, image_format: ImageFo
     check_image_format(image_format)
     if not path.parent.is_dir():
         raise InputError(f"output folder {str(path.parent)!r} does not exist; create it first")
-    data = glb_bytes(mesh, image_format)
+    data = glb_bytes(mesh, image_format, include_pbr)
     write_bytes_atomic(path, data, make_parents=False)
     logger.info("wrote %s (%d faces, %.1f MiB)", path, len(mesh.faces), len(data) / 2**20)
     return path
