@@ -156,7 +156,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-size", type=int, default=8, help="jobs that may wait; more get HTTP 429 (default 8)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB; more: 413 (default 20)")
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image in pixels (default 16e6)")
-    p.add_argument("--job-timeout", type=float, default=600.0, help="per-job time limit in seconds (default 600)")
+    p.add_argument("--job-timeout", type=float, default=None,
+                   help="per-job time limit in seconds (default: 600 on a GPU, 3600 on the CPU)")
     p.add_argument("--keep-results", type=int, default=100, help="keep this many most recent results (default 100)")
     p.add_argument("--max-age-hours", type=float, default=24.0, help="delete results older than this (default 24)")
     p.set_defaults(func=_run_serve)

@@ -23,6 +23,7 @@ from typing import Any
 
 from pixal3d.errors import InputError
 from pixal3d.pipeline import Pixal3DPipeline
+from pixal3d.serve import bind_socket
 from pixal3d.serve.progress import STAGES, StageProgress, StageTracker
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ def run_demo(
     low_vram: bool = False,
 ) -> None:
     """Build the pipeline, then serve the demo until interrupted (one generation at a time)."""
+    bind_socket(host, port).close()  # a busy port fails now, not after the pipeline loaded
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before import: no calls home from a local demo
     demo = create_demo(pipeline_factory(), low_vram=low_vram)
     logger.info("demo on http://%s:%d", host, port)

@@ -37,6 +37,16 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
+DEFAULT_JOB_TIMEOUT_S = {"cuda": 600.0, "cpu": 3600.0}
+"""Per-job time limit when none is given, by device type: a GPU job takes seconds, a CPU job about a minute on an
+idle 2-core machine and many more on a busy one (a 600 s CPU limit killed normal jobs). Other devices: the CPU's."""
+
+
+def default_job_timeout(device: str | object) -> float:
+    """`DEFAULT_JOB_TIMEOUT_S` for a torch device (or its name): seconds."""
+    kind = str(device).split(":")[0]
+    return DEFAULT_JOB_TIMEOUT_S.get(kind, DEFAULT_JOB_TIMEOUT_S["cpu"])
+
 
 @dataclass(frozen=True)
 class Retention:
@@ -96,11 +106,12 @@ class JobRunner:
         pipeline_factory: Callable[[], Pixal3DPipeline],
         results_dir: str | Path,
         queue_size: int = 8,
-        job_timeout_s: float = 600.0,
+        job_timeout_s: float | None = None,
         retention: Retention | None = None,
         low_vram: bool = False,
     ) -> None:
-        if queue_size < 1 or not job_timeout_s > 0:
+        """`job_timeout_s` None: `default_job_timeout` of the pipeline's device, set when the worker built it."""
+        if queue_size < 1 or not (job_timeout_s is None or job_timeout_s > 0):
             raise InputError(f"queue_size must be >= 1 and job_timeout_s > 0, got {queue_size}, {job_timeout_s}")
         self.results_dir = Path(results_dir)
         self.queue_size, self.job_timeout_s = queue_size, job_timeout_s
@@ -219,8 +230,10 @@ class JobRunner:
         try:
             pipe = self._factory()
             tracker = StageTracker(pipe)
+            if self.job_timeout_s is None:
+                self.job_timeout_s = default_job_timeout(pipe.device)
             self.info = {"device": str(pipe.device), "resolution": pipe.shape_vae.config.resolution,
-                         "image_size": pipe.settings.image_size}
+                         "image_size": pipe.settings.image_size, "job_timeout_s": self.job_timeout_s}
         except Exception as err:
             logger.exception("building the pipeline failed")
             self.load_error = f"{type(err).__name__}: {err}"
@@ -251,7 +264,8 @@ class JobRunner:
             if job.cancel.is_set():
                 return "cancelled"
             if time.monotonic() > deadline:
-                return f"timed out: the job ran longer than the limit of {self.job_timeout_s:g} s"
+                return (f"timed out: the job ran longer than the limit of {self.job_timeout_s:g} s; the server's "
+                        "operator can raise it with `pixal3d serve --job-timeout SECONDS`")
             return None
 
         status: JobStatus = "failed"

@@ -10,6 +10,10 @@ Endpoints (the OpenAPI document is at `/openapi.json`, its viewer at `/docs`):
 - `DELETE /v1/jobs/{id}`: forget a job and delete its result (a running one is cancelled: 202).
 - `GET /healthz`: worker state, queue length, device.
 
+The response bodies are typed by the models of `responses.py`; docs/rest.md walks through submit -> poll -> download
+with curl. A fully transparent image is refused at submit (400), like every other image fault that costs no model
+time to find; the TCP port is bound before the pipeline loads, so a busy port is an immediate error.
+
 Errors answer with a JSON body `{"detail": ...}`: 400 a user mistake (`InputError`: malformed JSON, a value out of
 range, a corrupt image, a malformed job id), 404 unknown job, 409 result not ready, 413 upload over the limit
 (checked on the declared length and again while the body streams in) or image over the pixel limit, 415 not an
@@ -153,6 +157,25 @@ def sniff_image(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]]:
     return fmt, (width, height)
 
 
+def check_has_object(data: bytes) -> None:
+    """Refuse (HTTP 400) an image whose alpha channel is fully transparent: it holds no object to reconstruct.
+
+    Decodes the image only when it carries an alpha channel; call after `sniff_image` (format and size checked).
+    """
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    if not (image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info):
+        return
+    try:
+        alpha = image.convert("RGBA").getchannel("A")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"the {image.format} image is truncated or corrupt ({err}); re-export it") from err
+    if alpha.getextrema()[1] == 0:
+        raise InputError("the image's alpha channel is fully transparent: there is no object; fix the alpha, or "
+                         "send the image without one so that the background is removed automatically")
+
+
 class UnsupportedImage(ValueError):
     """Not an image of `IMAGE_FORMATS` (HTTP 415)."""
 
@@ -216,7 +239,7 @@ def create_app(
     results_dir: str | os.PathLike,
     queue_size: int = 8,
     max_upload_bytes: int = 20 * 2**20,
-    job_timeout_s: float = 600.0,
+    job_timeout_s: float | None = None,
     retention: Retention | None = None,
     max_pixels: int = 16_000_000,
     low_vram: bool = False,
@@ -228,7 +251,8 @@ def create_app(
         results_dir: folder of the result GLBs (created).
         queue_size: jobs that may wait besides the running one; more get 429.
         max_upload_bytes: largest request body, bytes (413 beyond).
-        job_timeout_s: a job running longer fails with a timeout error (checked at every model call).
+        job_timeout_s: a job running longer fails with a timeout error (checked at every model call); None: by
+            device (`jobs.DEFAULT_JOB_TIMEOUT_S`: 600 s on a GPU, 3600 s on the CPU).
         retention: how many results to keep and for how long.
         max_pixels: largest image, pixels (413 beyond).
         low_vram: run the pipeline with `low_vram=True`.
@@ -238,6 +262,8 @@ def create_app(
     from typing import Annotated
 
     from fastapi.responses import FileResponse, JSONResponse
+
+    from pixal3d.serve.responses import ErrorResponse, Health, JobAccepted, JobDeleted, JobStatus
 
     runner = JobRunner(pipeline_factory, results_dir, queue_size, job_timeout_s, retention, low_vram)
 
@@ -263,7 +289,8 @@ def create_app(
             raise InputError(f"malformed job id {job_id[:80]!r}: ids are 32 lowercase hex characters")
         return job_id
 
-    @app.post("/v1/generate", status_code=202, responses=_error_docs(400, 413, 415, 422, 429))
+    @app.post("/v1/generate", status_code=202, response_model=JobAccepted,
+              responses=_error_docs(ErrorResponse, 400, 413, 415, 422, 429))
     def generate(
         image: Annotated[fastapi.UploadFile, fastapi.File(description="the input image")],
         options: Annotated[str, fastapi.Form(description="JSON object: " + ", ".join(OPTION_TYPES)
@@ -273,11 +300,13 @@ def create_app(
         parsed = parse_options(options, runner.info.get("resolution"))
         data = image.file.read(max_upload_bytes + 1)
         sniff_image(data, max_pixels)
+        check_has_object(data)
         job = runner.submit(parsed, data)
         return {"id": job.id, "status": job.status, "status_url": f"/v1/jobs/{job.id}",
                 "result_url": f"/v1/jobs/{job.id}/result.glb"}
 
-    @app.get("/v1/jobs/{job_id}", responses=_error_docs(400, 404))
+    @app.get("/v1/jobs/{job_id}", response_model=JobStatus, response_model_exclude_unset=True,
+             responses=_error_docs(ErrorResponse, 400, 404))
     def job_status(job_id: str) -> dict:
         """Status, stage states ("pending", "running", "done"), timings in seconds, error."""
         snapshot = runner.snapshot(job_id_or_400(job_id))
@@ -285,7 +314,11 @@ def create_app(
             raise fastapi.HTTPException(404, f"no job {job_id} (finished jobs are kept for a limited time)")
         return snapshot
 
-    @app.get("/v1/jobs/{job_id}/result.glb", response_class=FileResponse, responses=_error_docs(400, 404, 409))
+    glb = {200: {"description": "the binary glTF (GLB) of the asset",
+                 "content": {"model/gltf-binary": {"schema": {"type": "string", "format": "binary"}}}}}
+
+    @app.get("/v1/jobs/{job_id}/result.glb", response_class=FileResponse,
+             responses={**glb, **_error_docs(ErrorResponse, 400, 404, 409)})
     def job_result(job_id: str) -> FileResponse:
         """The binary glTF of a succeeded job."""
         snapshot = runner.snapshot(job_id_or_400(job_id))
@@ -296,7 +329,9 @@ def create_app(
             raise fastapi.HTTPException(409, f"job {job_id} has no result: it is {snapshot['status']}")
         return FileResponse(path, media_type="model/gltf-binary", filename=f"{job_id}.glb")
 
-    @app.delete("/v1/jobs/{job_id}", responses=_error_docs(400, 404))
+    @app.delete("/v1/jobs/{job_id}", response_model=JobDeleted,
+                responses={202: {"model": JobDeleted, "description": "a running job: cancelling"},
+                           **_error_docs(ErrorResponse, 400, 404)})
     def job_delete(job_id: str) -> JSONResponse:
         """Forget a job and delete its result; a running job is cancelled (202) and then forgotten."""
         outcome = runner.delete(job_id_or_400(job_id))
@@ -304,7 +339,7 @@ def create_app(
             raise fastapi.HTTPException(404, f"no job {job_id}")
         return JSONResponse({"id": job_id, "status": outcome}, status_code=202 if outcome == "cancelling" else 200)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "not serving"}})
     def healthz() -> JSONResponse:
         """Worker state ("ok" or "error"), queue, device."""
         health = runner.health()
@@ -320,9 +355,13 @@ def _error_handler(status: int, response_class: type, headers: dict[str, str] | 
     return handler
 
 
-def _error_docs(*codes: int) -> dict[int, dict]:
-    return {code: {"description": "error", "content": {"application/json": {"example": {"detail": "..."}}}}
-            for code in codes}
+_ERROR_MEANINGS = {400: "a user mistake (the message says which and how to fix it)", 404: "no such job",
+                   409: "the job has no result (yet)", 413: "upload or image too large", 415: "not an image",
+                   422: "options of the wrong shape", 429: "queue full; retry after Retry-After seconds"}
+
+
+def _error_docs(model: type, *codes: int) -> dict[int, dict]:
+    return {code: {"model": model, "description": _ERROR_MEANINGS[code]} for code in codes}
 
 
 def serve(
@@ -337,5 +376,9 @@ def serve(
         import uvicorn
     except ImportError as err:
         raise ImportError("the REST server needs its extra: pip install 'pixal3d[serve]'") from err
+    from pixal3d.serve import bind_socket
+
+    sock = bind_socket(host, port)  # a busy port fails here, before the pipeline loads (the app's lifespan)
     app = create_app(pipeline_factory, Path(results_dir), **app_options)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
