@@ -75,10 +75,15 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _print_aggregate(data: dict) -> None:
+    """One line per FoV mode, rounded as docs/results.md rounds (F-score 3 decimals, Chamfer-L1 4)."""
+
+    def rounded(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
     for mode, stats in data["aggregate"].items():
         f05, cd = stats.get("fscore@0.05", {}).get("mean"), stats.get("chamfer_l1", {}).get("mean")
-        print(f"{mode} FoV: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {f05}, "
-              f"Chamfer-L1 {cd}")
+        print(f"{mode} FoV: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {rounded(f05, 3)}, "
+              f"Chamfer-L1 {rounded(cd, 4)}")
 
 
 # ----------------------------------------------------------------------------------------------------- bench

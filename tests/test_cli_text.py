@@ -1,5 +1,5 @@
-"""What `pixal3d data` shows a user (issue 19, items 4 and 6): a progress bar while samples are made, and help
-text without internal notes."""
+"""What the CLI shows a user (issue 19, items 4 and 6): a progress bar while `data generate` makes samples, help
+text without internal notes, rounded `eval` figures."""
 
 from __future__ import annotations
 
@@ -34,3 +34,16 @@ def test_data_help_has_no_internal_notes(capsys: pytest.CaptureFixture[str]) -> 
         main(["data", "--help"])
     text = capsys.readouterr().out
     assert "_add_data" not in text and "DATA_COMMANDS" not in text and "procedural" in text
+
+
+def test_eval_prints_rounded_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    from pixal3d.cli.models import _print_aggregate
+
+    _print_aggregate({"aggregate": {
+        "true": {"runs": 4, "failures": 0, "fscore@0.05": {"mean": 0.5324786901473999},
+                 "chamfer_l1": {"mean": 0.041234567}},
+        "estimated": {"runs": 4, "failures": 4},
+    }})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["true FoV: 4 runs, 0 failed; mean F-score@0.05 0.532, Chamfer-L1 0.0412",
+                     "estimated FoV: 4 runs, 4 failed; mean F-score@0.05 n/a, Chamfer-L1 n/a"]
