@@ -6,6 +6,7 @@ or interrupted write leaves nothing behind and never clobbers an existing file w
 
 Permissions: `tempfile.mkstemp` creates its file owner-only (0o600); before the rename the file gets the mode a
 plain `open(path, "w")` would have given it: an existing destination's mode, else 0o666 less the process umask.
+Folders filled and then renamed into place come from `make_temp_dir`, with the mode `os.mkdir` would give.
 """
 
 from __future__ import annotations
@@ -66,6 +67,30 @@ def _mode_for(path: Path) -> int:
         return stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         return 0o666 & ~current_umask()
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file` with the file mode of a plain `open()` (it creates files owner-only, 0o600).
+
+    Not atomic by itself: use it inside `atomic_path` or inside a temporary folder that is renamed into place.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    mode = _mode_for(path)
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, mode)
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new temporary folder in `parent` (to fill, then rename into place), with the mode `os.mkdir` gives.
+
+    `tempfile.mkdtemp` makes it owner-only (0o700); a folder renamed into place (a saved pipeline, a checkpoint)
+    gets 0o777 less the umask instead, like any folder the user makes.
+    """
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(path, 0o777 & ~current_umask())
+    return path
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, make_parents: bool = True) -> None:

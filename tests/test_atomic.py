@@ -73,3 +73,23 @@ def test_cli_output_is_not_owner_only(tmp_path) -> None:
     subprocess.run([sys.executable, "-m", "pixal3d", "preprocess", str(tmp_path / "in.png"), "-o", str(out),
                     "--size", "16"], check=True, capture_output=True, preexec_fn=lambda: os.umask(0o022))
     assert _mode(out) == 0o644
+
+
+def test_saved_pipeline_folder_is_not_owner_only(tmp_path, umask_022) -> None:
+    """`save_pretrained` fills a temporary folder and renames it: the result is drwxr-xr-x like `mkdir`'s."""
+    from pixal3d import Pixal3DPipeline
+
+    folder = Pixal3DPipeline.from_config("micro").save_pretrained(tmp_path / "pipe")
+    assert _mode(folder) == 0o755
+    assert {_mode(p) for p in folder.rglob("*") if p.is_file()} == {0o644}
+
+
+def test_checkpoint_and_shard_files_are_not_owner_only(tmp_path, umask_022) -> None:
+    """safetensors' `save_file` creates 0o600 files; checkpoints and sample shards get a plain open()'s mode."""
+    import torch
+
+    from pixal3d.training.checkpoint import save_checkpoint
+
+    folder = save_checkpoint(tmp_path / "run", 3, {"model": {"w": torch.zeros(4)}}, {"config": {}})
+    assert _mode(folder) == 0o755
+    assert {_mode(p) for p in (tmp_path / "run").rglob("*") if p.is_file()} == {0o644}

@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,9 @@ import numpy as np
 import safetensors
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from pixal3d.atomic import make_temp_dir, save_safetensors
 from pixal3d.config import write_json_atomic
 from pixal3d.errors import InputError
 
@@ -104,7 +104,7 @@ def save_sharded(tensors: dict[str, torch.Tensor], folder: Path, prefix: str, ma
             used += size
             index[name]["pieces"].append([f"{prefix}-{len(shards) - 1:05d}.safetensors", key])
     for i, shard in enumerate(shards):
-        save_file(shard, str(folder / f"{prefix}-{i:05d}.safetensors"))
+        save_safetensors(shard, folder / f"{prefix}-{i:05d}.safetensors")
     return index
 
 
@@ -247,7 +247,7 @@ def save_checkpoint(
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    tmp = make_temp_dir(root, prefix=f".{name}.")
     try:
         index = {group: save_sharded(t, tmp, group, max_shard_bytes) for group, t in tensors.items()}
         # Compact JSON: the RNG states are long int lists (one per line would be ~10x larger). The folder is
