@@ -105,6 +105,7 @@ def test_openapi_types_the_responses(client: TestClient) -> None:
 
     assert ref("/v1/generate", "post", "202").endswith("/JobAccepted")
     assert ref("/v1/generate", "post", "400").endswith("/ErrorResponse")
+    assert ref("/v1/generate", "post", "422").endswith("/ValidationErrorResponse")
     assert ref("/v1/jobs/{job_id}", "get", "200").endswith("/JobStatus")
     assert ref("/v1/jobs/{job_id}", "get", "404").endswith("/ErrorResponse")
     glb = paths["/v1/jobs/{job_id}/result.glb"]["get"]["responses"]["200"]["content"]

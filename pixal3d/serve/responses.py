@@ -7,7 +7,7 @@ Unix timestamps, FoV in degrees.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -18,6 +18,12 @@ class ErrorResponse(BaseModel):
     """Every 4xx/5xx answer: what went wrong and how to fix it."""
 
     detail: str = Field(description="the problem, the value, the fix")
+
+
+class ValidationErrorResponse(BaseModel):
+    """422: options of the wrong shape (a message), or a malformed request (FastAPI's list of field errors)."""
+
+    detail: str | list[dict[str, Any]] = Field(description="the problem and the fix, or one entry per bad field")
 
 
 class JobAccepted(BaseModel):

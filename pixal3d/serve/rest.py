@@ -264,6 +264,7 @@ def create_app(
     from fastapi.responses import FileResponse, JSONResponse
 
     from pixal3d.serve.responses import ErrorResponse, Health, JobAccepted, JobDeleted, JobStatus
+    from pixal3d.serve.responses import ValidationErrorResponse as Invalid
 
     runner = JobRunner(pipeline_factory, results_dir, queue_size, job_timeout_s, retention, low_vram)
 
@@ -290,7 +291,7 @@ def create_app(
         return job_id
 
     @app.post("/v1/generate", status_code=202, response_model=JobAccepted,
-              responses=_error_docs(ErrorResponse, 400, 413, 415, 422, 429))
+              responses={**_error_docs(ErrorResponse, 400, 413, 415, 429), **_error_docs(Invalid, 422)})
     def generate(
         image: Annotated[fastapi.UploadFile, fastapi.File(description="the input image")],
         options: Annotated[str, fastapi.Form(description="JSON object: " + ", ".join(OPTION_TYPES)
