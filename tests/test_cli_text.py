@@ -36,6 +36,25 @@ def test_data_help_has_no_internal_notes(capsys: pytest.CaptureFixture[str]) -> 
     assert "_add_data" not in text and "DATA_COMMANDS" not in text and "procedural" in text
 
 
+def test_no_help_text_shows_internal_names() -> None:
+    import argparse
+
+    from pixal3d.cli import build_parser
+
+    def helps(parser: argparse.ArgumentParser) -> list[str]:
+        texts = [parser.format_help()]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    texts += helps(sub)
+        return texts
+
+    texts = helps(build_parser())
+    assert len(texts) > 10
+    for text in texts:
+        assert not re.search(r"_add_|_run_|COMMANDS|TODO", text), text
+
+
 def test_eval_prints_rounded_figures(capsys: pytest.CaptureFixture[str]) -> None:
     from pixal3d.cli.models import _print_aggregate
 
