@@ -70,8 +70,9 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
                              f"not {name}")
         modules[name] = parts[name]
         encoders[name] = parts["encoder"]
-        if "fov_head" in parts and "fov_head" not in modules:
-            modules["fov_head"] = parts["fov_head"]
+        for head in ("fov_head", "depth_head"):
+            if head in parts and head not in modules:
+                modules[head] = parts[head]
     _check_one_encoder(encoders)
     modules["encoder"] = encoders["structure_flow"]
     if settings is None:
