@@ -58,6 +58,7 @@ DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "default"
 COMPONENT_KINDS: dict[str, str] = {
     "encoder": "encoder",
     "fov_head": "fov_head",
+    "depth_head": "depth_head",
     "structure_vae": "structure_vae",
     "structure_flow": "flow",
     "shape_vae": "shape_vae",
@@ -65,8 +66,8 @@ COMPONENT_KINDS: dict[str, str] = {
     "texture_vae": "texture_vae",
     "texture_flow": "flow",
 }
-"""Component name -> the model kind (key of `MODELS`) it must be. Every component but `fov_head` is required."""
-OPTIONAL_COMPONENTS = ("fov_head",)
+"""Component name -> the model kind (key of `MODELS`) it must be. Every component but the heads is required."""
+OPTIONAL_COMPONENTS = ("fov_head", "depth_head")
 
 
 @dataclass

@@ -123,8 +123,15 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faces", type=int, default=100_000, help="face budget of the output mesh (default 100000)")
     p.add_argument("--texture-size", type=int, default=2048, help="texture side, 256..8192 pixels (default 2048)")
     p.add_argument("--low-vram", action="store_true", help="keep only the running step's weights on the GPU")
+    p.add_argument("--no-silhouette", action="store_true",
+                   help="do not enforce the input silhouette (by default nothing is generated outside the input's "
+                        "mask and every mask pixel is covered; off: ablations)")
+    p.add_argument("--no-image-texels", action="store_true",
+                   help="keep the texture stage's colours where the input camera sees the surface (by default "
+                        "those texels take the input pixels' colour with the shading divided out; off: ablations)")
     p.add_argument("--preview", action="store_true",
-                   help="also write NAME_preview.png: the input beside 4 renders of the result")
+                   help="also write NAME_preview.png: the input, the result from the input camera, their overlay "
+                        "(magenta: silhouette disagreement) and 4 orbit renders")
     p.set_defaults(func=_run_generate)
 
 
@@ -216,7 +223,8 @@ def _generate_each(pipe, inputs: Sequence[Path], outputs: Sequence[Path], fov: f
         try:
             asset = pipe(image, fov=fov, seed=args.seed, steps=args.steps, guidance=args.guidance,
                          resolution=args.resolution, faces=args.faces, texture_size=args.texture_size,
-                         low_vram=args.low_vram, background=args.background)
+                         low_vram=args.low_vram, silhouette=not args.no_silhouette,
+                         image_texels=not args.no_image_texels, background=args.background)
         except EmptyStructureError as err:
             print(f"pixal3d generate: {image}: {err}", file=sys.stderr)
             return 1
@@ -227,7 +235,7 @@ def _generate_each(pipe, inputs: Sequence[Path], outputs: Sequence[Path], fov: f
         print(f"wrote {glb} (from {image}; fov {math.degrees(asset.camera.fov):.1f} deg, {asset.fov_source})")
         if args.preview:
             preview = glb.with_name(f"{glb.stem}_preview.png")
-            save_png(contact_sheet(glb, asset.image), preview)
+            save_png(contact_sheet(glb, asset.image, camera=asset.camera), preview)
             print(f"wrote {preview}")
         print("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
               + f"; total {sum(timings.values()):.2f} s")

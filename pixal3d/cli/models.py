@@ -38,6 +38,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=256,
                    help="side of the condition image and of the metric renders, pixels (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the views and of the sampling noise (default 0)")
+    p.add_argument("--no-silhouette", action="store_true", help="run the pipeline without the silhouette rule")
+    p.add_argument("--no-image-texels", action="store_true", help="run the pipeline without the image texels")
     p.set_defaults(func=_run_eval)
 
 
@@ -64,7 +66,8 @@ def _run_eval(args: argparse.Namespace) -> int:
                          f"{args.samples}, {args.image_size}")
     modes = ("true", "estimated") if args.fov_mode == "both" else (args.fov_mode,)
     options = EvalOptions(views=args.views, samples=args.samples, image_size=args.image_size, fov_modes=modes,
-                          seed=args.seed)
+                          seed=args.seed, silhouette=not args.no_silhouette,
+                          image_texels=not args.no_image_texels)
     assets = folder_assets(args.data) if args.data is not None else procedural_assets(*_procedural_range(args.procedural))
     pipe = load_pipeline(args)
     model = f"random {args.random_weights}" if args.random_weights else (args.model or "default")

@@ -45,7 +45,7 @@ TILE = 128
 SUMMARY_KEYS = (
     "chamfer_l1", *(f"fscore@{t:g}" for t in FSCORE_THRESHOLDS), "volume_iou_64", "silhouette_iou", "input_psnr",
     "input_ssim", "novel_psnr", "novel_ssim", "base_color_psnr", "base_color_error", "fov_error_deg",
-    "time_pipeline_s", "peak_memory_mb",
+    "depth_absrel", "depth_delta1", "time_pipeline_s", "peak_memory_mb",
 )
 """Columns of the report's tables (every numeric metric is in metrics.json)."""
 

@@ -33,6 +33,7 @@ from pixal3d.data.samples import Sample, make_sample, view_generator
 from pixal3d.errors import InputError
 from pixal3d.eval import metrics as M
 from pixal3d.geometry.dual_grid import mesh_to_voxels
+from pixal3d.models.depth_head import depth_metrics
 from pixal3d.render import (
     Material,
     RenderMesh,
@@ -75,6 +76,10 @@ class EvalOptions:
     """Seed of the views (with the asset id) and of the pipeline's sampling noise."""
     max_fov_draws: int = 64
     """Views drawn per condition view before giving up on the FoV range."""
+    silhouette: bool = True
+    """Run the pipeline with the silhouette enforced (`Pixal3DPipeline(silhouette=...)`); False for ablations."""
+    image_texels: bool = True
+    """Run the pipeline with the input pixels on the visible surface (`image_texels=...`); False for ablations."""
 
 
 @dataclass
@@ -207,11 +212,12 @@ def prediction_render_mesh(mesh: trimesh.Trimesh, device: torch.device | str = "
     return replace(render, materials=materials, face_materials=inverse.to(render.faces.device))
 
 
-def run_pipeline(pipe: Pixal3DPipeline, sample: Sample, mode: FovMode, seed: int) -> tuple[Asset, float]:
+def run_pipeline(pipe: Pixal3DPipeline, sample: Sample, mode: FovMode, options: EvalOptions) -> tuple[Asset, float]:
     """One pipeline call on the sample's image; returns the asset and the peak memory of the call (MB)."""
     reset_peak_memory(pipe.device)
     fov = sample.fov if mode == "true" else None
-    asset = pipe(sample.image.numpy(), fov=fov, seed=seed)
+    asset = pipe(sample.image.numpy(), fov=fov, seed=options.seed, silhouette=options.silhouette,
+                 image_texels=options.image_texels)
     return asset, peak_memory_mb(pipe.device)
 
 
@@ -255,6 +261,18 @@ def geometry_metrics(mesh: trimesh.Trimesh, gt: GroundTruth, options: EvalOption
     return values
 
 
+def depth_head_metrics(asset: Asset, gt: GroundTruth) -> dict[str, float]:
+    """AbsRel and delta < 1.25 of the depth head's map against the ground truth's rendered depth at the input view.
+
+    The map (`S/4`) is resized bilinearly to the render's side and compared where the ground truth covers the pixel.
+    """
+    truth = gt.input_render.depth.cpu().float()
+    covered = (gt.input_render.alpha.cpu() > 0.5) & (truth > 0)
+    pred = torch.nn.functional.interpolate(asset.depth[None, None].float(), size=truth.shape, mode="bilinear",
+                                           align_corners=False)[0, 0]
+    return depth_metrics(pred, truth, covered)
+
+
 def error_map(a: torch.Tensor, b: torch.Tensor, gain: float = 4.0) -> np.ndarray:
     """`[S, S, 3] uint8` heat map (black -> red -> yellow -> white) of the mean absolute RGB difference x `gain`."""
     e = ((a - b).abs().mean(-1) * gain).clamp(0, 1).numpy()
@@ -271,7 +289,7 @@ def evaluate_run(pipe: Pixal3DPipeline, gt: GroundTruth, mode: FovMode, options:
     sample = gt.sample
     base = {"fov_true_deg": math.degrees(sample.fov)}
     try:
-        asset, peak = run_pipeline(pipe, sample, mode, options.seed)
+        asset, peak = run_pipeline(pipe, sample, mode, options)
     except EmptyStructureError as err:
         logger.warning("%s view %d (%s FoV): the pipeline made no voxels: %s", sample.asset_id, sample.view, mode, err)
         return ViewResult(sample.view, mode, {**base, "failure": str(err)})
@@ -283,6 +301,8 @@ def evaluate_run(pipe: Pixal3DPipeline, gt: GroundTruth, mode: FovMode, options:
         "faces": len(asset.mesh.faces),
         "fine_voxels": len(asset.voxels),
     }
+    if asset.depth is not None:
+        values.update(depth_head_metrics(asset, gt))
     images: dict[str, np.ndarray] = {}
     if len(asset.mesh.faces) == 0:
         values["failure"] = "the predicted mesh has no faces"

@@ -22,7 +22,7 @@ import numpy as np
 import trimesh
 
 from pixal3d.errors import InputError
-from pixal3d.geometry.bake import AttributeSampler, bake_textures, check_texture_size
+from pixal3d.geometry.bake import AttributeSampler, Recolor, bake_textures, check_texture_size
 from pixal3d.geometry.cleanup import CleanupOptions, check_face_budget, clean_mesh
 from pixal3d.geometry.dual_grid import (
     check_resolution,
@@ -48,6 +48,7 @@ def mesh_to_glb(
     image_format: ImageFormat = "png",
     cleanup: CleanupOptions | None = None,
     sample_at_vertices: bool = False,
+    recolor: Recolor | None = None,
     include_pbr: bool = True,
 ) -> Path:
     """Clean and simplify a detailed mesh, bake its attributes and normals, and write a GLB.
@@ -62,6 +63,7 @@ def mesh_to_glb(
         image_format: "png" or "webp" (see `gltf.write_glb`).
         cleanup: floater and hole thresholds; defaults when None.
         sample_at_vertices: sample attributes at the fine vertices only (see `bake.bake_textures`).
+        recolor: base colour from the input image at texel points (see `bake.bake_textures`).
         include_pbr: False writes the base-colour texture only (no metallic-roughness or normal map).
 
     Returns:
@@ -80,9 +82,29 @@ def mesh_to_glb(
         time.perf_counter() - start,
     )
     start = time.perf_counter()
-    baked = bake_textures(coarse, sampler, texture_size, fine_mesh, sample_at_vertices)
+    baked = bake_textures(coarse, sampler, texture_size, fine_mesh, sample_at_vertices, recolor)
     logger.info("baked %d^2 textures in %.1f s", texture_size, time.perf_counter() - start)
     return write_glb(path, baked, image_format, include_pbr)
+
+
+def vertex_attribute_sampler(mesh: trimesh.Trimesh) -> AttributeSampler:
+    """`points -> attrs [M, 6]` of the mesh vertex nearest each point (exact at the vertices): its `pbr` vertex
+    attribute, or its vertex colour with metallic 0, roughness 0.5 and alpha 1 when there is none."""
+    import scipy.spatial
+    import torch
+
+    pbr = mesh.vertex_attributes.get("pbr")
+    if pbr is None:
+        colors = np.asarray(mesh.visual.vertex_colors, dtype=np.float32)[:, :3] / 255.0
+        pbr = np.concatenate([colors, np.tile([[0.0, 0.5, 1.0]], (len(colors), 1))], axis=1)
+    table = torch.as_tensor(np.asarray(pbr, dtype=np.float32))
+    tree = scipy.spatial.cKDTree(np.asarray(mesh.vertices))
+
+    def sampler(points: torch.Tensor) -> torch.Tensor:
+        _, nearest = tree.query(points.detach().cpu().numpy(), k=1)
+        return table[torch.as_tensor(nearest, dtype=torch.int64)]
+
+    return sampler
 
 
 def voxels_to_glb(

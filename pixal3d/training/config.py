@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pixal3d.encoder import EncoderConfig
 from pixal3d.errors import InputError
+from pixal3d.models.depth_head import DepthHeadConfig
 from pixal3d.models.fov_head import FovHeadConfig
 
 
@@ -107,13 +108,21 @@ class FlowTrainConfig:
     """Train a FoV head on the encoder's global tokens in this run (None: no FoV head)."""
     fov_weight: float = 1.0
     """Weight of the FoV head's L1 loss (radians) beside the flow-matching loss."""
+    depth_head: DepthHeadConfig | None = None
+    """Train a depth head on the encoder's features in this run (None: no depth head)."""
+    depth_weight: float = 1.0
+    """Weight of the depth head's L1 loss (volume units) beside the other losses."""
+    train_flow: bool = True
+    """Train the flow (False: only the heads learn; the flow's loss is skipped and its weights stay as loaded)."""
     cond_dropout: float = 0.1
     """Probability of dropping the condition (lifted features and global tokens together) for CFG."""
     timesteps: Literal["logit_normal", "uniform"] = "logit_normal"
     """Training timestep distribution."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.cond_dropout < 1 or self.fov_weight < 0:
+        if not self.train_flow and self.fov_head is None and self.depth_head is None:
+            raise InputError("flow: train_flow is false and there is no fov_head or depth_head: nothing would train")
+        if not 0 <= self.cond_dropout < 1 or self.fov_weight < 0 or self.depth_weight < 0:
             raise InputError(f"flow: need 0 <= cond_dropout < 1 and fov_weight >= 0, got {self.cond_dropout}, "
                              f"{self.fov_weight}")
         if self.vae_checkpoint is None and not self.vae_config:

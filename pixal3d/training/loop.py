@@ -108,6 +108,10 @@ def init_weights(model: nn.Module, config: TrainConfig) -> None:
     path = Path(config.init_weights)
     if (path / "pipeline.json").is_file():
         tensors = pipeline_init_tensors(path, config)
+        fresh = {k: v for k, v in model.state_dict().items() if k.startswith("depth_head.") and k not in tensors}
+        if fresh:
+            logger.info("the pipeline %s has no depth head: it starts from random weights", path)
+        tensors |= fresh
         check_tensors(model.state_dict(), tensors, f"init_weights {path}")
         model.load_state_dict(tensors, strict=True)
         logger.info("initialised from the pipeline %s", path)
