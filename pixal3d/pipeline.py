@@ -523,7 +523,7 @@ def constrain_structure(coords: torch.Tensor, resolution: int, view: ViewMask) -
     if len(covered) == 0:
         raise EmptyStructureError(
             "no stage-1 voxel projects into the input's silhouette and there is no depth map to place one; "
-            "check the image's alpha, or pass silhouette=False"
+            "check the image's alpha, or pass silhouette=False (command line: --no-silhouette)"
         )
     logger.info("silhouette: %d structure voxels -> %d carved -> %d covered", len(coords), len(carved), len(covered))
     return covered

@@ -98,7 +98,7 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
     if width * height > max_pixels:
         raise InputError(
             f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-            "(decompression-bomb guard); downscale the image or raise max_pixels / --max-pixels"
+            "(decompression-bomb guard); downscale the image, or raise max_pixels (pixal3d preprocess --max-pixels)"
         )
     if width == 0 or height == 0:
         raise InputError(f"{name}: image has zero size ({width}x{height})")

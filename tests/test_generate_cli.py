@@ -144,3 +144,20 @@ def test_background_none_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = tmp_path / "opaque.glb"
     assert main(["generate", str(src), "-o", str(out), "--background", "none", *FAST]) == 0
     assert out.is_file()
+
+
+def test_every_suggested_option_exists() -> None:
+    """Error messages that name a command-line option name one that `generate` accepts."""
+    import re
+
+    import pixal3d.pipeline
+    import pixal3d.preprocess
+    import pixal3d.stages
+    from pixal3d.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for module in (pixal3d.pipeline, pixal3d.preprocess, pixal3d.stages):
+        source = Path(module.__file__).read_text()
+        for match in re.finditer(r"(pixal3d (\w+) )?(--[a-z][a-z-]+)\b", source):
+            command, option = match.group(2) or "generate", match.group(3)  # "pixal3d preprocess --max-pixels"
+            assert option in commands[command].format_help(), f"{module.__name__} suggests {match.group(0)!r}"
