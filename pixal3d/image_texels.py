@@ -45,7 +45,7 @@ class ImageTexelOptions:
     """Brightness (largest sRGB channel) that the smooth shading estimate maps to."""
     shading_sigma: float = 0.02
     """Blur of the retinex shading estimate, as a fraction of the image side."""
-    grazing: tuple[float, float] = (0.1, 0.35)
+    grazing: tuple[float, float] = (0.05, 0.25)
     """cos(angle between normal and view ray) over which the image's weight ramps from 0 to 1."""
     boundary: float = 2.0
     """Pixels from the silhouette or an occlusion boundary over which the image's weight ramps from 0 to 1."""
@@ -145,7 +145,9 @@ def project_colors(points: torch.Tensor, normals: torch.Tensor, view: ImageView,
     seen = inside & (surface > 0) & (depth <= surface + options.depth_tolerance)
     rays = points - camera.center[None]
     rays = rays / rays.norm(dim=1, keepdim=True).clamp_min(1e-9)
-    facing = -(normals.detach().float().cpu() * rays).sum(1)
+    # |n . ray|: a point that passes the depth test faces the camera; a normal pointing away is a flipped face of
+    # the generated surface, not a back face.
+    facing = (normals.detach().float().cpu() * rays).sum(1).abs()
     lo, hi = options.grazing
     weight = ((facing - lo) / max(hi - lo, 1e-6)).clamp(0, 1)
     weight = weight * view.weight[pxc[:, 1], pxc[:, 0]] * seen
