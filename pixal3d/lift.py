@@ -11,6 +11,22 @@ Maps may have any resolution and channel count: each covers the whole image, so 
 `2 u / S - 1` is the same for all of them. Output channels are the maps' channels concatenated in order, then
 the mask: `C_out = sum(C_i) + 1`.
 
+**Depth-aware lift** (`depth` and `alpha` given, DESIGN section 3): five more channels per voxel, between the
+features and the mask, say what the depth map and the silhouette say about it (`DEPTH_CHANNELS`):
+
+- `signed distance`: the voxel centre's depth along the view axis minus the visible surface's depth at its
+  projection (volume units; > 0 behind the surface, < 0 in front), clamped to `[-DEPTH_CLAMP, DEPTH_CLAMP]` =
+  `[-1, 1]`, which never binds for view 0's canonical camera (both points lie in the cube, whose extent along the
+  axis is 1). It is a difference of axis depths, i.e. the distance along the ray times the cosine of the ray's
+  angle to the axis (at least `cos(fov / 2)`);
+- `front`, `on`, `behind`: one-hot, `on` = `|signed distance| <= sqrt(3) / (2 R)` (half a voxel diagonal at the
+  lift's resolution `R`, so a surface crossing a voxel marks it "on"), `front` below, `behind` above;
+- `silhouette`: 1 where the input alpha at the projection (nearest pixel of `alpha`) is > 0.5.
+
+The depth map is read at the nearest pixel (bilinear would blend the object's depth with the background's across
+the silhouette's edge). Where the depth is missing (non-finite or <= 0: no surface) or the voxel projects outside
+the silhouette or the image, the signed distance is 0 and the three indicators are 0: a "no surface" state.
+
 Two paths, numerically identical at the same voxels:
 - `lift_dense`: every voxel of an `R^3` grid -> `[B, C_out, R, R, R]` (stage 1's small grids only).
 - `lift_sparse`: given active voxels `coords [N, 4] (b, i, j, k)` -> `[N, C_out]`; memory is `O(N * C_out)`,
@@ -19,6 +35,7 @@ Two paths, numerically identical at the same voxels:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +45,11 @@ from pixal3d.camera import Camera, coords_to_centers, voxel_centers
 
 # grid_sample has no half-precision CPU kernel on every torch build; sample in float32 there and cast back.
 _CPU_SAMPLE_DTYPES = (torch.float32, torch.float64)
+
+DEPTH_CHANNELS = 5
+"""Channels the depth-aware lift adds: signed distance, front, on, behind, silhouette."""
+DEPTH_CLAMP = 1.0
+"""The signed distance channel is clamped to `[-DEPTH_CLAMP, DEPTH_CLAMP]` (volume units)."""
 
 
 def _check_maps(maps: Sequence[torch.Tensor]) -> int:
@@ -40,6 +62,16 @@ def _check_maps(maps: Sequence[torch.Tensor]) -> int:
         if not m.is_floating_point():
             raise ValueError(f"feature map {i} must be a float tensor, got {m.dtype}")
     return batch
+
+
+def _check_depth(depth: torch.Tensor | None, alpha: torch.Tensor | None, batch: int) -> None:
+    if (depth is None) != (alpha is None):
+        raise ValueError("the depth-aware lift needs both depth and alpha (or neither)")
+    if depth is None:
+        return
+    for name, m in (("depth", depth), ("alpha", alpha)):
+        if m.ndim != 4 or m.shape[:2] != (batch, 1) or not m.is_floating_point():
+            raise ValueError(f"{name} must be a float [B={batch}, 1, H, W] map, got {tuple(m.shape)} {m.dtype}")
 
 
 def _as_cameras(cameras: Camera | Sequence[Camera], batch: int) -> list[Camera]:
@@ -64,19 +96,61 @@ def _sample(maps: Sequence[torch.Tensor], b: int, grid: torch.Tensor) -> list[to
     return out
 
 
-def _lift_points(
-    maps: Sequence[torch.Tensor], camera: Camera, b: int, points: torch.Tensor
+def _nearest(image: torch.Tensor, uv: torch.Tensor, size: int) -> torch.Tensor:
+    """`image [H, W]` at the pixels holding `uv [M, 2]` (pixels of an `size`-wide image) -> `[M]`, float32."""
+    h, w = image.shape
+    col = torch.floor(uv[:, 0] * (w / size)).nan_to_num(0.0).clamp(0, w - 1).long()
+    row = torch.floor(uv[:, 1] * (h / size)).nan_to_num(0.0).clamp(0, h - 1).long()
+    return image.float()[row, col]
+
+
+def depth_channels(
+    uv: torch.Tensor, point_depth: torch.Tensor, inside: torch.Tensor, depth: torch.Tensor, alpha: torch.Tensor,
+    size: int, resolution: int,
 ) -> torch.Tensor:
-    """Lift batch element `b` at volume-frame `points [M, 3]` -> `[M, C_out]` (features, then mask)."""
-    uv, depth = camera.project(points.float())
+    """What the depth map and silhouette say about points (see the module docstring) -> `[M, 5]` float32.
+
+    Args:
+        uv: `[M, 2]` projections (pixels of an image of side `size`).
+        point_depth: `[M]` the points' depth along the view axis.
+        inside: `[M] bool` in front of the camera and inside the image.
+        depth: `[h, w]` the visible surface's depth along the view axis (non-finite or <= 0: no surface).
+        alpha: `[H, W]` the input's alpha in [0, 1].
+        size: image side `S` of the camera.
+        resolution: the lift's grid resolution `R` ("on" tolerance `sqrt(3) / (2 R)`).
+
+    Returns:
+        `[M, 5]`: signed distance (clamped), front, on, behind, silhouette; zero outside the image.
+    """
+    silhouette = inside & (_nearest(alpha, uv, size) > 0.5)
+    surface = _nearest(depth, uv, size)
+    known = silhouette & torch.isfinite(surface) & (surface > 0)
+    signed = torch.where(known, point_depth.float() - surface, torch.zeros_like(surface))
+    signed = signed.clamp(-DEPTH_CLAMP, DEPTH_CLAMP)
+    tol = 0.5 * math.sqrt(3.0) / resolution
+    front = known & (signed < -tol)
+    behind = known & (signed > tol)
+    on = known & ~front & ~behind
+    return torch.stack([signed, front.float(), on.float(), behind.float(), silhouette.float()], dim=1)
+
+
+def _lift_points(
+    maps: Sequence[torch.Tensor], camera: Camera, b: int, points: torch.Tensor,
+    depth: torch.Tensor | None = None, alpha: torch.Tensor | None = None, resolution: int = 1,
+) -> torch.Tensor:
+    """Lift batch element `b` at volume-frame `points [M, 3]` -> `[M, C_out]` (features, [depth channels,] mask)."""
+    uv, point_depth = camera.project(points.float())
     size = camera.size
-    inside = (depth > 0) & (uv >= 0).all(-1) & (uv <= size).all(-1)
+    inside = (point_depth > 0) & (uv >= 0).all(-1) & (uv <= size).all(-1)
     # Points behind the camera would sample a mirrored position; the mask below zeroes them like off-image ones.
     grid = camera.normalized(uv).nan_to_num(0.0, 0.0, 0.0)
     feats = torch.cat(_sample(maps, b, grid[None, :, None, :]), dim=1)
     mask = inside[:, None].to(feats.dtype)
     # Features outside the image (border-replicated by grid_sample) are zeroed: features and mask agree.
-    return torch.cat([feats * mask, mask], dim=1)
+    if depth is None:
+        return torch.cat([feats * mask, mask], dim=1)
+    geo = depth_channels(uv, point_depth, inside, depth[b, 0], alpha[b, 0], size, resolution)
+    return torch.cat([feats * mask, geo.to(feats.dtype), mask], dim=1)
 
 
 def lift_sparse(
@@ -85,6 +159,8 @@ def lift_sparse(
     coords: torch.Tensor,
     resolution: int,
     chunk_size: int = 262144,
+    depth: torch.Tensor | None = None,
+    alpha: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Lift feature maps to the active voxels.
 
@@ -94,16 +170,21 @@ def lift_sparse(
         coords: `[N, 4]` integer `(b, i, j, k)` voxel coordinates at `resolution`.
         resolution: grid resolution `R` of `coords`.
         chunk_size: voxels processed at once (bounds the temporary memory).
+        depth: optional `[B, 1, h, w]` float depth along the view axis of the visible surface (volume units;
+            non-finite or <= 0 where there is none), e.g. the depth head's map at `S/4`: the depth-aware lift.
+        alpha: `[B, 1, H, W]` the input's alpha in [0, 1] (the silhouette); required iff `depth` is given.
 
     Returns:
-        `[N, sum(C_i) + 1]` in the maps' dtype and device: the sampled features, then the in-image mask.
+        `[N, sum(C_i) + 1]` in the maps' dtype and device: the sampled features, then the in-image mask; with
+        `depth`, `[N, sum(C_i) + DEPTH_CHANNELS + 1]`: features, the depth channels, the mask.
     """
     batch = _check_maps(maps)
     cams = _as_cameras(cameras, batch)
+    _check_depth(depth, alpha, batch)
     if coords.ndim != 2 or coords.shape[1] != 4:
         raise ValueError(f"coords must be [N, 4] (b, i, j, k), got {tuple(coords.shape)}")
     device, dtype = maps[0].device, maps[0].dtype
-    channels = sum(m.shape[1] for m in maps) + 1
+    channels = sum(m.shape[1] for m in maps) + 1 + (DEPTH_CHANNELS if depth is not None else 0)
     out = torch.zeros(coords.shape[0], channels, device=device, dtype=dtype)
     coords = coords.to(device)
     for b in range(batch):
@@ -111,12 +192,13 @@ def lift_sparse(
         for start in range(0, idx.numel(), chunk_size):
             sel = idx[start : start + chunk_size]
             points = coords_to_centers(coords[sel, 1:], resolution)
-            out[sel] = _lift_points(maps, cams[b], b, points)
+            out[sel] = _lift_points(maps, cams[b], b, points, depth, alpha, resolution)
     return out
 
 
 def lift_dense(
-    maps: Sequence[torch.Tensor], cameras: Camera | Sequence[Camera], resolution: int
+    maps: Sequence[torch.Tensor], cameras: Camera | Sequence[Camera], resolution: int,
+    depth: torch.Tensor | None = None, alpha: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Lift feature maps to every voxel of an `R^3` grid (stage 1's small grids).
 
@@ -124,58 +206,75 @@ def lift_dense(
         maps: feature maps, each `[B, C_i, H_i, W_i]`.
         cameras: one `Camera` for the whole batch, or one per batch element.
         resolution: grid resolution `R`.
+        depth, alpha: the depth-aware lift's inputs, as in `lift_sparse`.
 
     Returns:
-        `[B, sum(C_i) + 1, R, R, R]` (volume axes x, y, z), in the maps' dtype and device.
+        `[B, C_out, R, R, R]` (volume axes x, y, z), in the maps' dtype and device; `C_out` as in `lift_sparse`.
     """
     batch = _check_maps(maps)
     cams = _as_cameras(cameras, batch)
+    _check_depth(depth, alpha, batch)
     device = maps[0].device
     points = voxel_centers(resolution, device=device).reshape(-1, 3)  # (R^3, 3), i-major like coords
-    per_batch = [_lift_points(maps, cams[b], b, points) for b in range(batch)]
+    per_batch = [_lift_points(maps, cams[b], b, points, depth, alpha, resolution) for b in range(batch)]
     r = resolution
     # (R^3, C) -> (C, R, R, R) per element
     return torch.stack([f.T.reshape(-1, r, r, r) for f in per_batch], dim=0)
 
 
-def lift_sparse_multiview(
-    views: Sequence[tuple[Sequence[torch.Tensor], Camera | Sequence[Camera]]],
-    coords: torch.Tensor,
-    resolution: int,
-) -> torch.Tensor:
+View = tuple  # (maps, cameras) or (maps, cameras, depth, alpha): one view of `lift_*_multiview`
+
+
+def _unpack(view: View) -> tuple[Sequence[torch.Tensor], Camera | Sequence[Camera], dict]:
+    if len(view) not in (2, 4):
+        raise ValueError(f"a view is (maps, cameras) or (maps, cameras, depth, alpha), got {len(view)} items")
+    depth = {"depth": view[2], "alpha": view[3]} if len(view) == 4 else {}
+    return view[0], view[1], depth
+
+
+def lift_sparse_multiview(views: Sequence[View], coords: torch.Tensor, resolution: int) -> torch.Tensor:
     """Lift several views of one object (known cameras, relative to view 0) into the same voxels and average.
 
     Features are averaged over the views in which each voxel projects inside the image (a voxel seen by one
-    view keeps that view's feature); the mask channel becomes the fraction of views that see the voxel.
+    view keeps that view's feature); the mask channel becomes the fraction of views that see the voxel. With the
+    depth-aware lift, each view's depth channels come from its own camera, depth map and alpha, and are averaged
+    like the features (so the indicators become the fractions of the seeing views that place the voxel in front /
+    on / behind their surface, or inside their silhouette).
 
     Args:
-        views: `(maps, cameras)` per view, each as in `lift_sparse`.
+        views: `(maps, cameras)` or `(maps, cameras, depth, alpha)` per view, each as in `lift_sparse`; all views
+            with depth or none.
         coords: `[N, 4]` integer `(b, i, j, k)`.
         resolution: grid resolution `R`.
 
     Returns:
-        `[N, sum(C_i) + 1]`; identical views give exactly the single-view lift.
+        `[N, C_out]` as `lift_sparse`; identical views give exactly the single-view lift.
     """
     if len(views) == 0:
         raise ValueError("lift_sparse_multiview needs at least one view")
-    lifted = [lift_sparse(maps, cams, coords, resolution) for maps, cams in views]
+    lifted = []
+    for view in views:
+        maps, cams, depth = _unpack(view)
+        lifted.append(lift_sparse(maps, cams, coords, resolution, **depth))
     return average_views(lifted)
 
 
-def lift_dense_multiview(
-    views: Sequence[tuple[Sequence[torch.Tensor], Camera | Sequence[Camera]]], resolution: int
-) -> torch.Tensor:
-    """Dense counterpart of `lift_sparse_multiview`: `[B, sum(C_i) + 1, R, R, R]`."""
+def lift_dense_multiview(views: Sequence[View], resolution: int) -> torch.Tensor:
+    """Dense counterpart of `lift_sparse_multiview`: `[B, C_out, R, R, R]`."""
     if len(views) == 0:
         raise ValueError("lift_dense_multiview needs at least one view")
-    lifted = [lift_dense(maps, cams, resolution) for maps, cams in views]
+    lifted = []
+    for view in views:
+        maps, cams, depth = _unpack(view)
+        lifted.append(lift_dense(maps, cams, resolution, **depth))
     return average_views(lifted, channel_dim=1)
 
 
 def average_views(lifted: Sequence[torch.Tensor], channel_dim: int = -1) -> torch.Tensor:
     """Average per-view lifts whose last channel (along `channel_dim`) is the in-image mask.
 
-    Features: mask-weighted mean over views (0 where no view sees the voxel). Mask: mean over views.
+    Features (and depth channels): mask-weighted mean over views (0 where no view sees the voxel). Mask: mean over
+    views. Every view must have the same channels (all with the depth-aware lift or none).
     """
     stacked = torch.stack(list(lifted), dim=0)  # (V, *per_view_shape)
     dim = channel_dim % (stacked.ndim - 1) + 1  # the channel axis inside `stacked`

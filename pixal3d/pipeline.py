@@ -156,6 +156,10 @@ def check_compatible(modules: dict[str, nn.Module]) -> None:
     ]
     for flow in ("structure_flow", "shape_flow", "texture_flow"):
         pairs.append((f"{flow}.feature_channels", c[flow].feature_channels, "encoder.channels", c["encoder"].channels))
+    lifting = [flow for flow in ("structure_flow", "shape_flow", "texture_flow") if c[flow].depth_lift]
+    if lifting and "depth_head" not in c:
+        raise InputError(f"the pipeline's {', '.join(lifting)} lift(s) depth (depth_lift) but it has no depth_head; "
+                         "add one (pixal3d assemble --add-heads RUN) or use flows without depth_lift")
     if "depth_head" in c:
         pairs.append(("depth_head.feature_channels", c["depth_head"].feature_channels, "encoder.channels",
                       c["encoder"].channels))
@@ -397,6 +401,18 @@ class Pixal3DPipeline:
             return [Camera(fov=estimate_fov(self.fov_head, features), size=size)], "estimated"
         return [Camera(fov=self.settings.default_fov, size=size)], "default"
 
+    def lift_depths(self, features: Sequence[FeatureMaps], cameras: Sequence[Camera],
+                    depth: torch.Tensor | None) -> list[torch.Tensor] | None:
+        """The depth map per view for `depth_lift` flows (view 0's is `depth`), or None when no flow uses one.
+
+        Extra views get the depth head's map with their own camera (`predict_depth`; the head assumes the camera at
+        its default distance from the object, as in training).
+        """
+        if not any(f.config.depth_lift for f in (self.structure_flow, self.shape_flow, self.texture_flow)):
+            return None
+        extra = [predict_depth(self.depth_head, f, c) for f, c in zip(features[1:], cameras[1:], strict=True)]
+        return [depth, *extra]
+
     @torch.no_grad()
     def __call__(
         self,
@@ -477,8 +493,8 @@ class Pixal3DPipeline:
             # 4. camera: given cameras / given FoV / FoV head / default
             with timer("camera"), self._weights_on_device(low_vram, "fov_head", "depth_head"):
                 cams, fov_source = self.make_cameras(features[0], fov, cameras)
-                cond = make_condition(features, cams)
                 depth = predict_depth(self.depth_head, features[0], cams[0]) if self.depth_head else None
+                cond = make_condition(features, cams, self.lift_depths(features, cams, depth))
                 view = (view_mask(images[0, 3], cams[0], silhouette.dilation, depth) if silhouette.enabled
                         else None)
             # 5. stage 1: sparse structure (carved to the silhouette, covering every mask pixel)

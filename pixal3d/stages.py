@@ -69,16 +69,39 @@ def encode_images(encoder: ImageEncoder, images: torch.Tensor) -> list[FeatureMa
     ]
 
 
-def make_condition(features: Sequence[FeatureMaps], cameras: Sequence[Camera]) -> FlowCondition:
+def make_condition(features: Sequence[FeatureMaps], cameras: Sequence[Camera],
+                   depths: Sequence[torch.Tensor | None] | None = None) -> FlowCondition:
     """The flows' condition: view 0 with its camera, further views (known cameras relative to view 0) averaged.
 
     Multi-view lifting averages each voxel's features over the views that see it and averages the global tokens
     (`lift.average_views`, as `lift_sparse_multiview` / `lift_dense_multiview` do), inside every flow call.
+
+    Args:
+        features: one `FeatureMaps` per view.
+        cameras: one `Camera` per view (or, for a batch, one list of cameras per view).
+        depths: optional depth map per view for `depth_lift` flows: depth along that view's axis of its visible
+            surface, volume units, float32, `[h, w]` (one object, e.g. `predict_depth`'s `[S/4, S/4]`) or
+            `[B, 1, h, w]`; non-finite or <= 0 where there is none. Flows without `depth_lift` ignore it.
     """
     if len(features) != len(cameras) or not features:
         raise ValueError(f"need one camera per view: {len(features)} views, {len(cameras)} cameras")
+    maps = [None] * len(features) if depths is None else [_depth_map(d) for d in depths]
+    if len(maps) != len(features):
+        raise ValueError(f"need one depth map (or None) per view: {len(features)} views, {len(maps)} depth maps")
     extra = [(f, c) for f, c in zip(features[1:], cameras[1:], strict=True)]
-    return FlowCondition(features=features[0], cameras=cameras[0], extra_views=extra)
+    return FlowCondition(features=features[0], cameras=cameras[0], extra_views=extra, depth=maps[0],
+                         extra_depths=maps[1:] if depths is not None else ())
+
+
+def _depth_map(depth: torch.Tensor | None) -> torch.Tensor | None:
+    """`[h, w]` or `[B, 1, h, w]` -> `[B, 1, h, w]` float32."""
+    if depth is None:
+        return None
+    if depth.ndim == 2:
+        depth = depth[None, None]
+    if depth.ndim != 4 or depth.shape[1] != 1:
+        raise ValueError(f"a depth map must be [h, w] or [B, 1, h, w], got {tuple(depth.shape)}")
+    return depth.float()
 
 
 def get_cond(encoder: ImageEncoder, images: torch.Tensor, cameras: Sequence[Camera]) -> FlowCondition:

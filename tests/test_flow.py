@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from pixal3d.camera import Camera
 from pixal3d.config import config_from_dict, config_to_dict
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
+from pixal3d.errors import InputError
 from pixal3d.models import MODELS, model_classes
 from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer, flow_preset, patchify, unpatchify
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
@@ -241,3 +244,63 @@ def test_sampling_a_micro_flow_with_guidance_is_deterministic(features, camera):
             for _ in range(2)]
     assert torch.equal(runs[0].feats, runs[1].feats) and runs[0].coords is template.coords
     assert bool(torch.isfinite(runs[0].feats).all())
+
+
+# ------------------------------------------------------------------------------------------------ depth-aware lift
+def plane_depth(batch: int = 2, side: int = 16, z: float = 0.1) -> torch.Tensor:
+    """Depth along the axis of a plane at volume z (40 degree camera), `[B, 1, side, side]`, a no-surface corner."""
+    depth = torch.full((batch, 1, side, side), Camera.from_degrees(40.0).eye_distance - z)
+    depth[:, :, :4, :4] = float("inf")
+    return depth
+
+
+def widened(model: FlowTransformer) -> FlowTransformer:
+    """The same flow with `depth_lift`, its new lift columns zero (`widen_lift_weights`, as init_weights does)."""
+    from pixal3d.training.conditioned import widen_lift_weights
+
+    config = dataclasses.replace(model.config, depth_lift=True)
+    wide = FlowTransformer(config)
+    wide.load_state_dict(widen_lift_weights(model.state_dict(), model.config, config), strict=True)
+    return wide
+
+
+@pytest.mark.parametrize("tokens", ["dense", "sparse"])
+def test_depth_lift_off_ignores_depth_and_zero_columns_keep_the_output(features, camera, tokens):
+    """Switch off: a depth map in the condition changes nothing, bit for bit. Switch on from zero-initialised
+    columns: the same output as before; once the columns move, the depth map matters."""
+    torch.manual_seed(7)
+    model = FlowTransformer(dense_config(tokens=tokens)).eval()
+    perturb(model)
+    x = sparse_tokens() if tokens == "sparse" else torch.randn(2, 4, 8, 8, 8)
+    t = torch.rand(2)
+    feats = lambda v: v.feats if tokens == "sparse" else v  # noqa: E731
+    with torch.no_grad():
+        plain = feats(model(x, t, FlowCondition(features, camera)))
+        assert torch.equal(plain, feats(model(x, t, FlowCondition(features, camera, depth=plane_depth()))))
+        wide = widened(model).eval()
+        assert wide.config.lift_dim == model.config.lift_dim + 5 * model.config.patch**3
+        out = feats(wide(x, t, FlowCondition(features, camera, depth=plane_depth())))
+        assert torch.allclose(out, plain, atol=1e-6)
+        for block in wide.blocks:
+            block.lift.weight.add_(torch.randn_like(block.lift.weight) * 0.1)
+        near, far = (feats(wide(x, t, FlowCondition(features, camera, depth=plane_depth(z=z)))) for z in (0.1, -0.3))
+        assert not torch.allclose(near, far, atol=1e-4)
+
+
+def test_depth_lift_multiview_and_errors(features, camera):
+    torch.manual_seed(8)
+    model = FlowTransformer(dense_config(tokens="sparse", depth_lift=True))
+    perturb(model)
+    x, t = sparse_tokens(), torch.rand(2)
+    depth = plane_depth()
+    single = model(x, t, FlowCondition(features, camera, depth=depth))
+    multi = model(x, t, FlowCondition(features, camera, extra_views=[(features, camera)], depth=depth,
+                                      extra_depths=[depth]))
+    assert torch.allclose(single.feats, multi.feats, atol=1e-5)
+    with pytest.raises(ValueError, match="depth map per view"):
+        model(x, t, FlowCondition(features, camera))
+    with pytest.raises(ValueError, match="depth map per view"):
+        model(x, t, FlowCondition(features, camera, extra_views=[(features, camera)], depth=depth))
+    with pytest.raises(InputError, match="depth_lift"):
+        dense_config(depth_lift=True, conditioning="cross")
+    assert model(x, t, None).feats.shape == x.feats.shape  # the unconditional branch needs no depth

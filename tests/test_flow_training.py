@@ -252,3 +252,64 @@ def test_assemble_builds_a_loadable_pipeline_from_runs(vae_runs, tmp_path):
     with pytest.raises(InputError, match="encoder differs"):
         assemble_pipeline(runs | {"texture_flow": tmp_path / "other"}, tmp_path / "pipe2")
     assert not (tmp_path / "pipe2").exists()
+
+
+@pytest.mark.parametrize("stage", ["structure", "shape"])
+def test_depth_lift_flow_trains_on_ground_truth_depth(stage, vae_runs, tmp_path):
+    """A depth_lift flow's condition reads the batch's splat depth (with noise); the step runs, the loss is finite."""
+    config = flow_config(stage, tmp_path, vae_runs, max_steps=1)
+    config = dataclasses.replace(config, model_config=config.model_config | {"depth_lift": True},
+                                 flow=dataclasses.replace(config.flow, depth_noise=0.05))
+    result = train(config)
+    assert result.step == 1 and all(math.isfinite(v) for v in result.metrics.values())
+    modules = flow_run_components(tmp_path, group="model")
+    assert modules[f"{stage}_flow"].config.depth_lift
+
+
+def test_lift_depth_is_the_splat_along_the_axis_with_noise():
+    from pixal3d.camera import Camera
+    from pixal3d.training.conditioned import lift_depth
+
+    cams = [Camera(fov=0.6, size=64), Camera(fov=1.0, size=64)]
+    z = torch.full((2, 1, 16, 16), 0.1)
+    z[:, :, 0, 0] = -math.inf  # no surface
+    clean = lift_depth(z, cams, 0.0, torch.Generator())
+    assert torch.allclose(clean[:, 0, 1, 1], torch.tensor([c.eye_distance - 0.1 for c in cams]))
+    assert torch.isinf(clean[:, 0, 0, 0]).all()
+    noisy = lift_depth(z, cams, 0.02, torch.Generator().manual_seed(0))
+    assert torch.isinf(noisy[:, 0, 0, 0]).all()
+    finite = torch.isfinite(clean)
+    assert 0.015 < float((noisy - clean)[finite].std()) < 0.025
+    with pytest.raises(InputError, match="ground-truth depth"):
+        lift_depth(None, cams, 0.0, torch.Generator())
+
+
+def test_init_weights_widens_a_pipeline_flow_with_zero_depth_columns(tmp_path):
+    """A depth_lift run started from a pipeline without it: the lift columns of the depth channels start at zero,
+    every other weight is the pipeline's, so the fine-tune starts at the pipeline's behaviour."""
+    from pixal3d.config import config_to_dict
+    from pixal3d.pipeline import Pixal3DPipeline
+    from pixal3d.training.conditioned import pipeline_init_tensors
+
+    pipe = Pixal3DPipeline.from_config("micro")
+    folder = pipe.save_pretrained(tmp_path / "pipe", dtype=torch.float32)
+    base = load_config(TrainConfig, CONFIGS / "structure_flow_micro.json")
+    shipped = pipe.structure_flow.config
+    config = dataclasses.replace(base, model_config=config_to_dict(shipped) | {"depth_lift": True},
+                                 flow=dataclasses.replace(base.flow, fov_head=None))
+    tensors = pipeline_init_tensors(folder, config)
+    p3, features = shipped.patch**3, shipped.lift_channels - 1
+    for i, block in enumerate(pipe.structure_flow.blocks):
+        old, new = block.lift.weight, tensors[f"flow.blocks.{i}.lift.weight"]
+        assert new.shape == (old.shape[0], old.shape[1] + 5 * p3)
+        assert torch.equal(new[:, : features * p3], old[:, : features * p3])
+        assert torch.equal(new[:, -p3:], old[:, -p3:])
+        assert (new[:, features * p3 : -p3] == 0).all()
+    others = {k: v for k, v in pipe.structure_flow.state_dict().items() if not k.endswith(".lift.weight")}
+    assert all(torch.equal(tensors["flow." + k], v) for k, v in others.items())
+    backwards = dataclasses.replace(config, model_config=config_to_dict(shipped))
+    widened = tmp_path / "wide"
+    pipe.structure_flow = FlowTransformer(dataclasses.replace(shipped, depth_lift=True))
+    pipe.save_pretrained(widened, dtype=torch.float32)
+    with pytest.raises(InputError, match="depth_lift"):
+        pipeline_init_tensors(widened, backwards)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -183,3 +184,35 @@ def test_configs_and_presets() -> None:
     assert isinstance(PipelineConfig().settings.structure_sampler, SamplerConfig)
     check_compatible(a.components)
     assert a.device == torch.device("cpu") and a.to("cpu", torch.float32) is a and a.dtype == torch.float32
+
+
+def test_depth_lift_flows_read_the_depth_heads_map(image_path: Path, plain_asset: Asset) -> None:
+    """Flows with `depth_lift` get the depth head's map in their condition (multi-view: one per view); without a
+    depth head the pipeline refuses them. Widened flows (zero depth columns) give the plain pipeline's asset."""
+    from pixal3d.training.conditioned import widen_lift_weights
+
+    config = micro_config()
+    for name in ("structure_flow", "shape_flow", "texture_flow"):
+        setattr(config, name, dataclasses.replace(getattr(config, name), depth_lift=True))
+    lifting = Pixal3DPipeline.from_config(config)
+    plain = Pixal3DPipeline.from_config("micro")
+    for name, module in lifting.components.items():  # the plain pipeline's weights, flows widened
+        state = getattr(plain, name).state_dict()
+        if name.endswith("_flow"):
+            state = widen_lift_weights(state, getattr(plain, name).config, module.config)
+        module.load_state_dict(state, strict=True)
+    lifting.set_progress_bar_config(disable=True)
+    asset = lifting(image_path, seed=0, faces=2000, texture_size=256, silhouette=False, image_texels=False)
+    assert torch.equal(asset.voxels.coords, plain_asset.voxels.coords)
+    assert torch.allclose(asset.voxels.attrs, plain_asset.voxels.attrs, atol=1e-4)
+    camera = Camera(fov=asset.camera.fov, size=64)
+    depths = lifting.lift_depths(*_two_views(lifting, image_path, camera), asset.depth)
+    assert len(depths) == 2 and depths[1].shape == asset.depth.shape
+    with pytest.raises(InputError, match="no depth_head"):
+        config.depth_head = None
+        Pixal3DPipeline.from_config(config)
+
+
+def _two_views(pipe: Pixal3DPipeline, image_path: Path, camera: Camera) -> tuple[list, list[Camera]]:
+    _, images = pipe.preprocess([image_path, image_path])
+    return encode_images(pipe.encoder, images), [camera, camera]

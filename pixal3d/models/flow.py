@@ -10,6 +10,9 @@ One class, two token kinds:
 Conditioning (`FlowCondition`): the encoder's `FeatureMaps` and the camera(s). The model lifts the maps itself
 at the tokens' voxel centres (`lift_dense` at the latent grid then patchified, or `lift_sparse` at the active
 voxels), so training and inference share the code; the global tokens feed every block's cross-attention.
+With `depth_lift`, the lift is depth-aware (`pixal3d.lift`): each view's depth map (`FlowCondition.depth`,
+`extra_depths`) and alpha (the raw image map's channel 3) add `DEPTH_CHANNELS` per voxel, between the features
+and the mask; the pipeline passes the depth head's map, training the ground-truth splat (`training.conditioned`).
 `cond=None`, or `keep[b] = False`, is the unconditional branch: lifted features and global tokens are both
 zeroed. With `conditioning="cross"` (the ablation) nothing is lifted and the blocks cross-attend to the global
 tokens plus every patch token of the /4 map (with a 2D sin-cos position).
@@ -31,7 +34,7 @@ import torch.nn as nn
 from pixal3d.camera import Camera
 from pixal3d.encoder import FeatureMaps
 from pixal3d.errors import InputError
-from pixal3d.lift import average_views, lift_dense, lift_sparse
+from pixal3d.lift import DEPTH_CHANNELS, average_views, lift_dense, lift_sparse
 from pixal3d.nn.attention import TokenLayout, WindowPlan, rope_angles, window_plan
 from pixal3d.nn.blocks import FlowBlock, modulate
 from pixal3d.sampling import SamplerConfig
@@ -78,6 +81,9 @@ class FlowConfig:
     """C of the encoder's fused map and global tokens (EncoderConfig.channels)."""
     image_channels: int = 4
     """Channels of the raw image map (RGBA)."""
+    depth_lift: bool = False
+    """Depth-aware lift: add what the depth map and silhouette say about each voxel (`pixal3d.lift`; 5 channels
+    between the features and the mask). The condition must then carry a depth map per view."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     """This stage's default sampler settings."""
 
@@ -86,6 +92,11 @@ class FlowConfig:
             raise InputError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
         if self.tokens == "dense" and self.resolution % self.patch_size:
             raise InputError(f"resolution ({self.resolution}) must be divisible by patch_size ({self.patch_size})")
+        if self.depth_lift and (self.conditioning != "lift" or self.image_channels != 4):
+            raise InputError(
+                f"depth_lift needs conditioning 'lift' and an RGBA image map (image_channels 4; the silhouette is its "
+                f"alpha), got conditioning {self.conditioning!r}, image_channels {self.image_channels}"
+            )
 
     @property
     def patch(self) -> int:
@@ -93,11 +104,16 @@ class FlowConfig:
         return self.patch_size if self.tokens == "dense" else 1
 
     @property
+    def lift_channels(self) -> int:
+        """Lifted channels per voxel: image + fused features (+ depth channels with `depth_lift`) + mask."""
+        return self.image_channels + self.feature_channels + (DEPTH_CHANNELS if self.depth_lift else 0) + 1
+
+    @property
     def lift_dim(self) -> int:
-        """Per-token lifted width: (image + fused channels + mask) per voxel times the patch volume; 0 if "cross"."""
+        """Per-token lifted width: `lift_channels` per voxel times the patch volume; 0 if "cross"."""
         if self.conditioning == "cross":
             return 0
-        return (self.image_channels + self.feature_channels + 1) * self.patch**3
+        return self.lift_channels * self.patch**3
 
 
 @dataclass
@@ -111,17 +127,31 @@ class FlowCondition:
             tokens zeroed). Training drops them together with p = 0.1.
         extra_views: more `(features, cameras)` of the same objects (multi-view, cameras relative to view 0):
             lifts are averaged over the views that see a voxel, global tokens are averaged.
+        depth: optional `[B, 1, h, w]` float32 depth along view 0's axis of its visible surface (volume units, e.g.
+            the depth head's map at `S/4`; non-finite or <= 0 where there is none); required by `depth_lift` flows,
+            ignored by the others.
+        extra_depths: the same for each extra view (its own camera), in the order of `extra_views`.
     """
 
     features: FeatureMaps
     cameras: Cameras
     keep: torch.Tensor | None = None
     extra_views: Sequence[tuple[FeatureMaps, Cameras]] = ()
+    depth: torch.Tensor | None = None
+    extra_depths: Sequence[torch.Tensor | None] = ()
     _lift_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def views(self) -> list[tuple[FeatureMaps, Cameras]]:
         return [(self.features, self.cameras), *self.extra_views]
+
+    @property
+    def depths(self) -> list[torch.Tensor | None]:
+        """One depth map (or None) per view, aligned with `views`."""
+        extra = list(self.extra_depths) or [None] * len(self.extra_views)
+        if len(extra) != len(self.extra_views):
+            raise ValueError(f"extra_depths has {len(extra)} maps for {len(self.extra_views)} extra views")
+        return [self.depth, *extra]
 
     def with_dropout(self, p: float, generator: torch.Generator | None) -> FlowCondition:
         """The same condition with each element kept with probability `1 - p` (training's CFG dropout)."""
@@ -270,12 +300,23 @@ class FlowTransformer(nn.Module):
 
     def _lift_views(self, x: torch.Tensor | SparseTensor, cond: FlowCondition) -> torch.Tensor:
         lifts = []
-        for feats, cams in cond.views:
+        for (feats, cams), depth in zip(cond.views, cond.depths, strict=True):
+            kwargs = self._depth_inputs(feats, depth) if self.config.depth_lift else {}
             if isinstance(x, SparseTensor):
-                lifts.append(lift_sparse(feats.maps, cams, x.coords, x.resolution))
+                lifts.append(lift_sparse(feats.maps, cams, x.coords, x.resolution, **kwargs))
             else:
-                lifts.append(patchify(lift_dense(feats.maps, cams, self.config.resolution), self.config.patch))
+                dense = lift_dense(feats.maps, cams, self.config.resolution, **kwargs)
+                lifts.append(patchify(dense, self.config.patch))
         return lifts[0] if len(lifts) == 1 else average_views(lifts)
+
+    @staticmethod
+    def _depth_inputs(feats: FeatureMaps, depth: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The depth-aware lift's `depth` and `alpha` (channel 3 of the raw RGBA map) of one view."""
+        if depth is None:
+            raise ValueError("this flow has depth_lift: its condition needs a depth map per view "
+                             "(stages.make_condition(features, cameras, depths=...), FlowCondition.depth)")
+        image = feats.maps[0]
+        return {"depth": depth.to(image.device), "alpha": image[:, 3:4]}
 
     def _context(self, cond: FlowCondition) -> torch.Tensor:
         """Cross-attention tokens `[B, T, feature_channels]`, averaged over views."""
@@ -361,6 +402,34 @@ class FlowTransformer(nn.Module):
         if isinstance(x_t, SparseTensor):
             return x_t.replace(feats=out)
         return unpatchify(out, batch, cfg.in_channels, cfg.patch)
+
+
+def widen_lift_weight(weight: torch.Tensor, config: FlowConfig) -> torch.Tensor:
+    """A block's lift weight of `config` without `depth_lift` -> the same for `config` (with it), depth columns zero.
+
+    The lifted token is `(channel, patch voxel)`-major (`patchify`); the depth channels sit between the features and
+    the mask, so the old feature columns keep their place, the mask columns move behind the new zero columns, and a
+    flow so widened gives the old flow's output on any condition (fine-tuning starts at the shipped behaviour).
+
+    Args:
+        weight: `[dim, lift_dim]` of the flow without the depth lift.
+        config: the flow config with `depth_lift` on.
+
+    Returns:
+        `[dim, config.lift_dim]`.
+    """
+    if not config.depth_lift:
+        raise ValueError("widen_lift_weight builds the lift weight of a depth_lift flow; config.depth_lift is False")
+    p3 = config.patch**3
+    old = dataclasses.replace(config, depth_lift=False)
+    if weight.ndim != 2 or weight.shape[1] != old.lift_dim:
+        raise ValueError(f"lift weight must be [dim, {old.lift_dim}] (the flow without depth lift), got "
+                         f"{tuple(weight.shape)}")
+    features = old.lift_channels - 1
+    new = weight.new_zeros(weight.shape[0], config.lift_dim)
+    new[:, : features * p3] = weight[:, : features * p3]
+    new[:, -p3:] = weight[:, -p3:]  # the mask's columns, last in both layouts
+    return new
 
 
 # ------------------------------------------------------------------------------------------------ presets

@@ -29,19 +29,19 @@ import torch
 import torch.nn as nn
 
 from pixal3d.camera import Camera
-from pixal3d.config import config_from_dict, config_to_dict
+from pixal3d.config import config_from_dict, config_to_dict, load_config
 from pixal3d.encoder import EncoderConfig, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.models import model_classes
 from pixal3d.models.depth_head import DepthHead, DepthHeadConfig, depth_loss, splat_depth
-from pixal3d.models.flow import FlowConfig, FlowTransformer
+from pixal3d.models.flow import FlowConfig, FlowTransformer, widen_lift_weight
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
 from pixal3d.sampling import flow_matching_loss
 from pixal3d.sparse import SparseTensor
 from pixal3d.stages import make_condition
 from pixal3d.training.checkpoint import check_tensors, latest_checkpoint, load_checkpoint, read_safetensors
 from pixal3d.training.config import FlowTrainConfig, TrainConfig
-from pixal3d.weights import is_component_folder, load_component, read_component_tensors
+from pixal3d.weights import CONFIG_FILE, is_component_folder, load_component, read_component_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class ConditionedFlow(nn.Module):
     def forward(self, image: torch.Tensor, cameras: list[Camera], x0: torch.Tensor | SparseTensor | None,
                 generator: torch.Generator, concat: SparseTensor | None = None, fov: torch.Tensor | None = None,
                 cond_dropout: float = 0.1, timesteps: str = "logit_normal",
-                depth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                depth: torch.Tensor | None = None, depth_noise: float = 0.0) -> dict[str, torch.Tensor]:
         """One training pass.
 
         Args:
@@ -88,8 +88,9 @@ class ConditionedFlow(nn.Module):
             fov: `[B]` radians, the FoV head's target (needed when the head exists).
             cond_dropout: probability of the unconditional branch per element.
             timesteps: "logit_normal" or "uniform".
-            depth: `[B, 1, S/4, S/4]` volume-frame z of the visible surface (`splat_depth`), the depth head's
-                target (needed when the head exists).
+            depth: `[B, 1, S/4, S/4]` volume-frame z of the visible surface (`splat_depth`, `-inf` where none), the
+                depth head's target and, with a `depth_lift` flow, the lift's depth map (needed when either exists).
+            depth_noise: std (volume units) of the Gaussian noise added per pixel to the lift's depth map.
 
         Returns:
             `{"mse": flow-matching loss, "keep": fraction conditioned}` (without `train_flow`: no flow terms), plus
@@ -99,7 +100,9 @@ class ConditionedFlow(nn.Module):
             features = self.encoder(image)
         out: dict[str, torch.Tensor] = {}
         if self.train_flow:
-            cond = make_condition([features], [cameras]).with_dropout(cond_dropout, generator)
+            depths = ([lift_depth(depth, cameras, depth_noise, generator)] if self.flow.config.depth_lift
+                      else None)
+            cond = make_condition([features], [cameras], depths).with_dropout(cond_dropout, generator)
             kwargs = {"concat": concat} if concat is not None else {}
             out["mse"] = flow_matching_loss(self.flow, x0, cond, generator, timesteps, model_kwargs=kwargs)
             out["keep"] = cond.keep.float().mean()
@@ -108,6 +111,33 @@ class ConditionedFlow(nn.Module):
         if self.depth_head is not None:
             out["depth_l1"] = depth_loss(self.depth_head(features), depth, image[:, 3:4])
         return out
+
+
+def lift_depth(z: torch.Tensor | None, cameras: list[Camera], noise: float,
+               generator: torch.Generator) -> torch.Tensor:
+    """The depth-aware lift's training depth map: the ground-truth splat as depth along the view axis, plus noise.
+
+    Inference lifts the depth head's prediction instead; `noise` (volume units, per pixel, from `generator`) stands
+    in for its error. The train/inference gap this leaves (a sharp ground truth vs a smooth prediction) is to be
+    measured: evaluate the fine-tuned flows with the depth head's map and with the splat (docs/training.md).
+
+    Args:
+        z: `[B, 1, h, w]` volume-frame z of the visible surface (`depth_target`; `-inf` where none).
+        cameras: one `Camera` per element.
+        noise: std of the Gaussian noise in volume units (0: none).
+        generator: noise source (on z's device).
+
+    Returns:
+        `[B, 1, h, w]` float32 depth `d - z` (+ noise), `+inf` where there is no surface.
+    """
+    if z is None:
+        raise InputError("a depth_lift flow trains on the batch's ground-truth depth (depth_target); none was given")
+    eye = torch.tensor([c.eye_distance for c in cameras], device=z.device, dtype=torch.float32)
+    depth = eye[:, None, None, None] - z.float()  # -inf (no surface) -> +inf
+    if noise > 0:
+        eps = torch.randn(depth.shape, generator=generator, device=generator.device, dtype=torch.float32)
+        depth = depth + noise * eps.to(depth.device)  # inf + finite stays inf
+    return depth
 
 
 # ------------------------------------------------------------------------------------------------ frozen VAEs
@@ -187,9 +217,11 @@ def make_flow_objective(flow_config: FlowTrainConfig, vaes: dict[str, nn.Module]
         inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         x0, concat = (stage_latents(flow_config.stage, vaes, batch, flow_config.latent, generator)
                       if flow_config.train_flow else (None, None))
-        depth = depth_target(batch) if inner.depth_head is not None else None
+        lifting = flow_config.train_flow and inner.config.flow.depth_lift
+        depth = depth_target(batch) if inner.depth_head is not None or lifting else None
         out = model(batch["image"], batch["cameras"], x0, generator, concat=concat, fov=batch["fov"],
-                    cond_dropout=flow_config.cond_dropout, timesteps=flow_config.timesteps, depth=depth)
+                    cond_dropout=flow_config.cond_dropout, timesteps=flow_config.timesteps, depth=depth,
+                    depth_noise=flow_config.depth_noise)
         weights = {"mse": 1.0, "fov_l1": flow_config.fov_weight, "depth_l1": flow_config.depth_weight}
         loss = sum(weights[name] * value for name, value in out.items() if name in weights)
         metrics = {name: value.detach() for name, value in out.items()}
@@ -201,10 +233,11 @@ def make_flow_objective(flow_config: FlowTrainConfig, vaes: dict[str, nn.Module]
 
 
 def depth_target(batch: dict[str, Any]) -> torch.Tensor:
-    """The depth head's target: the batch's fine dual vertices z-buffered at `S/4` (`splat_depth`)."""
+    """The depth head's target (and the depth lift's): the batch's fine dual vertices z-buffered at `S/4`."""
     coords, cameras = batch["coords"], batch["cameras"]
     if "resolution" not in batch:
-        raise InputError("depth head training needs image batches with fine voxels (data kind procedural or shards)")
+        raise InputError("depth head and depth lift training need image batches with fine voxels (data kind "
+                         "procedural or shards)")
     resolution = batch["resolution"]
     points = (coords[:, 1:].float() + batch["vertex"].float()) / resolution - 0.5  # dual vertices, volume frame
     size = batch["image"].shape[-1] // 4
@@ -234,6 +267,8 @@ def pipeline_init_tensors(folder: str | Path, config: TrainConfig) -> dict[str, 
     A flow run takes the pipeline's `encoder`, `<stage>_flow` and (when the run has one) `fov_head` components,
     named as the run's module names them (`encoder.*`, `flow.*`, `fov_head.*`); any other run takes the
     component of its model's name (`shape_vae`, ...). This is how a shipped model is fine-tuned on new data.
+    A `depth_lift` flow started from a flow without it gets the new lift columns zero-initialised
+    (`widen_lift_weights`), so the fine-tune starts exactly at the shipped flow's behaviour.
     """
     folder = Path(folder)
     if config.model == "flow":
@@ -248,8 +283,34 @@ def pipeline_init_tensors(folder: str | Path, config: TrainConfig) -> dict[str, 
     for component, prefix in parts.items():
         if not is_component_folder(folder / component):
             raise InputError(f"init_weights {folder}: the pipeline has no {component} component to start from")
-        tensors.update({prefix + k: v.float() for k, v in read_component_tensors(folder / component).items()})
+        part = {k: v.float() for k, v in read_component_tensors(folder / component).items()}
+        if prefix == "flow.":
+            target = config_from_dict(FlowConfig, config.model_config, where="flow model_config")
+            part = widen_lift_weights(part, load_config(FlowConfig, folder / component / CONFIG_FILE), target)
+        tensors.update({prefix + k: v for k, v in part.items()})
     return tensors
+
+
+def widen_lift_weights(tensors: dict[str, torch.Tensor], source: FlowConfig,
+                       target: FlowConfig) -> dict[str, torch.Tensor]:
+    """A flow's tensors for `target`: as they are, or, from a flow without `depth_lift` to one with it, every
+    block's lift weight widened with zero columns for the depth channels (`models.flow.widen_lift_weight`).
+
+    Every other tensor must already fit (the strict load checks it); a `depth_lift` source for a target without
+    it raises, since dropping trained columns would change the model.
+    """
+    if source.depth_lift == target.depth_lift:
+        return tensors
+    if source.depth_lift:
+        raise InputError("init_weights: the pipeline's flow lifts depth (depth_lift) but this run's flow does not; "
+                         'set "depth_lift": true in model_config')
+    out = dict(tensors)
+    for name, weight in tensors.items():
+        if name.startswith("blocks.") and name.endswith(".lift.weight"):
+            out[name] = widen_lift_weight(weight, target)
+    logger.info("init_weights: depth_lift flow from a flow without it; the depth columns of every block's lift "
+                "start at zero")
+    return out
 
 
 def build_conditioned_flow(config: TrainConfig, device: torch.device) -> tuple[ConditionedFlow, Callable, Any]:

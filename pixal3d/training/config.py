@@ -112,6 +112,9 @@ class FlowTrainConfig:
     """Train a depth head on the encoder's features in this run (None: no depth head)."""
     depth_weight: float = 1.0
     """Weight of the depth head's L1 loss (volume units) beside the other losses."""
+    depth_noise: float = 0.02
+    """With a `depth_lift` flow: std (volume units) of the per-pixel Gaussian noise on the ground-truth depth map
+    that the lift reads in training (inference reads the depth head's map; measure the gap)."""
     train_flow: bool = True
     """Train the flow (False: only the heads learn; the flow's loss is skipped and its weights stay as loaded)."""
     cond_dropout: float = 0.1
@@ -122,9 +125,10 @@ class FlowTrainConfig:
     def __post_init__(self) -> None:
         if not self.train_flow and self.fov_head is None and self.depth_head is None:
             raise InputError("flow: train_flow is false and there is no fov_head or depth_head: nothing would train")
-        if not 0 <= self.cond_dropout < 1 or self.fov_weight < 0 or self.depth_weight < 0:
-            raise InputError(f"flow: need 0 <= cond_dropout < 1 and fov_weight >= 0, got {self.cond_dropout}, "
-                             f"{self.fov_weight}")
+        if (not 0 <= self.cond_dropout < 1 or self.fov_weight < 0 or self.depth_weight < 0
+                or not 0 <= self.depth_noise < float("inf")):
+            raise InputError(f"flow: need 0 <= cond_dropout < 1 and fov_weight, depth_weight, depth_noise >= 0, got "
+                             f"{self.cond_dropout}, {self.fov_weight}, {self.depth_weight}, {self.depth_noise}")
         if self.vae_checkpoint is None and not self.vae_config:
             raise InputError('flow: give "vae_checkpoint" (a trained VAE run) or "vae_config" (a random frozen VAE)')
         if self.stage == "texture" and self.shape_vae_checkpoint is None and not self.shape_vae_config:
