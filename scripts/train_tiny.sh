@@ -10,9 +10,12 @@
 #                                                        # (default 2155), into data/tiny_mix
 #   scripts/train_tiny.sh finetune MINUTES                 # the three flows from the shipped weights, side by side
 #   scripts/train_tiny.sh finetune-assemble DIR            # shipped VAEs + encoder + the fine-tuned flows -> DIR
+# The depth-aware lift (issue 14, item 2): the three flows widened with depth_lift, from the shipped weights:
+#   scripts/train_tiny.sh depthlift MINUTES                # on data/tiny_mix (finetune-data), side by side
+#   scripts/train_tiny.sh depthlift-assemble DIR           # shipped VAEs + encoder + heads + depth-lift flows -> DIR
 # Every phase resumes where the last one stopped; held-out evaluation seeds start at 1000000.
 set -uo pipefail
-phase=${1:?phase: data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble}
+phase=${1:?phase: data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble | depthlift | depthlift-assemble}
 limit=${2:?seconds (data), minutes (vaes, flows, finetune) or a folder (assemble)}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 mkdir -p runs logs
@@ -77,8 +80,19 @@ finetune-assemble)
         --texture-vae $shipped/texture_vae --structure-flow runs/structure_flow_tiny_ft \
         --shape-flow runs/shape_flow_tiny_ft --texture-flow runs/texture_flow_tiny_ft
     ;;
+depthlift)
+    train_all "$limit" configs/structure_flow_tiny_depthlift.json configs/shape_flow_tiny_depthlift.json \
+        configs/texture_flow_tiny_depthlift.json
+    ;;
+depthlift-assemble)  # the structure run carries the shipped FoV and depth heads unchanged (weights 0)
+    shipped=pixal3d/weights/default
+    python -m pixal3d assemble -o "$limit" --structure-vae $shipped/structure_vae --shape-vae $shipped/shape_vae \
+        --texture-vae $shipped/texture_vae --structure-flow runs/structure_flow_tiny_depthlift \
+        --shape-flow runs/shape_flow_tiny_depthlift --texture-flow runs/texture_flow_tiny_depthlift
+    ;;
 *)
-    echo "unknown phase $phase (data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble)" >&2
+    echo "unknown phase $phase (data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble |" \
+        "depthlift | depthlift-assemble)" >&2
     exit 2
     ;;
 esac

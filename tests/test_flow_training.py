@@ -313,3 +313,51 @@ def test_init_weights_widens_a_pipeline_flow_with_zero_depth_columns(tmp_path):
     pipe.save_pretrained(widened, dtype=torch.float32)
     with pytest.raises(InputError, match="depth_lift"):
         pipeline_init_tensors(widened, backwards)
+
+
+@pytest.mark.parametrize("stage", ["structure", "shape", "texture"])
+def test_depthlift_configs_start_at_the_shipped_flows(stage):
+    """`configs/*_tiny_depthlift.json` from the shipped weights: the widened flow gives the shipped flow's output
+    (depth columns zero), and the structure run carries the shipped FoV and depth heads."""
+    from pixal3d.camera import Camera
+    from pixal3d.sparse import SparseTensor
+    from pixal3d.weights import load_component
+
+    root = CONFIGS.parent
+    config = load_config(TrainConfig, CONFIGS / f"{stage}_flow_tiny_depthlift.json")
+    fix = lambda path: str(root / path) if path else path  # noqa: E731  (paths are relative to the repo root)
+    flow = dataclasses.replace(config.flow, vae_checkpoint=fix(config.flow.vae_checkpoint),
+                               shape_vae_checkpoint=fix(config.flow.shape_vae_checkpoint),
+                               encoder_checkpoint=fix(config.flow.encoder_checkpoint))
+    config = dataclasses.replace(config, flow=flow, init_weights=fix(config.init_weights))
+    assert config.model_config["depth_lift"] and config.flow.depth_noise > 0
+    torch.manual_seed(0)
+    model, _, _ = build_model(config, torch.device("cpu"))
+    init_weights(model, config)
+    shipped = root / "pixal3d" / "weights" / "default"
+    reference = load_component(shipped / f"{stage}_flow", "flow").eval()
+    tuned = model.flow.eval()
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 4, 64, 64, generator=gen)
+    features = FeatureMaps([image, torch.randn(1, 64, 16, 16, generator=gen)], torch.randn(1, 5, 64, generator=gen))
+    camera = Camera(fov=0.7, size=64)
+    depth = torch.full((1, 1, 16, 16), camera.eye_distance)
+    cfg = tuned.config
+    if cfg.tokens == "dense":
+        x = torch.randn(1, cfg.in_channels, cfg.resolution, cfg.resolution, cfg.resolution, generator=gen)
+    else:
+        ijk = torch.unique(torch.randint(8, 24, (40, 3), generator=gen), dim=0)
+        coords = torch.cat([torch.zeros_like(ijk[:, :1]), ijk], dim=1).int()
+        x = SparseTensor(coords, torch.randn(len(coords), cfg.in_channels, generator=gen), cfg.resolution)
+    kwargs = {"concat": x.replace(feats=torch.randn(len(x.coords), cfg.cond_channels, generator=gen))} \
+        if cfg.cond_channels else {}
+    t = torch.tensor([0.7])
+    with torch.no_grad():
+        old = reference(x, t, FlowCondition(features, camera), **kwargs)
+        new = tuned(x, t, FlowCondition(features, camera, depth=depth), **kwargs)
+    old, new = (v.feats if isinstance(v, SparseTensor) else v for v in (old, new))
+    assert torch.allclose(new, old, atol=1e-5)
+    if stage == "structure":
+        for head in ("fov_head", "depth_head"):
+            ref = load_component(shipped / head, head).state_dict()
+            assert all(torch.equal(v, ref[k]) for k, v in getattr(model, head).state_dict().items())
