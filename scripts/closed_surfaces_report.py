@@ -7,13 +7,14 @@ For each seed, `pixal3d.data.procedural.generate(seed)` is voxelised (`mesh_to_v
 and meshed (`voxels_to_mesh`) through several representations of the crossings:
 
 - `edge flags`: the ground-truth flags as they are (today's representation: its own round trip is exact);
-- `corners`: ground-truth corner signs (`corner_targets`) -> `corner_edges`, open voxels on their edge flags;
+- `corners`: ground-truth corner signs (`corner_targets`) -> `corner_voxels`, open voxels on their edge flags;
 - `corners, fill holes`: the same, where only a missed ground-truth crossing makes a voxel open (added crossings
   are kept: they close holes smaller than a voxel);
 - `corners only`: corner signs everywhere, no fallback (open parts are lost);
-- `edge flags, p dropped`, `corners, p flipped`: what independent per-voxel mistakes at rate p do to each
-  (a crossed edge flag dropped; a voxel's corner logit flipped before the 8 voxels of a corner are averaged;
-  open flags exact), i.e. a decoder that is right 1 - p of the time.
+- `... dropped`, `... flipped`: what independent per-voxel mistakes at rate p do to each, i.e. a decoder that is
+  right 1 - p of the time (open flags exact): a crossed edge flag dropped, a voxel's corner logit flipped before
+  the voxels of a corner are averaged, or a voxel missing from the decoded set (an occupancy miss; the corner
+  decoder adds back the voxels its crossings need).
 
 Boundary-edge ratio = edges of one triangle / all edges, vertices merged by position; components = connected
 components of that merged mesh. The section is replaced in place; the rest of the page is kept.
@@ -33,7 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pixal3d.data.procedural import generate
-from pixal3d.geometry.corners import corner_edges, corner_targets
+from pixal3d.geometry.corners import corner_targets, corner_voxels
 from pixal3d.geometry.dual_grid import mesh_to_voxels
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.geometry.voxels import SparseVoxels
@@ -56,23 +57,46 @@ def openness(mesh: trimesh.Trimesh) -> tuple[float, int]:
     return float((counts == 1).sum() / len(counts)), int(len(np.unique(labels[used])))
 
 
-def variants(v: SparseVoxels, noise: float, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, float]]:
-    """`name -> (edges [N, 3] int8, open-voxel fraction)` for every representation of the module docstring."""
+def _subset(v: SparseVoxels, keep: torch.Tensor) -> SparseVoxels:
+    return SparseVoxels(v.coords[keep], v.vertex[keep], v.edges[keep], None, v.resolution)
+
+
+def variants(v: SparseVoxels, noise: float, generator: torch.Generator) -> dict[str, tuple[SparseVoxels, float]]:
+    """`name -> (voxels to mesh, open-voxel fraction)` for every representation of the module docstring."""
     r = v.resolution
     inside, open_strict = corner_targets(v.coords, v.edges, r)
     _, open_fill = corner_targets(v.coords, v.edges, r, fill_holes=True)
     logits = inside.float() * 2 - 1
     drop = (torch.rand(v.edges.shape, generator=generator) < noise) & (v.edges != 0)
     flip = torch.rand(logits.shape, generator=generator) < noise
+    keep = torch.rand(len(v), generator=generator) >= noise
+    opened = float(open_strict.float().mean())
     return {
-        "edge flags": (v.edges, 0.0),
-        "corners": (corner_edges(v.coords, logits, r, open_strict, v.edges), float(open_strict.float().mean())),
-        "corners, fill holes": (corner_edges(v.coords, logits, r, open_fill, v.edges), float(open_fill.float().mean())),
-        "corners only": (corner_edges(v.coords, logits, r), 0.0),
-        f"edge flags, {noise:g} dropped": (torch.where(drop, torch.zeros_like(v.edges), v.edges), 0.0),
-        f"corners, {noise:g} flipped": (corner_edges(v.coords, torch.where(flip, -logits, logits), r, open_strict,
-                                                     v.edges), float(open_strict.float().mean())),
+        "edge flags": (v, 0.0),
+        "corners": (corner_voxels(v, logits, open_strict), opened),
+        "corners, fill holes": (corner_voxels(v, logits, open_fill), float(open_fill.float().mean())),
+        "corners only": (corner_voxels(v, logits), 0.0),
+        f"edge flags, {noise:g} of crossed flags dropped": (
+            SparseVoxels(v.coords, v.vertex, torch.where(drop, torch.zeros_like(v.edges), v.edges), None, r), 0.0),
+        f"corners, {noise:g} of voxel corners flipped": (
+            corner_voxels(v, torch.where(flip, -logits, logits), open_strict), opened),
+        f"edge flags, {noise:g} of voxels dropped": (_subset(v, keep), 0.0),
+        f"corners, {noise:g} of voxels dropped": (corner_voxels(_subset(v, keep), logits[keep], open_strict[keep]),
+                                                   opened),
     }
+
+
+def recovered(truth: SparseVoxels, result: SparseVoxels) -> float:
+    """Fraction of the ground truth's crossed edges that `result` crosses with the same sign."""
+    r = truth.resolution
+    keys = lambda c: (c[:, 0].long() * r + c[:, 1]) * r + c[:, 2]  # noqa: E731
+    result_keys = keys(result.coords)
+    order = torch.argsort(result_keys)
+    rows = order[torch.searchsorted(result_keys[order], keys(truth.coords)).clamp_max(len(result) - 1)]
+    found = result_keys[rows] == keys(truth.coords)
+    edges = torch.where(found[:, None], result.edges[rows], torch.zeros_like(truth.edges))
+    crossed = truth.edges != 0
+    return float((edges[crossed] == truth.edges[crossed]).float().mean())
 
 
 def measure(seeds: list[int], resolution: int, noise: float) -> dict[str, list[tuple[float, float, int, float]]]:
@@ -81,11 +105,9 @@ def measure(seeds: list[int], resolution: int, noise: float) -> dict[str, list[t
     for seed in seeds:
         start = time.perf_counter()
         v = mesh_to_voxels(generate(seed).scene, resolution, with_attributes=False)
-        truth = v.edges != 0
-        for name, (edges, open_fraction) in variants(v, noise, torch.Generator().manual_seed(seed)).items():
-            recovered = float((edges[truth] == v.edges[truth]).float().mean())
-            ratio, parts = openness(voxels_to_mesh(SparseVoxels(v.coords, v.vertex, edges, None, resolution)))
-            rows.setdefault(name, []).append((recovered, ratio, parts, open_fraction))
+        for name, (voxels, open_fraction) in variants(v, noise, torch.Generator().manual_seed(seed)).items():
+            ratio, parts = openness(voxels_to_mesh(voxels))
+            rows.setdefault(name, []).append((recovered(v, voxels), ratio, parts, open_fraction))
         print(f"R={resolution} seed {seed}: {len(v)} voxels, {time.perf_counter() - start:.1f} s", flush=True)
     return rows
 

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixal3d.errors import InputError
-from pixal3d.geometry.corners import corner_edges
+from pixal3d.geometry.corners import corner_voxels
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.sparse import SparseConv3d, SparseTensor, coords_to_keys
 
@@ -374,15 +374,17 @@ class ShapeVAE(nn.Module):
         fine = SparseTensor.sorted(fine.coords, fine.feats.float(), fine.resolution, latent.batch_size)
         out = []
         for start, end in zip(fine.batch_offsets[:-1].tolist(), fine.batch_offsets[1:].tolist(), strict=True):
-            head, coords = fine.feats[start:end], fine.coords[start:end, 1:].clone()
-            edges = (head[:, 3:12].reshape(-1, 3, 3).argmax(dim=-1) - 1).to(torch.int8)
-            if self.config.decoder_target == "corners":
-                edges = corner_edges(coords, head[:, 12:20], self.config.resolution, head[:, 20] > 0, edges)
-            out.append(SparseVoxels(
-                coords=coords,
+            head = fine.feats[start:end]
+            voxels = SparseVoxels(
+                coords=fine.coords[start:end, 1:].clone(),
                 vertex=torch.sigmoid(head[:, :3]),
-                edges=edges,
+                edges=(head[:, 3:12].reshape(-1, 3, 3).argmax(dim=-1) - 1).to(torch.int8),
                 attrs=None,
                 resolution=self.config.resolution,
-            ))
+            )
+            if self.config.decoder_target == "corners":  # may add the voxels that crossings need (sorted by key)
+                tokens = latent.coords[latent.coords[:, 0] == len(out), 1:]
+                voxels = corner_voxels(voxels, head[:, 12:20], head[:, 20] > 0,
+                                       tokens=(tokens, self.config.token_resolution))
+            out.append(voxels)
         return out
