@@ -39,7 +39,7 @@ from pixal3d.geometry.dual_grid import mesh_to_voxels
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.geometry.voxels import SparseVoxels
 
-HEADING = "## Closed surfaces: corner signs vs edge flags"
+HEADING = "## Closed surfaces: measured"
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "representation.md"
 
 
@@ -140,7 +140,10 @@ def main() -> None:
     text = section(args.seeds, args.resolutions, args.noise)
     page = args.out.read_text() if args.out.exists() else "# Asset representation: measured figures\n"
     pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    page = pattern.sub(lambda _: text + "\n", page) if pattern.search(page) else page.rstrip("\n") + "\n\n" + text + "\n"
+    if pattern.search(page):
+        page = pattern.sub(lambda _: text + "\n", page)
+    else:
+        page = page.rstrip("\n") + "\n\n" + text + "\n"
     args.out.write_text(page)
 
 

@@ -150,3 +150,25 @@ def test_edges_decoder_is_the_per_voxel_edge_classification():
     fine = SparseTensor.sorted(fine.coords, fine.feats.float(), fine.resolution, 1)
     assert torch.equal(voxels.edges, (fine.feats[:, 3:].reshape(-1, 3, 3).argmax(-1) - 1).to(torch.int8))
     assert torch.equal(voxels.vertex, torch.sigmoid(fine.feats[:, :3]))
+
+
+def test_shipped_shape_vae_still_decodes_edge_flags(tmp_path):
+    """The shipped checkpoint loads strictly as an "edges" decoder; a "corners" VAE saves and loads back as one."""
+    from pathlib import Path
+
+    import pixal3d
+    from pixal3d.weights import load_component, save_component
+
+    shipped = load_component(Path(pixal3d.__file__).parent / "weights" / "default" / "shape_vae", "shape_vae").eval()
+    assert shipped.config.decoder_target == "edges" and shipped.decoder.proj_out.out_features == 12
+    g = torch.Generator().manual_seed(0)
+    coords = torch.tensor([[0, 15, 15, 15], [0, 15, 15, 16], [0, 16, 15, 15]], dtype=torch.int32)
+    latent = SparseTensor(coords, torch.randn(3, shipped.config.latent_channels, generator=g), 32)
+    (voxels,) = shipped.decode(latent)
+    fine = shipped.decoder(latent).fine
+    fine = SparseTensor.sorted(fine.coords, fine.feats.float(), fine.resolution, 1)
+    assert torch.equal(voxels.coords, fine.coords[:, 1:])
+    assert torch.equal(voxels.edges, (fine.feats[:, 3:].reshape(-1, 3, 3).argmax(-1) - 1).to(torch.int8))
+    config = ShapeVAEConfig(resolution=16, token_resolution=4, channels=(8, 8, 8), decoder_target="corners")
+    save_component(ShapeVAE(config), tmp_path / "shape_vae")
+    assert load_component(tmp_path / "shape_vae", "shape_vae").config.decoder_target == "corners"

@@ -183,32 +183,39 @@ def _touches(voxel_edge: torch.Tensor, voxel_mask: torch.Tensor, num_edges: int)
     return touched
 
 
-def _open_crossings(index: torch.Tensor, inside: torch.Tensor, open_voxel: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """`(ends [E, 2], axis [E], lacking [E] bool, boundary [E] bool)`: the voxel set's edges; those crossed (corner
-    signs differ) without all four of their voxels present; those without all four voxels. Both masks leave out
-    the edges of open voxels."""
+def _boundary_table(index: torch.Tensor, open_voxel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(ends [E, 2], axis [E], boundary [E] bool)`: the voxel set's edges, and those without all four voxels
+    present (leaving out the edges of open voxels)."""
     ends, voxel_edge, count, axis = _edge_table(index)
-    boundary = (count < 4) & ~_touches(voxel_edge, open_voxel, ends.shape[0])
-    return ends, axis, boundary & (inside[ends[:, 0]] != inside[ends[:, 1]]), boundary
+    return ends, axis, (count < 4) & ~_touches(voxel_edge, open_voxel, ends.shape[0])
+
+
+def _lacking(table: tuple[torch.Tensor, torch.Tensor, torch.Tensor], inside: torch.Tensor) -> torch.Tensor:
+    """`[E]` bool: boundary edges of `_boundary_table` that are crossed (their corners' signs differ)."""
+    ends, _, boundary = table
+    return boundary & (inside[ends[:, 0]] != inside[ends[:, 1]])
 
 
 def _snap_outliers(index: torch.Tensor, logit: torch.Tensor, open_voxel: torch.Tensor) -> torch.Tensor:
-    """Logits `[C]` where each corner of a crossing that lacks a voxel (`_open_crossings`) and that shares its sign
+    """Logits `[C]` where each corner of a crossing that lacks a voxel (`_lacking`) and that shares its sign
     with less than `SNAP_AGREEMENT` of its neighbours along boundary edges is flipped, `SNAP_ROUNDS` times.
 
     Around a closed surface the boundary edges run along the two skins of the voxel band, where every corner has
     the skin's sign: a lone wrong sign there would need voxels beyond the band, and is flipped instead. A corner
     beside an occupancy miss has neighbours of both signs, and is left to the repair.
     """
+    table = _boundary_table(index, open_voxel)
+    ends, _, boundary = table
     for _ in range(SNAP_ROUNDS):
         inside = logit > 0
-        ends, _, lacking, boundary = _open_crossings(index, inside, open_voxel)
+        lacking = _lacking(table, inside)
         if not bool(lacking.any()):
             break
         u, v = ends[boundary, 0], ends[boundary, 1]
         agree = (inside[u] == inside[v]).to(logit.dtype)
         agreeing = torch.zeros_like(logit).index_add_(0, u, agree).index_add_(0, v, agree)
-        degree = torch.zeros_like(logit).index_add_(0, u, torch.ones_like(agree)).index_add_(0, v, torch.ones_like(agree))
+        ones = torch.ones_like(agree)
+        degree = torch.zeros_like(logit).index_add_(0, u, ones).index_add_(0, v, ones)
         suspect = torch.zeros_like(inside)
         suspect[ends[lacking].reshape(-1)] = True
         logit = torch.where(suspect & (agreeing < SNAP_AGREEMENT * degree), -logit, logit)
@@ -224,7 +231,7 @@ def _snap_patches(index: torch.Tensor, logit: torch.Tensor, open_voxel: torch.Te
     sign; wrong signs there would need voxels beyond the band. A mixed patch (the two skins joined through an
     occupancy miss) is left to the repair.
     """
-    ends, _, _, boundary = _open_crossings(index, logit > 0, open_voxel)
+    ends, _, boundary = _boundary_table(index, open_voxel)
     u, v = ends[boundary, 0], ends[boundary, 1]
     patch = connected_components(logit.shape[0], u, v)
     on_patch = torch.zeros_like(logit, dtype=torch.bool)
@@ -317,8 +324,10 @@ class _Repair:
         neighbours) for up to `rounds` rounds; where none can be added, turn the inside corner of each crossing
         that still lacks a voxel outside; alternate until no crossing lacks a voxel."""
         r, done = self.resolution, 0
+        table = _boundary_table(self.index, self.open_voxel)
         while True:
-            ends, axis, lacking, _ = _open_crossings(self.index, self.logit > 0, self.open_voxel)
+            ends, axis, _ = table
+            lacking = _lacking(table, self.logit > 0)
             if not bool(lacking.any()):
                 return
             added = self.coords.new_zeros(0, 3)
@@ -328,6 +337,7 @@ class _Repair:
                 done += 1
             if added.shape[0]:
                 self._add(added)
+                table = _boundary_table(self.index, self.open_voxel)
             else:  # no voxel can be added here: close the crossing on the outside (ends: every corner outside)
                 eroded = ends[lacking].reshape(-1)
                 self.logit[eroded] = -self.logit[eroded].abs().clamp_min(1e-6)

@@ -83,7 +83,9 @@ class ShapeVAEConfig:
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
         if self.decoder_target not in ("edges", "corners"):
-            raise InputError(f'ShapeVAEConfig: decoder_target must be "edges" or "corners", got {self.decoder_target!r}')
+            raise InputError(
+                f'ShapeVAEConfig: decoder_target must be "edges" or "corners", got {self.decoder_target!r}'
+            )
         check_token_levels("ShapeVAEConfig", self.resolution, self.token_resolution, self.channels)
 
 
