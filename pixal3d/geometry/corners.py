@@ -47,7 +47,7 @@ SNAP_AGREEMENT = 0.25
 edges, is flipped (`_snap_outliers`)."""
 SNAP_ROUNDS = 2
 """Rounds of `_snap_outliers`."""
-PATCH_PURITY = 0.75
+PATCH_PURITY = 0.9
 """A boundary patch whose corners agree on a sign for at least this share gives it to all (`_snap_patches`)."""
 PROPAGATION_STEPS = 8
 """Rounds in which corner signs spread through uncrossed edges from the corners of crossed edges (the voxel band
@@ -365,14 +365,15 @@ def corner_voxels(
     """Edge flags from per-voxel corner logits, closed by construction where no voxel is open.
 
     1. The logits of a corner shared by several voxels are averaged; a lone wrong sign on a skin of the voxel
-       band is flipped (`_snap_outliers`), then a skin whose corners mostly agree takes one sign (`_snap_patches`).
+       band is flipped (`_snap_outliers`), then a skin whose corners agree for `PATCH_PURITY` takes one sign
+       (`_snap_patches`).
     2. Repair: a crossed edge (its corners' signs differ) needs its four voxels; absent ones (an occupancy miss)
        are added for up to `repair_rounds` rounds, their new corners taking the mean logit of their known
        neighbours. An added voxel's dual vertex is the mean of its edges' interpolated zero crossings.
     3. Closure: where no voxel can be added (none of the four lies in the grid or under the tokens, or the
        rounds ran out), the crossing's inside corner turns outside; steps 2-3 alternate until no crossing lacks a
-       voxel. Then every crossed edge has its quad, and around every face
-       shared by two voxels the sign changes an even number of times: no mesh edge is left open.
+       voxel. Then every crossed edge has its quad, and around every face shared by two voxels the sign changes
+       an even number of times: no mesh edge is left open.
     Open voxels keep their own `voxels.edges`, and their edges take no part in steps 2-3.
 
     Args:
