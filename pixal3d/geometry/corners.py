@@ -185,9 +185,12 @@ def _touches(voxel_edge: torch.Tensor, voxel_mask: torch.Tensor, num_edges: int)
 
 def _boundary_table(index: torch.Tensor, open_voxel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`(ends [E, 2], axis [E], boundary [E] bool)`: the voxel set's edges, and those without all four voxels
-    present (leaving out the edges of open voxels)."""
-    ends, voxel_edge, count, axis = _edge_table(index)
-    return ends, axis, (count < 4) & ~_touches(voxel_edge, open_voxel, ends.shape[0])
+    present, leaving out every edge that touches a corner of an open voxel (an open region's signs do not
+    describe its crossings, also where the decoder missed one of its voxels)."""
+    ends, _, count, axis = _edge_table(index)
+    open_corner = torch.zeros(int(index.max()) + 1 if index.numel() else 0, dtype=torch.bool, device=index.device)
+    open_corner[index[open_voxel].reshape(-1)] = True
+    return ends, axis, (count < 4) & ~(open_corner[ends[:, 0]] | open_corner[ends[:, 1]])
 
 
 def _lacking(table: tuple[torch.Tensor, torch.Tensor, torch.Tensor], inside: torch.Tensor) -> torch.Tensor:
