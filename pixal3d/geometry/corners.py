@@ -49,6 +49,10 @@ SNAP_ROUNDS = 2
 """Rounds of `_snap_outliers`."""
 PATCH_PURITY = 0.9
 """A boundary patch whose corners agree on a sign for at least this share gives it to all (`_snap_patches`)."""
+MIN_PRESENT = 2
+"""The repair adds the absent voxels of a crossed edge only when at least this many of its four voxels are present:
+an occupancy miss leaves 2-3, while growing from a voxel the repair itself added (a bubble spreading from wrong
+signs) would start from 1."""
 PROPAGATION_STEPS = 8
 """Rounds in which corner signs spread through uncrossed edges from the corners of crossed edges (the voxel band
 around a surface is a few voxels thick, so a few rounds reach every corner that matters)."""
@@ -183,19 +187,19 @@ def _touches(voxel_edge: torch.Tensor, voxel_mask: torch.Tensor, num_edges: int)
     return touched
 
 
-def _boundary_table(index: torch.Tensor, open_voxel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`(ends [E, 2], axis [E], boundary [E] bool)`: the voxel set's edges, and those without all four voxels
+def _boundary_table(index: torch.Tensor, open_voxel: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`(ends [E, 2], axis [E], boundary [E] bool, count [E])`: the voxel set's edges, those without all four voxels
     present, leaving out every edge that touches a corner of an open voxel (an open region's signs do not
-    describe its crossings, also where the decoder missed one of its voxels)."""
+    describe its crossings, also where the decoder missed one of its voxels), and how many voxels hold each."""
     ends, _, count, axis = _edge_table(index)
     open_corner = torch.zeros(int(index.max()) + 1 if index.numel() else 0, dtype=torch.bool, device=index.device)
     open_corner[index[open_voxel].reshape(-1)] = True
-    return ends, axis, (count < 4) & ~(open_corner[ends[:, 0]] | open_corner[ends[:, 1]])
+    return ends, axis, (count < 4) & ~(open_corner[ends[:, 0]] | open_corner[ends[:, 1]]), count
 
 
-def _lacking(table: tuple[torch.Tensor, torch.Tensor, torch.Tensor], inside: torch.Tensor) -> torch.Tensor:
+def _lacking(table: tuple[torch.Tensor, ...], inside: torch.Tensor) -> torch.Tensor:
     """`[E]` bool: boundary edges of `_boundary_table` that are crossed (their corners' signs differ)."""
-    ends, _, boundary = table
+    ends, _, boundary, _ = table
     return boundary & (inside[ends[:, 0]] != inside[ends[:, 1]])
 
 
@@ -208,7 +212,7 @@ def _snap_outliers(index: torch.Tensor, logit: torch.Tensor, open_voxel: torch.T
     beside an occupancy miss has neighbours of both signs, and is left to the repair.
     """
     table = _boundary_table(index, open_voxel)
-    ends, _, boundary = table
+    ends, _, boundary, _ = table
     for _ in range(SNAP_ROUNDS):
         inside = logit > 0
         lacking = _lacking(table, inside)
@@ -234,7 +238,7 @@ def _snap_patches(index: torch.Tensor, logit: torch.Tensor, open_voxel: torch.Te
     sign; wrong signs there would need voxels beyond the band. A mixed patch (the two skins joined through an
     occupancy miss) is left to the repair.
     """
-    ends, _, boundary = _boundary_table(index, open_voxel)
+    ends, _, boundary, _ = _boundary_table(index, open_voxel)
     u, v = ends[boundary, 0], ends[boundary, 1]
     patch = connected_components(logit.shape[0], u, v)
     on_patch = torch.zeros_like(logit, dtype=torch.bool)
@@ -329,14 +333,15 @@ class _Repair:
         r, done = self.resolution, 0
         table = _boundary_table(self.index, self.open_voxel)
         while True:
-            ends, axis, _ = table
+            ends, axis, _, count = table
             lacking = _lacking(table, self.logit > 0)
             if not bool(lacking.any()):
                 return
             added = self.coords.new_zeros(0, 3)
             if done < rounds:
-                start = corner_coords(self.corner_keys[ends[lacking, 0]], r)
-                added = _missing_voxels(self.coords, start, axis[lacking], r, self.tokens)
+                grow = lacking & (count >= MIN_PRESENT)
+                start = corner_coords(self.corner_keys[ends[grow, 0]], r)
+                added = _missing_voxels(self.coords, start, axis[grow], r, self.tokens)
                 done += 1
             if added.shape[0]:
                 self._add(added)
