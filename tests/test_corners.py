@@ -8,7 +8,7 @@ import pytest
 import torch
 import trimesh
 
-from pixal3d.geometry.corners import corner_targets, corner_voxels
+from pixal3d.geometry.corners import connected_components, corner_targets, corner_voxels
 from pixal3d.geometry.dual_grid import mesh_to_voxels
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.geometry.voxels import SparseVoxels
@@ -53,6 +53,11 @@ def sheet() -> SparseVoxels:
     mesh = trimesh.Trimesh([[-0.4, -0.4, 0.013], [0.4, -0.4, 0.013], [0.4, 0.4, 0.013], [-0.4, 0.4, 0.013]],
                            [[0, 1, 2], [0, 2, 3]])
     return mesh_to_voxels(mesh, 64, with_attributes=False)
+
+
+def test_connected_components_of_a_small_graph():
+    u, v = torch.tensor([5, 1, 3, 6]), torch.tensor([6, 2, 2, 0])
+    assert connected_components(8, u, v).tolist() == [0, 1, 1, 1, 4, 0, 0, 7]
 
 
 @pytest.mark.parametrize("name", ["sphere", "box"])

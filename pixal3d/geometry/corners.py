@@ -180,13 +180,6 @@ def corner_targets(
     return inside[index], open_voxel
 
 
-def _touches(voxel_edge: torch.Tensor, voxel_mask: torch.Tensor, num_edges: int) -> torch.Tensor:
-    """`[E]` bool: edges held by at least one voxel of `voxel_mask [N]`."""
-    touched = torch.zeros(num_edges, dtype=torch.bool, device=voxel_edge.device)
-    touched[voxel_edge[voxel_mask].reshape(-1)] = True
-    return touched
-
-
 def _boundary_table(index: torch.Tensor, open_voxel: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """`(ends [E, 2], axis [E], boundary [E] bool, count [E])`: the voxel set's edges, those without all four voxels
     present, leaving out every edge that touches a corner of an open voxel (an open region's signs do not
