@@ -120,3 +120,15 @@ def test_failure_after_voxelising_removes_saved_voxels(
     ]
     assert main(args) == 2
     assert list(out_dir.iterdir()) == []
+
+
+def test_binary_and_non_utf8_obj_are_clear_input_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.obj"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    latin = tmp_path / "latin.obj"
+    latin.write_bytes(b"v 0 0 0\nv 1 0 0\nv 0 1 0\n# caf\xe9\nf 1 2 3\n")
+    for src, words in ((garbage, "binary data"), (latin, "not UTF-8")):
+        assert main(["convert", str(src), "-o", str(tmp_path / "out.glb"), *SMALL]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "charset_normalizer" not in err
+    assert not (tmp_path / "out.glb").exists()

@@ -219,9 +219,14 @@ def load_mesh_file(path: str | os.PathLike) -> trimesh.Trimesh | trimesh.Scene:
     path = Path(path)
     suffix = _check_input_suffix(path)
     _check_readable(path)
+    if suffix == ".obj":
+        _check_text(path, "OBJ")
     missing = [str(p) for p in referenced_files(path) if not p.is_file()]
     if missing:
         raise InputError(f"{str(path)!r} references files that do not exist: {missing}; copy them beside it")
+    for mtl in referenced_files(path):
+        if mtl.suffix.lower() == ".mtl":
+            _check_text(mtl, "MTL")
     try:
         asset = trimesh.load(path, process=False)
     except Exception as err:  # trimesh raises many types for a malformed file
@@ -282,6 +287,22 @@ def _statements(path: Path, keywords: tuple[str, ...]) -> list[str]:
         rest = re.sub(r"^(-\w+(\s+(on|off|[-+]?[\d.]+))*\s+)+", "", rest)
         names.append(rest.replace("\\", "/"))
     return names
+
+
+def _check_text(path: Path, kind: str) -> None:
+    """OBJ and MTL are UTF-8 (or ASCII) text: refuse binary data and other encodings with a clear message.
+
+    (trimesh would hand undecodable bytes to an optional charset detector and fail with an ImportError.)
+    """
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise InputError(f"{str(path)!r} holds binary data, not a text {kind} file; is it really {kind}? "
+                         "(a binary mesh? convert it to GLB first)")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{str(path)!r} is not UTF-8 text ({err}); re-save it as UTF-8, e.g. "
+                         f"iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}") from err
 
 
 def _check_readable(path: Path) -> None:

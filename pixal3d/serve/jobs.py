@@ -300,6 +300,8 @@ class JobRunner:
             image = Image.open(io.BytesIO(job.image or b""))
         except UnidentifiedImageError as err:
             raise InputError("the upload is not an image Pillow can read") from err
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise InputError(f"the image is truncated or corrupt ({err}); re-export it") from err
         o = job.options
         with tracker.watch(job.progress, should_stop):
             asset = pipe(image, fov=o.fov, seed=o.seed, steps=o.steps, guidance=o.guidance,
