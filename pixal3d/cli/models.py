@@ -199,11 +199,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "and its download. Needs: pip install 'pixal3d[demo]'.",
     )
     _add_server_options(p, port=7860)
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB (default 20)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from pixal3d.serve.demo import run_demo
 
-    run_demo(_pipeline_factory(args), host=args.host, port=args.port, low_vram=args.low_vram)
+    run_demo(_pipeline_factory(args), host=args.host, port=args.port, low_vram=args.low_vram,
+             max_upload_bytes=int(args.max_upload_mb * 2**20))
     return 0
