@@ -324,14 +324,11 @@ def create_app(
     from typing import Annotated
 
     from fastapi.responses import FileResponse, JSONResponse
-    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
     keys = api_keys or ApiKeys()
     # Limits are per key; an open server (loopback, no keys) has one shared owner, so it is not limited.
     limiter = RateLimiter((rate_limit or RateLimit()) if keys.enabled else RateLimit(0, 0))
-    bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
-                        description="Authorization: Bearer <API key>; required when the server has keys "
-                        f"({KEYS_ENV} or --api-key-file). Jobs are visible only to the key that made them.")
+    Owner = Annotated[str, fastapi.Depends(_owner_dependency(keys, limiter))]  # noqa: N806 (a type, for FastAPI)
     runner = JobRunner(pipeline_factory, results_dir, queue_size, job_timeout_s, retention, low_vram)
 
     @asynccontextmanager
@@ -352,20 +349,6 @@ def create_app(
     app.add_exception_handler(QueueFull, _error_handler(429, JSONResponse, {"Retry-After": "5"}))
     app.add_exception_handler(RateLimited, _rate_limited_handler(JSONResponse))
     app.add_exception_handler(Unauthorized, _error_handler(401, JSONResponse, {"WWW-Authenticate": "Bearer"}))
-
-    def owner(credentials: Annotated[HTTPAuthorizationCredentials | None, fastapi.Security(bearer)]) -> str:
-        """The caller's owner name (every route but /healthz); 401 without a valid key on a keyed server."""
-        if not keys.enabled:
-            name = ANONYMOUS
-        else:
-            name = keys.owner(credentials.credentials if credentials is not None else None)
-            if name is None:
-                raise Unauthorized("missing or unknown API key: send 'Authorization: Bearer <key>'"
-                                   if credentials is None else "unknown API key")
-        limiter.requests.take(name)
-        return name
-
-    Owner = Annotated[str, fastapi.Depends(owner)]
 
     def job_id_or_400(job_id: str) -> str:
         if not JOB_ID.fullmatch(job_id):
@@ -430,6 +413,32 @@ def _error_handler(status: int, response_class: type, headers: dict[str, str] | 
         return response_class({"detail": str(exc)}, status_code=status, headers=headers)
 
     return handler
+
+
+def _owner_dependency(keys: ApiKeys, limiter: RateLimiter) -> Callable[..., str]:
+    """The FastAPI dependency naming the caller's owner: 401 without a valid key on a keyed server, 429 over the
+    key's request budget. Its `HTTPBearer` parameter puts the bearer scheme into the OpenAPI document."""
+    from typing import Annotated
+
+    import fastapi
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+    bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
+                        description="Authorization: Bearer <API key>; required when the server has keys "
+                        f"({KEYS_ENV} or --api-key-file). Jobs are visible only to the key that made them.")
+
+    def owner(credentials: Annotated[HTTPAuthorizationCredentials | None, fastapi.Security(bearer)]) -> str:
+        if not keys.enabled:
+            name = ANONYMOUS
+        else:
+            name = keys.owner(credentials.credentials if credentials is not None else None)
+            if name is None:
+                raise Unauthorized("missing or unknown API key: send 'Authorization: Bearer <key>'"
+                                   if credentials is None else "unknown API key")
+        limiter.requests.take(name)
+        return name
+
+    return owner
 
 
 def _rate_limited_handler(response_class: type) -> Callable:
