@@ -7,7 +7,7 @@ Starts the server as a subprocess on 127.0.0.1 (a free port) with three API keys
 then runs, in order:
 
 1. auth probes: every route but /healthz without a key, with an unknown key and with a Basic header -> 401;
-   /healthz without a key -> 200 and no job id in its body;
+   wrong keys from one address -> 401, then 429; /healthz without a key -> 200 and no job id in its body;
 2. option probes: `[` x 100000, a 5000-digit integer, deep nesting, NaN, 1e999, texture_size 3000, unknown keys,
    wrong types, non-JSON -> 4xx;
 3. image probes: seeded mutations of PNG/JPEG/WebP/BMP files and images too thin for background removal -> 4xx,
@@ -135,6 +135,7 @@ class Tally:
         self.model_errors: list[str] = []
         self.problems: list[str] = []
         self.jobs = Counter()
+        self.guesses_before_429: int | None = None
 
     def response(self, what: str, response: httpx.Response) -> httpx.Response:
         with self.lock:
@@ -195,6 +196,17 @@ def probe_auth(client: httpx.Client, tally: Tally) -> None:
     health = expect(tally, "healthz without a key", client.get("/healthz"), {200})
     if re.search(r"[0-9a-f]{32}", health.text):
         tally.problem(f"/healthz shows a job id: {health.text[:200]}")
+    for i in range(60):  # key guessing from one address: 401s, then 429 (the valid keys are not affected)
+        wrong = {"Authorization": f"Bearer {i:040d}"}
+        guess = tally.response("key guess", client.get(f"/v1/jobs/{job}", headers=wrong))
+        if guess.status_code == 429:
+            tally.guesses_before_429 = i
+            break
+        if guess.status_code != 401:
+            tally.problem(f"key guess: {guess.status_code}")
+    else:
+        tally.problem("60 wrong keys from one address were never refused with 429")
+    expect(tally, "a valid key after the guesses", client.get(f"/v1/jobs/{job}", headers=auth("A")), {404})
     scheme = client.get("/openapi.json").json().get("components", {}).get("securitySchemes", {})
     if not any(s.get("scheme") == "bearer" for s in scheme.values()):
         tally.problem("OpenAPI documents no bearer scheme")
@@ -422,7 +434,8 @@ def run(args: argparse.Namespace, server: subprocess.Popen, base: str, deadline:
     lines = [
         f"- machine: {machine()}; micro random weights on the CPU, server start {startup:.1f} s, queue size "
         f"{args.queue_size}, upload limit {MAX_UPLOAD_MB:g} MiB, 3 API keys, 30 jobs/min and 1200 requests/min per key",
-        f"- probes ({probe_time:.1f} s): auth on every route (no key, unknown key, Basic) -> 401; "
+        f"- probes ({probe_time:.1f} s): auth on every route (no key, unknown key, Basic) -> 401, key guessing -> "
+        f"429 after {tally.guesses_before_429} wrong keys; "
         f"{len(HOSTILE_OPTIONS)} hostile `options` -> 4xx; {len(images)} hostile images -> {json.dumps(image_outcomes)}; "
         f"over-size upload -> 413; path-like ids -> 400/404; rate limit: {json.dumps(rate)}",
         f"- load ({load_time:.1f} s): {args.clients} clients x {args.requests} mixed requests over keys A and B "

@@ -53,7 +53,8 @@ def png() -> bytes:
 def client(tmp_path_factory: pytest.TempPathFactory):
     app = create_app(lambda: build_pipeline(random_weights="micro"), tmp_path_factory.mktemp("results"),
                      queue_size=4, job_timeout_s=60, api_keys=ApiKeys.from_keys([KEY_A, KEY_B, KEY_C]),
-                     rate_limit=RateLimit(jobs_per_minute=1, requests_per_minute=600, burst=2))
+                     rate_limit=RateLimit(jobs_per_minute=1, requests_per_minute=600, burst=2,
+                                          auth_failures_per_minute=40))
     with TestClient(app) as c:
         yield c
 
@@ -138,6 +139,15 @@ def test_hostile_options_are_4xx(client: TestClient, options: dict | str, status
     response = submit(client, KEY_A, options)
     assert response.status_code == status, response.text
     assert words in response.json()["detail"]
+
+
+def test_key_guessing_is_rate_limited_per_client(client: TestClient) -> None:
+    """Runs after the other 401 tests (file order): 40 failures per minute, 20 at once, then 429."""
+    codes = [client.get("/v1/jobs/" + "0" * 32, headers=auth(f"guess-{i:040d}")).status_code for i in range(30)]
+    assert codes[0] == 401 and codes[-1] == 429, codes
+    refused = client.get("/v1/jobs/" + "0" * 32)
+    assert refused.status_code == 429 and "without a valid key" in refused.json()["detail"]
+    assert client.get("/v1/jobs/" + "0" * 32, headers=auth(KEY_A)).status_code == 404  # a valid key still works
 
 
 def test_parse_options_converts_degrees_once() -> None:

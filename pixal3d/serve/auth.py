@@ -10,8 +10,9 @@ Without any key the server runs open (every request is the owner `ANONYMOUS`); `
 non-loopback address unless the operator says `insecure_no_auth`.
 
 Rate limits are token buckets per owner: `jobs_per_minute` for `POST /v1/generate` (each job costs model time),
-`requests_per_minute` for every authenticated request (polling included). A refused request gets 429 with
-`Retry-After` in whole seconds.
+`requests_per_minute` for every authenticated request (polling included); and per client address,
+`auth_failures_per_minute` for requests with a missing or wrong key (slows down key guessing). A refused request
+gets 429 with `Retry-After` in whole seconds.
 """
 
 from __future__ import annotations
@@ -135,9 +136,12 @@ class RateLimit:
     """All authenticated requests per minute and owner (status polls included)."""
     burst: int = 10
     """Jobs an owner may submit at once after a quiet spell; requests get `4 * burst` + a minute's tenth."""
+    auth_failures_per_minute: float = 30.0
+    """Requests without a valid key per minute and client address (burst: half a minute's); more get 429."""
 
     def __post_init__(self) -> None:
-        if self.jobs_per_minute < 0 or self.requests_per_minute < 0 or self.burst < 1:
+        rates = (self.jobs_per_minute, self.requests_per_minute, self.auth_failures_per_minute)
+        if min(rates) < 0 or self.burst < 1:
             raise InputError(f"rate limits must be >= 0 per minute and burst >= 1, got {self}")
 
 
@@ -152,8 +156,10 @@ class RateLimited(Exception):
 class TokenBuckets:
     """One token bucket per owner: `capacity` tokens, refilled at `per_minute / 60` tokens per second."""
 
-    def __init__(self, per_minute: float, capacity: float, what: str, max_owners: int = 10_000) -> None:
+    def __init__(self, per_minute: float, capacity: float, what: str, max_owners: int = 10_000,
+                 per: str = "API key") -> None:
         self.rate, self.capacity, self.what, self.max_owners = per_minute / 60.0, capacity, what, max_owners
+        self.per = per
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}  # owner -> (tokens, monotonic time of that count)
 
@@ -168,7 +174,7 @@ class TokenBuckets:
             if tokens < 1.0:
                 wait = math.ceil((1.0 - tokens) / self.rate)
                 self._buckets[owner] = (tokens, now)
-                raise RateLimited(f"rate limit: at most {self.rate * 60:g} {self.what} per minute per API key; "
+                raise RateLimited(f"rate limit: at most {self.rate * 60:g} {self.what} per minute per {self.per}; "
                                   f"retry in {wait} s", wait)
             if len(self._buckets) >= self.max_owners and owner not in self._buckets:
                 self._buckets.clear()  # bounded memory; keys are few, so this only happens under odd load
@@ -183,3 +189,6 @@ class RateLimiter:
         self.jobs = TokenBuckets(limit.jobs_per_minute, limit.burst, "jobs")
         self.requests = TokenBuckets(limit.requests_per_minute,
                                      4 * limit.burst + limit.requests_per_minute / 10, "requests")
+        failures = limit.auth_failures_per_minute
+        self.auth_failures = TokenBuckets(failures, max(1.0, failures / 2), "requests without a valid key",
+                                          per="client address")

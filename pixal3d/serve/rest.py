@@ -417,7 +417,8 @@ def _error_handler(status: int, response_class: type, headers: dict[str, str] | 
 
 def _owner_dependency(keys: ApiKeys, limiter: RateLimiter) -> Callable[..., str]:
     """The FastAPI dependency naming the caller's owner: 401 without a valid key on a keyed server, 429 over the
-    key's request budget. Its `HTTPBearer` parameter puts the bearer scheme into the OpenAPI document."""
+    key's request budget (without a valid key: over the client address's failure budget). Its `HTTPBearer`
+    parameter puts the bearer scheme into the OpenAPI document."""
     from typing import Annotated
 
     import fastapi
@@ -427,12 +428,14 @@ def _owner_dependency(keys: ApiKeys, limiter: RateLimiter) -> Callable[..., str]
                         description="Authorization: Bearer <API key>; required when the server has keys "
                         f"({KEYS_ENV} or --api-key-file). Jobs are visible only to the key that made them.")
 
-    def owner(credentials: Annotated[HTTPAuthorizationCredentials | None, fastapi.Security(bearer)]) -> str:
+    def owner(request: fastapi.Request,
+              credentials: Annotated[HTTPAuthorizationCredentials | None, fastapi.Security(bearer)]) -> str:
         if not keys.enabled:
             name = ANONYMOUS
         else:
             name = keys.owner(credentials.credentials if credentials is not None else None)
             if name is None:
+                limiter.auth_failures.take(request.client.host if request.client else "unknown")
                 raise Unauthorized("missing or unknown API key: send 'Authorization: Bearer <key>'"
                                    if credentials is None else "unknown API key")
         limiter.requests.take(name)
