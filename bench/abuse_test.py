@@ -200,7 +200,7 @@ def probe_auth(client: httpx.Client, tally: Tally) -> None:
         wrong = {"Authorization": f"Bearer {i:040d}"}
         guess = tally.response("key guess", client.get(f"/v1/jobs/{job}", headers=wrong))
         if guess.status_code == 429:
-            tally.guesses_before_429 = i
+            tally.guesses_before_429 = tally.status[401]  # the probes' 401s above count too
             break
         if guess.status_code != 401:
             tally.problem(f"key guess: {guess.status_code}")
@@ -434,8 +434,8 @@ def run(args: argparse.Namespace, server: subprocess.Popen, base: str, deadline:
     lines = [
         f"- machine: {machine()}; micro random weights on the CPU, server start {startup:.1f} s, queue size "
         f"{args.queue_size}, upload limit {MAX_UPLOAD_MB:g} MiB, 3 API keys, 30 jobs/min and 1200 requests/min per key",
-        f"- probes ({probe_time:.1f} s): auth on every route (no key, unknown key, Basic) -> 401, key guessing -> "
-        f"429 after {tally.guesses_before_429} wrong keys; "
+        f"- probes ({probe_time:.1f} s): auth on every route (no key, unknown key, Basic) -> 401, requests without "
+        f"a valid key from one address -> 429 after {tally.guesses_before_429}; "
         f"{len(HOSTILE_OPTIONS)} hostile `options` -> 4xx; {len(images)} hostile images -> {json.dumps(image_outcomes)}; "
         f"over-size upload -> 413; path-like ids -> 400/404; rate limit: {json.dumps(rate)}",
         f"- load ({load_time:.1f} s): {args.clients} clients x {args.requests} mixed requests over keys A and B "
