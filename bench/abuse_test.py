@@ -353,7 +353,7 @@ def load(base: str, clients: int, requests: int, images: list[bytes], deadline: 
 def wait_idle(client: httpx.Client, deadline: float) -> None:
     while time.monotonic() < deadline:
         health = client.get("/healthz").json()
-        if health["queued"] == 0 and not health["running"]:
+        if health["queued"] == 0 and not health["busy"]:
             return
         time.sleep(0.2)
 

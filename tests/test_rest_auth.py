@@ -77,6 +77,7 @@ def test_every_route_but_healthz_needs_a_key(client: TestClient) -> None:
             assert response.headers["www-authenticate"] == "Bearer"
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert "running" not in health.json() and health.json()["busy"] in (True, False)  # no job id, only a flag
 
 
 def test_jobs_belong_to_their_key(client: TestClient) -> None:

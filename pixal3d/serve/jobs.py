@@ -220,7 +220,7 @@ class JobRunner:
                 "error": error,
                 "queued": len(self._pending),
                 "queue_size": self.queue_size,
-                "running": int(self._running is not None),  # a count: job ids are their owners' business
+                "busy": self._running is not None,  # whether a job runs; its id is its owner's business
                 "completed": self.completed,
                 **self.info,
             }
