@@ -40,8 +40,10 @@ from pixal3d.training.checkpoint import (
     load_checkpoint,
     load_weights,
     optimizer_tensors,
+    remove_stale_temps,
     restore_optimizer,
     restore_rng_state,
+    resumable_checkpoint,
     rng_state,
     save_checkpoint,
 )
@@ -175,10 +177,22 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop metric lines logged after the checkpoint (they will be logged again)."""
     if not path.is_file():
         return
-    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    lines = path.read_text().splitlines()
+    if lines and not _is_json(lines[-1]):  # a process killed mid-write leaves a partial last line
+        logger.warning("%s: dropping a partial last line (%d characters)", path, len(lines[-1]))
+        lines.pop()
+    lines = [line for line in lines if line and json.loads(line)["step"] <= step]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in lines))
     os.replace(tmp, path)
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def restore_training_state(folder: Path, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer,
@@ -273,7 +287,9 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
 
     # ---------------------------------------------------------------------------------------- resume
     step = 0
-    existing = latest_checkpoint(run_dir)
+    if master:
+        remove_stale_temps(run_dir)  # what a write killed mid-way left behind
+    existing = resumable_checkpoint(run_dir) if resume else latest_checkpoint(run_dir)
     if existing is not None and not resume:
         raise InputError(f"{run_dir} already holds a checkpoint ({existing.name}); pass --resume to continue "
                          "it, or choose another out_dir")
