@@ -8,6 +8,7 @@ import json
 import math
 import os
 import socket
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,10 @@ def test_resume_is_bitwise_exact(tmp_path):
     # The metrics log of the resumed run has one line per logged step, none repeated.
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [5, 10, 15, 20]
+    # The logged means too: the checkpoint at step 14 carries the open log window (steps 11-14) over.
+    logs = [[{k: v for k, v in json.loads(line).items() if k != "samples_per_s"}
+             for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("a", "b")]
+    assert logs[0] == logs[1]
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("step_*")) == ["step_00000014",
                                                                                        "step_00000020"]
 
@@ -264,3 +269,75 @@ def test_micro_configs_train_through_the_loop(tmp_path, name):
     model_config_cls, model_cls = model_classes(config.model)
     model = model_cls(config_from_dict(model_config_cls, config.model_config))
     load_weights(model, tmp_path / "checkpoints", group="ema")
+
+
+def test_grad_accumulation_matches_one_big_batch(tmp_path):
+    """2 micro-batches of 2 samples give the update of one batch of 4 (deterministic structure VAE, mean losses)."""
+    common = dict(model_config=dict(MICRO, sample_posterior=False), batch_size=4, max_steps=3, ema_decay=0.0,
+                  log_interval=1)
+    one = train(micro_config(tmp_path / "one", **common))
+    two = train(micro_config(tmp_path / "two", grad_accum_steps=2, **common))
+    a, meta_a = load_checkpoint(one.checkpoint)
+    b, meta_b = load_checkpoint(two.checkpoint)
+    worst = max(float((a["model"][k] - b["model"][k]).abs().max()) for k in a["model"])
+    assert worst <= 1e-6, f"accumulated update differs by {worst}"
+    assert meta_a["data"] == {"position": 3} and meta_b["data"] == {"position": 6}  # micro-batches drawn
+    for key in ("loss", "bce", "kl", "grad_norm"):  # equal-size micro-batches: mean of means = mean
+        assert two.metrics[key] == pytest.approx(one.metrics[key], rel=1e-5, abs=1e-7), key
+    initial = StructureVAE(StructureVAEConfig(**MICRO)).state_dict()
+    assert any(not torch.equal(v, initial[k]) for k, v in a["model"].items())
+    with pytest.raises(InputError, match="grad_accum_steps"):
+        micro_config(tmp_path, batch_size=4, grad_accum_steps=3)
+
+
+@pytest.mark.parametrize("impl", ["foreach", "fused"])
+def test_optimizer_implementations_give_the_same_update(tmp_path, impl):
+    reference = train(micro_config(tmp_path / "default", max_steps=4, ema_decay=0.0))
+    other = train(micro_config(tmp_path / impl, max_steps=4, ema_decay=0.0, optimizer_impl=impl))
+    a, _ = load_checkpoint(reference.checkpoint)
+    b, _ = load_checkpoint(other.checkpoint)
+    worst = max(float((a["model"][k] - b["model"][k]).abs().max()) for k in a["model"])
+    assert worst <= 1e-6, f"{impl} AdamW differs from the default by {worst}"
+
+
+def test_multi_tensor_ema_equals_per_tensor_lerp():
+    from pixal3d.training.loop import update_ema
+
+    model = StructureVAE(StructureVAEConfig(**MICRO))
+    ema = StructureVAE(StructureVAEConfig(**MICRO))
+    expected = {k: v.clone() for k, v in ema.state_dict().items()}
+    for (name, e), p in zip(ema.named_parameters(), model.parameters(), strict=True):
+        expected[name] = e.detach().clone().lerp_(p.detach(), 1 - 0.9)
+    expected.update({name: b.clone() for name, b in model.named_buffers()})
+    update_ema(ema, model, 0.9)
+    assert all(torch.equal(v, expected[k]) for k, v in ema.state_dict().items())
+
+
+def test_a_training_step_never_waits_for_the_host(tmp_path, monkeypatch):
+    """No `.item()`, `.tolist()`, `bool/int/float(tensor)` in a step: logged values stay on device until a log line.
+
+    With the fused AdamW: the default one reads its per-parameter step counters with `.item()`, which torch keeps
+    on the CPU for that reason (no device sync), but which this CPU test cannot tell from a sync.
+    """
+    from pixal3d.training.loop import LogWindow, build_model, configure_optimizer, train_step
+    from pixal3d.training.synthetic import SyntheticSource
+
+    config = micro_config(tmp_path, grad_accum_steps=2, batch_size=4, optimizer_impl="fused")
+    torch.manual_seed(0)
+    model, objective, _ = build_model(config, torch.device("cpu"))
+    optimizer = configure_optimizer(model, config)
+    source = SyntheticSource(config.data, 2)
+    batches = iter([source.next_batch() for _ in range(4)])
+    ema = StructureVAE(StructureVAEConfig(**MICRO)).requires_grad_(False)
+    window, calls = LogWindow(), []
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _o=original: calls.append(_n) or _o(self, *a))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        loss, metrics = train_step(model, model, objective, optimizer, ema, batches, generator, config, nullcontext(),
+                                   torch.device("cpu"))
+        window.add({"loss": loss, **metrics})
+    assert calls == [], f"host syncs in the step: {calls}"
+    record = window.means(ddp=False)
+    assert calls == ["tolist"] and set(record) == {"loss", "bce", "dice", "kl", "iou", "grad_norm"}

@@ -50,6 +50,7 @@ from pixal3d.training.conditioned import build_conditioned_flow, pipeline_init_t
 from pixal3d.training.config import DataConfig, TrainConfig
 from pixal3d.training.data import ProceduralSource, ShardSource
 from pixal3d.training.heldout import estimate_heldout, fixed_batches, heldout_data_config
+from pixal3d.training.metrics_log import LogWindow, append_metrics, truncate_metrics
 from pixal3d.training.objectives import OBJECTIVES, Objective
 from pixal3d.training.synthetic import SyntheticSource
 
@@ -178,21 +179,6 @@ def _gather_json(obj: Any, device: torch.device) -> list[Any]:
     return [json.loads(bytes(o[: int(s.item())].tolist()).decode()) for o, s in zip(out, sizes, strict=True)]
 
 
-def _append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines logged after the checkpoint (they will be logged again)."""
-    if not path.is_file():
-        return
-    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
-
-
 def restore_training_state(folder: Path, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer,
                            data: DataSource, generator: torch.Generator, rank: int, world_size: int,
                            window: LogWindow | None = None) -> int:
@@ -247,7 +233,7 @@ def train_step(model: nn.Module, raw_model: nn.Module, objective: Objective, opt
     """One optimizer step over `config.grad_accum_steps` micro-batches; no host sync (the values stay on device).
 
     Under DDP the gradients are all-reduced once, on the last micro-batch. The losses of the micro-batches are
-    averaged, so `grad_accum_steps` micro-batches of B samples give the update of one batch of `steps * B`
+    averaged, so `grad_accum_steps` micro-batches of B samples give the update of one batch of `grad_accum_steps * B`
     wherever the loss is a mean over samples (the dense models); sparse losses weight each micro-batch's voxels
     by that micro-batch, as nanoGPT weights its micro-batches' tokens.
 
@@ -266,61 +252,14 @@ def train_step(model: nn.Module, raw_model: nn.Module, objective: Objective, opt
         loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
         for name, value in metrics.items():
             metric_sums[name] = value if name not in metric_sums else metric_sums[name] + value
-    if config.grad_clip:
-        metric_sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip) * accum
+    metrics = {name: value / accum for name, value in metric_sums.items()}
+    if config.grad_clip:  # the gradient is the mean over the micro-batches: its norm is the whole batch's
+        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if ema is not None:
         update_ema(ema, raw_model, config.ema_decay)
-    return loss_sum / accum, {name: value / accum for name, value in metric_sums.items()}
-
-
-class LogWindow:
-    """Sums of the logged values over the steps since the last log line, kept on device (no per-step sync).
-
-    A log line reports their means; a checkpoint stores the open window (`state_dict`), so a resumed run logs
-    the same values as an uninterrupted one.
-    """
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.sums: torch.Tensor | None = None
-        self.steps = 0
-
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
-        if self.sums is None:
-            self.names, self.sums = list(values), stacked
-        else:
-            self.sums += stacked
-        self.steps += 1
-
-    def means(self, ddp: bool) -> dict[str, float]:
-        """The window's means (rank-averaged under DDP: gloo has no AVG, so sum then divide); one host sync."""
-        values = self.sums / self.steps
-        if ddp:
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
-            values = values / dist.get_world_size()
-        return dict(zip(self.names, values.tolist(), strict=True))
-
-    def reset(self) -> None:
-        self.names, self.sums, self.steps = [], None, 0
-
-    def state_dict(self, ddp: bool) -> dict[str, Any]:
-        """The open window, rank-averaged (every rank must call it under DDP)."""
-        if self.sums is None:
-            return {"names": [], "sums": [], "steps": 0}
-        sums = self.sums.clone()
-        if ddp:
-            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-            sums = sums / dist.get_world_size()
-        return {"names": self.names, "sums": sums.tolist(), "steps": self.steps}
-
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        self.reset()
-        if state["steps"]:
-            self.names, self.steps = list(state["names"]), int(state["steps"])
-            self.sums = torch.tensor(state["sums"], dtype=torch.float32, device=device)
+    return loss_sum / accum, metrics
 
 
 def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
@@ -393,7 +332,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.json")
-        _truncate_metrics(metrics_path, step)
+        truncate_metrics(metrics_path, step)
         n_params = sum(p.numel() for p in raw_model.parameters())
         logger.info("%s: %.2fM parameters, %d rank(s), global batch %d, device %s",
                     config.model, n_params / 1e6, world_size, config.batch_size, device)
@@ -428,7 +367,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
             t_last, step_last = now, step
             result.metrics = record
             if master:
-                _append_metrics(metrics_path, record)
+                append_metrics(metrics_path, record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
             if time_limit is not None and _out_of_time(now - t_start >= time_limit, ddp, device):
                 stop = step
