@@ -184,8 +184,8 @@ class TrainConfig:
     eval_batches: int = 4
     """Batches in the fixed held-out set, each of the micro-batch size (batch_size / grad_accum_steps samples)."""
     heldout_data: DataConfig | None = None
-    """The held-out set's source; None: the training data's config moved to unseen objects (procedural:
-    seed_offset 1,000,000, the eval's held-out seeds; synthetic: seed + 1). Required for shard data."""
+    """The held-out set's source; None: unseen objects at the training data's sizes (procedural and shard data:
+    procedural objects from seed 1,000,000 on, one view each, made on the run's device; synthetic: seed + 1)."""
 
     def __post_init__(self) -> None:
         checks = {

@@ -31,20 +31,25 @@ HELDOUT_SEED_OFFSET = 1_000_000
 """First procedural object seed of the default held-out set (training data stays below it)."""
 
 
-def heldout_data_config(config: TrainConfig) -> DataConfig:
-    """The held-out set's data config: `config.heldout_data`, or the training data moved to unseen objects."""
+def heldout_data_config(config: TrainConfig, device: torch.device | str = "cpu") -> DataConfig:
+    """The held-out set's data config: `config.heldout_data`, or one drawn from unseen objects.
+
+    The default for procedural and shard data is procedural objects from seed `HELDOUT_SEED_OFFSET` on, one view
+    each (distinct objects), at the training data's sizes, made once in the training process on `device` (the
+    run's device: a GPU makes a tiny run's set in a second or two); for synthetic data, the next synthetic seed.
+    """
     if config.heldout_data is not None:
         return config.heldout_data
     data = config.data
-    if data.kind == "procedural":
-        return dataclasses.replace(data, seed_offset=HELDOUT_SEED_OFFSET, workers=0)
     if data.kind == "synthetic":
         if data.num_objects:
             raise InputError("data.num_objects > 0 (an overfitting run) has no unseen objects to hold out; set "
                              '"heldout_data" or eval_interval = 0')
         return dataclasses.replace(data, seed=data.seed + 1)
-    raise InputError(f'data kind {data.kind!r} has no default held-out set; set "heldout_data" (e.g. '
-                     f'{{"kind": "procedural", "seed_offset": {HELDOUT_SEED_OFFSET}, ...}}) or eval_interval = 0')
+    engine = "cuda" if torch.device(device).type == "cuda" else "cpu"
+    return DataConfig(kind="procedural", image_size=data.image_size, resolution=data.resolution,
+                      coarse_resolution=data.coarse_resolution, views=1, seed=data.seed if data.kind == "procedural"
+                      else 0, seed_offset=HELDOUT_SEED_OFFSET, workers=0, engine_device=engine)
 
 
 def fixed_batches(source: Any, count: int) -> list[dict[str, Any]]:

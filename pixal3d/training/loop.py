@@ -303,7 +303,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
     ema = copy.deepcopy(raw_model).requires_grad_(False).eval() if config.ema_decay > 0 else None
     optimizer = configure_optimizer(raw_model, config)
     data = make_data_source(config.data, local_batch, rank, world_size, device)
-    heldout = (fixed_batches(make_data_source(heldout_data_config(config), local_batch, rank, world_size, device),
+    heldout = (fixed_batches(make_data_source(heldout_data_config(config, device), local_batch, rank, world_size, device),
                              config.eval_batches) if config.eval_interval else [])
     # Training noise (posterior samples, timesteps) differs per rank; its state is saved per rank.
     torch.manual_seed(config.seed + 1 + rank)
