@@ -93,7 +93,7 @@ def test_heldout_config_errors(tmp_path):
     with pytest.raises(InputError, match="multiple of log_interval"):
         micro_config(tmp_path, eval_interval=5)
     shards = heldout_data_config(micro_config(tmp_path, data=DataConfig(kind="shards", root=str(tmp_path),
-                                                                          image_size=64, resolution=32)))
+                                                                          image_size=64, resolution=32, coarse_resolution=8)))
     assert (shards.kind, shards.seed_offset, shards.views, shards.image_size, shards.resolution) == (
         "procedural", 1_000_000, 1, 64, 32)
     with pytest.raises(InputError, match="num_objects"):
