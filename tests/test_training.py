@@ -110,7 +110,8 @@ def _ddp_worker(rank: int, world_size: int, port: int, configs: list[dict]) -> N
 
 
 def test_ddp_two_gloo_ranks_match_one_process(tmp_path):
-    """2 ranks x 2 samples give the same update as 1 rank x 4 samples, for a dense and a sparse VAE.
+    """2 ranks x 2 samples give the same update as 1 rank x 4 samples, for a dense and a sparse VAE (and for the
+    dense one, 2 ranks x 2 accumulated micro-batches of 1 sample).
 
     The posterior is deterministic here: each rank draws its own noise, so sampled posteriors would differ.
     """
@@ -123,12 +124,18 @@ def test_ddp_two_gloo_ranks_match_one_process(tmp_path):
     common = dict(batch_size=4, max_steps=2, ema_decay=0.0)
     references = {name: train(micro_config(tmp_path / f"{name}-one", **kw, **common)) for name, kw in runs.items()}
     configs = [config_to_dict(micro_config(tmp_path / f"{name}-two", **kw, **common)) for name, kw in runs.items()]
+    # And 2 ranks x 2 micro-batches of 1 sample (gradients all-reduced once, on the second micro-batch).
+    configs.append(config_to_dict(micro_config(tmp_path / "structure-accum", **runs["structure"], **common,
+                                               grad_accum_steps=2)))
     mp.spawn(_ddp_worker, args=(2, _free_port(), configs), nprocs=2, join=True)
-    for name, reference in references.items():
+    for name, reference in [*references.items(), ("structure-accum", references["structure"])]:
         a, _ = load_checkpoint(reference.checkpoint)
-        b, _ = load_checkpoint(tmp_path / f"{name}-two" / "checkpoints" / "step_00000002")
+        folder = tmp_path / (name if name.endswith("accum") else f"{name}-two")
+        b, _ = load_checkpoint(folder / "checkpoints" / "step_00000002")
         worst = max(float((a["model"][k] - b["model"][k]).abs().max()) for k in a["model"])
-        assert worst <= 1e-6, f"{name}: DDP differs from one process by {worst}"
+        # Accumulated micro-batches of 1 sum the gradients in another order; AdamW's early steps (about
+        # lr * sign(g)) make that visible on near-zero gradients (test_grad_accumulation_matches_one_big_batch).
+        assert worst <= (1e-4 if name.endswith("accum") else 1e-6), f"{name}: DDP differs from one process by {worst}"
     initial = StructureVAE(StructureVAEConfig(**MICRO)).state_dict()
     a, _ = load_checkpoint(references["structure"].checkpoint)
     assert any(not torch.equal(v, initial[k]) for k, v in a["model"].items())  # the steps did change the weights
@@ -271,21 +278,48 @@ def test_micro_configs_train_through_the_loop(tmp_path, name):
     load_weights(model, tmp_path / "checkpoints", group="ema")
 
 
+def _step_gradients(config: TrainConfig) -> list[torch.Tensor]:
+    """The (clipped) gradients the optimizer sees in the first `train_step` of `config`, on synthetic batches."""
+    from pixal3d.training.loop import build_model, configure_optimizer, train_step
+    from pixal3d.training.synthetic import SyntheticSource
+
+    torch.manual_seed(config.seed)
+    model, objective, _ = build_model(config, torch.device("cpu"))
+    optimizer = configure_optimizer(model, config)
+    seen = []
+    optimizer.step = lambda: seen.extend(p.grad.clone() for p in model.parameters())
+    source = SyntheticSource(config.data, config.batch_size // config.grad_accum_steps)
+    train_step(model, model, objective, optimizer, None, iter(source), torch.Generator(), config, nullcontext(),
+               torch.device("cpu"))
+    return seen
+
+
 def test_grad_accumulation_matches_one_big_batch(tmp_path):
-    """2 micro-batches of 2 samples give the update of one batch of 4 (deterministic structure VAE, mean losses)."""
+    """2 (or 4) micro-batches give the update of one batch of 4 (deterministic structure VAE, mean losses).
+
+    The gradients agree to float rounding (another summation order). The weights after a few AdamW steps are
+    compared more loosely: Adam's first steps move each weight by about lr * sign(gradient), so an element whose
+    gradient is near zero turns rounding into a visible fraction of one step (4.8e-5 of lr / 3 = 6.7e-4 seen).
+    """
     common = dict(model_config=dict(MICRO, sample_posterior=False), batch_size=4, max_steps=3, ema_decay=0.0,
                   log_interval=1)
+    reference = _step_gradients(micro_config(tmp_path, **common))
+    for accum in (2, 4):
+        grads = _step_gradients(micro_config(tmp_path, grad_accum_steps=accum, **common))
+        worst = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-12)) for a, b in zip(reference, grads,
+                                                                                                  strict=True))
+        assert worst <= 1e-5, f"{accum} micro-batches: gradient differs by {worst} (relative)"
     one = train(micro_config(tmp_path / "one", **common))
     two = train(micro_config(tmp_path / "two", grad_accum_steps=2, **common))
     a, meta_a = load_checkpoint(one.checkpoint)
     b, meta_b = load_checkpoint(two.checkpoint)
     worst = max(float((a["model"][k] - b["model"][k]).abs().max()) for k in a["model"])
-    assert worst <= 1e-6, f"accumulated update differs by {worst}"
+    assert worst <= 1e-4, f"accumulated update differs by {worst}"
     assert meta_a["data"] == {"position": 3} and meta_b["data"] == {"position": 6}  # micro-batches drawn
     for key in ("loss", "bce", "kl", "grad_norm"):  # equal-size micro-batches: mean of means = mean
-        assert two.metrics[key] == pytest.approx(one.metrics[key], rel=1e-5, abs=1e-7), key
+        assert two.metrics[key] == pytest.approx(one.metrics[key], rel=1e-4), key
     initial = StructureVAE(StructureVAEConfig(**MICRO)).state_dict()
-    assert any(not torch.equal(v, initial[k]) for k, v in a["model"].items())
+    assert any(float((v - initial[k]).abs().max()) > 1e-3 for k, v in a["model"].items())  # the steps moved it
     with pytest.raises(InputError, match="grad_accum_steps"):
         micro_config(tmp_path, batch_size=4, grad_accum_steps=3)
 
