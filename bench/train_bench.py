@@ -155,7 +155,9 @@ class StepRunner:
 def bench_model(name: str, config: TrainConfig, pool: list, batch: int, steps: int, warmup: int,
                 device: torch.device, world: int, args: argparse.Namespace) -> tuple[dict, StepRunner]:
     """Time `steps` trainer steps of `name` after `warmup`; the result row and the runner (for `--profile`)."""
-    config = dataclasses.replace(config, optimizer_impl=args.optimizer_impl, grad_clip=config.grad_clip or 1.0)
+    # One batch per step (the --batch is the step's), clipping on as in every shipped config.
+    config = dataclasses.replace(config, optimizer_impl=args.optimizer_impl, grad_clip=config.grad_clip or 1.0,
+                                 grad_accum_steps=1)
     runner = StepRunner(config, pool, batch, device, world, args.compile_mode if args.compile else None)
     tokens = [count_tokens(name, config, b) for b in runner.cpu_batches]
     if device.type == "cuda":
