@@ -2,8 +2,10 @@
 
 Single process: `pixal3d train configs/x.json`. Several processes: `torchrun --nproc_per_node=N -m pixal3d train
 configs/x.json`; torchrun's `RANK` / `WORLD_SIZE` / `LOCAL_RANK` / `MASTER_ADDR` / `MASTER_PORT` select DDP
-(NCCL on GPUs, gloo on CPU). `batch_size` is global: every rank draws `batch_size / world_size` samples, and the
-global batch at each step is the same whatever the rank count.
+(NCCL on GPUs, gloo on CPU). `batch_size` is global: every rank draws `batch_size / world_size` samples per
+optimizer step (in `grad_accum_steps` micro-batches), and the global batch at each step is the same whatever the
+rank count. Every `eval_interval` steps the EMA weights are evaluated on a fixed held-out set
+(`pixal3d.training.heldout`), logged beside the training loss in `metrics.jsonl`.
 
 Exact resume: a checkpoint holds the weights, the EMA, the optimizer state, every rank's RNG states and the data
 position, so `max_steps = 20` in one go equals `stop_at = 10`, then `resume`, bitwise on CPU. `stop_at` trains
@@ -303,8 +305,10 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
     ema = copy.deepcopy(raw_model).requires_grad_(False).eval() if config.ema_decay > 0 else None
     optimizer = configure_optimizer(raw_model, config)
     data = make_data_source(config.data, local_batch, rank, world_size, device)
-    heldout = (fixed_batches(make_data_source(heldout_data_config(config, device), local_batch, rank, world_size, device),
-                             config.eval_batches) if config.eval_interval else [])
+    heldout = []  # the fixed held-out set: this rank's share, drawn once (pixal3d.training.heldout)
+    if config.eval_interval:
+        heldout_source = make_data_source(heldout_data_config(config, device), local_batch, rank, world_size, device)
+        heldout = fixed_batches(heldout_source, config.eval_batches)
     # Training noise (posterior samples, timesteps) differs per rank; its state is saved per rank.
     torch.manual_seed(config.seed + 1 + rank)
     np.random.seed(config.seed + rank)
@@ -358,13 +362,15 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
             window.reset()
             if not math.isfinite(record["loss"]):
                 raise RuntimeError(f"loss is {record['loss']} at step {step}; lower lr or check the data")
+            now = time.perf_counter()
+            record.update(step=step, lr=lr, samples_per_s=(step - step_last) * config.batch_size / (now - t_last))
             if heldout and (step % config.eval_interval == 0 or step == config.max_steps):
+                # Same samples and noise every time (a fresh generator), EMA weights, no_grad.
                 eval_generator = torch.Generator(device=device).manual_seed(config.seed * 7919 + 17 + rank)
                 record.update(estimate_heldout(ema if ema is not None else raw_model, config.model, objective,
                                                heldout, eval_generator, autocast, lambda b: batch_to(b, device)))
-            now = time.perf_counter()
-            record.update(step=step, lr=lr, samples_per_s=(step - step_last) * config.batch_size / (now - t_last))
-            t_last, step_last = now, step
+                record["eval_s"] = time.perf_counter() - now
+            t_last, step_last = time.perf_counter(), step  # evaluation time is not training throughput
             result.metrics = record
             if master:
                 append_metrics(metrics_path, record)
