@@ -106,6 +106,7 @@ def test_flow_resume_is_exact(vae_runs, tmp_path):
              for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("a", "b")]
     assert logs[0] == logs[1]
     assert [r["step"] for r in logs[0] if "heldout_mse" in r and "heldout_fov_l1" in r] == [2, 4]
+    assert all(r["heldout_keep"] == 1.0 for r in logs[0] if "heldout_keep" in r)  # held out: always conditioned
 
 
 def test_frozen_encoder_keeps_its_weights(vae_runs, tmp_path):

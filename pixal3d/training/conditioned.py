@@ -81,7 +81,7 @@ class ConditionedFlow(nn.Module):
             generator: dropout, timestep and noise source.
             concat: stage 3's shape latent on the voxels of `x0`.
             fov: `[B]` radians, the FoV head's target (needed when the head exists).
-            cond_dropout: probability of the unconditional branch per element.
+            cond_dropout: probability of the unconditional branch per element (training mode only).
             timesteps: "logit_normal" or "uniform".
 
         Returns:
@@ -89,7 +89,9 @@ class ConditionedFlow(nn.Module):
         """
         with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
             features = self.encoder(image)
-        cond = make_condition([features], [cameras]).with_dropout(cond_dropout, generator)
+        # In eval mode (the held-out metric) every element keeps its condition: the score is the conditional
+        # prediction's, which sampling relies on, not a mix with the unconditional branch.
+        cond = make_condition([features], [cameras]).with_dropout(cond_dropout if self.training else 0.0, generator)
         kwargs = {"concat": concat} if concat is not None else {}
         out = {"mse": flow_matching_loss(self.flow, x0, cond, generator, timesteps, model_kwargs=kwargs),
                "keep": cond.keep.float().mean()}

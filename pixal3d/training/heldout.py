@@ -5,7 +5,8 @@ visits (`heldout_data_config`), and kept for the whole run: every evaluation see
 noise (a generator re-seeded per evaluation), so the curve moves only when the weights do. An evaluation runs
 the EMA weights (the weights a run ships) in eval mode under `no_grad`, and returns the rank-averaged means of:
 - `heldout_loss` and `heldout_<metric>` for every metric the training objective logs (for a flow the
-  flow-matching `mse` at the same timesteps each time, and `fov_l1` in radians with a FoV head);
+  flow-matching `mse` at the same timesteps each time, with every sample conditioned since eval mode drops no
+  condition, and `fov_l1` in radians with a FoV head);
 - for the VAEs, a reconstruction of each sample through the posterior mean, as inference decodes it
   (`RECONSTRUCTION`): occupancy IoU / precision / recall for the structure VAE; fine-voxel IoU and crossed-edge
   recall (a ground-truth crossed edge whose voxel comes back with the same flag; a missing one is a hole) for
