@@ -205,7 +205,7 @@ def profile_model(runner: StepRunner, steps: int, top: int) -> str:
             runner.step()
         _sync(runner.device)
     events = prof.key_averages()
-    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
     lines = [events.table(sort_by=sort, row_limit=top)]
     if cuda:
         counts = {e.key: e.count for e in events if any(e.key.startswith(k) for k in SYNC_EVENTS)}
