@@ -180,7 +180,8 @@ def make_flow_objective(flow_config: FlowTrainConfig, vaes: dict[str, nn.Module]
         loss = out["mse"]
         if "fov_l1" in out:
             loss = loss + flow_config.fov_weight * out["fov_l1"]
-        tokens = torch.tensor(float(_tokens(x0, inner.config.flow)), device=out["mse"].device)
+        # A fill kernel, not a host-to-device copy (`torch.tensor(x, device=cuda)` synchronises the stream).
+        tokens = torch.full((), float(_tokens(x0, inner.config.flow)), device=out["mse"].device)
         return loss, {name: value.detach() for name, value in out.items()} | {"tokens": tokens}
 
     return flow_objective
