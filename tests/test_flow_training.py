@@ -189,6 +189,17 @@ def test_flow_config_errors(tmp_path):
     with pytest.raises(InputError, match="in_channels"):
         train(bad)
     assert EncoderConfig(**{**config.flow.encoder.__dict__}).channels == 16
+    # Stage 3: the texture and shape VAEs must pool to the same tokens (the step compares only their counts).
+    texture = load_config(TrainConfig, CONFIGS / "texture_flow_micro.json")
+    tex_vae = load_config(TrainConfig, CONFIGS / "texture_vae_micro_procedural.json").model_config
+    shape_vae = load_config(TrainConfig, CONFIGS / "shape_vae_micro_procedural.json").model_config
+    shape_vae = shape_vae | {"token_resolution": shape_vae["token_resolution"] * 2}
+    shape_vae["channels"] = shape_vae["channels"][:-1]  # one level fewer for the finer tokens
+    bad = dataclasses.replace(texture, out_dir=str(tmp_path / "t"), flow=dataclasses.replace(
+        texture.flow, vae_checkpoint=None, vae_config=tex_vae, shape_vae_checkpoint=None, shape_vae_config=shape_vae,
+        encoder_checkpoint=None))
+    with pytest.raises(InputError, match="texture_vae.token_resolution"):
+        build_model(bad, torch.device("cpu"))
 
 
 def test_procedural_position_maps_across_rank_counts():

@@ -153,7 +153,9 @@ def stage_latents(stage: str, vaes: dict[str, nn.Module], batch: dict[str, Any],
     if stage == "shape":
         return shape, None
     tex_mean, tex_logvar = vaes["texture_vae"].encode(batch["coords"], batch["attrs"])
-    if not torch.equal(tex_mean.coords, shape.coords):
+    # Both encoders pool the same fine voxels to R_tok (check_stage makes their token_resolution equal), so the
+    # token sets agree; comparing shapes keeps a guard without reading the coordinates back (a sync per step).
+    if tex_mean.coords.shape != shape.coords.shape:
         raise InputError("the shape and texture VAEs put their tokens on different voxels; their token_resolution "
                          "must be equal")
     return tex_mean.replace(feats=_posterior(tex_mean.feats, tex_logvar, mode, generator)), shape
@@ -261,6 +263,11 @@ def check_stage(model: ConditionedFlowConfig, vaes: dict[str, nn.Module], config
                   (f"{STAGE_VAE[stage]}.resolution", vae.resolution, "data.resolution", data.resolution),
                   ("flow.cond_channels", flow.cond_channels, "shape latent channels",
                    vaes["shape_vae"].config.latent_channels if stage == "texture" else 0)]
+        if stage == "texture":
+            shape_vae = vaes["shape_vae"].config
+            pairs += [("texture_vae.token_resolution", vae.token_resolution, "shape_vae.token_resolution",
+                       shape_vae.token_resolution),
+                      ("shape_vae.resolution", shape_vae.resolution, "data.resolution", data.resolution)]
     if model.fov_head is not None:
         pairs += [("fov_head.feature_channels", model.fov_head.feature_channels, "encoder.channels",
                    model.encoder.channels),
