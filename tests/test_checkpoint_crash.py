@@ -52,11 +52,11 @@ CHILD = textwrap.dedent("""
         os.kill(os.getpid(), signal.SIGKILL)
 
     if where == "shard":
-        real = checkpoint.save_file
-        def save_file(tensors, path):
-            real(tensors, path)
+        real = checkpoint.save_safetensors
+        def save_safetensors(tensors, path, metadata=None):
+            real(tensors, path, metadata)
             die()
-        checkpoint.save_file = save_file
+        checkpoint.save_safetensors = save_safetensors
     else:
         def write_json_atomic(path, data):
             fd, _ = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".latest.json.", suffix=".tmp")
