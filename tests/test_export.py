@@ -472,7 +472,11 @@ def test_clean_up_drops_duplicate_triangles_and_over_shared_edges(tmp_path: Path
     assert edge_face_counts(fixed).max() == 2
     assert len(np.unique(np.sort(fixed.faces, axis=1), axis=0)) == len(fixed.faces)
     assert len(fixed.faces) == len(f)  # the duplicates and the two smaller fins went, the box stayed
-    path = mesh_to_glb(mesh, constant_sampler, tmp_path / "fins.glb", faces=500, texture_size=256)
+    path = mesh_to_glb(mesh, constant_sampler, tmp_path / "fins.glb", faces=500, texture_size=256,
+                       cleanup=cleanup.CleanupOptions(drop_over_shared=True))
     (loaded,) = trimesh.load(path).geometry.values()
     assert edge_face_counts(loaded).max() <= 2
+    # By default over-shared edges stay (dropping faces there opens holes in dual-grid meshes); duplicates go.
+    kept = cleanup.make_edge_manifold(mesh, drop_over_shared=False)
+    assert len(kept.faces) == len(f) + 2 and edge_face_counts(kept).max() == 4
     assert cleanup.make_edge_manifold(box).faces.tolist() == box.faces.tolist()  # nothing to do: a copy

@@ -36,6 +36,10 @@ class CleanupOptions:
     """... and less than this fraction of the total surface area (the largest component is always kept)."""
     max_hole_edges: int = 32
     """Boundary loops with at most this many edges are closed (a fan around the loop's centroid)."""
+    drop_over_shared: bool = False
+    """Also drop the faces beyond the second on edges shared by more than two faces. Off by default: on dual-grid
+    meshes such edges are where two sheets touch, and dropping faces there opened holes (boundary-edge ratio
+    0 -> 0.14 on procedural seeds 3 and 5 at R = 64); duplicate triangles always go."""
 
 
 def check_face_budget(faces: int) -> None:
@@ -135,8 +139,9 @@ def fill_small_holes(mesh: trimesh.Trimesh, max_hole_edges: int = 32) -> trimesh
     )
 
 
-def make_edge_manifold(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
-    """Drop duplicate triangles, then faces beyond the second on any edge shared by more than two faces.
+def make_edge_manifold(mesh: trimesh.Trimesh, drop_over_shared: bool = True) -> trimesh.Trimesh:
+    """Drop duplicate triangles, then (with `drop_over_shared`) faces beyond the second on any edge shared by more
+    than two faces.
 
     A duplicate is a face with the same three vertices as an earlier one, in any order or orientation (the first
     is kept). On an over-shared edge the two largest faces stay; the others go (each removal only lowers edge
@@ -166,6 +171,8 @@ def make_edge_manifold(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     key = edges[live, 0] * n_vert + edges[live, 1]
     _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     over = counts[inverse] > 2
+    if not drop_over_shared:
+        over[:] = False
     if over.any():
         area = np.asarray(mesh.area_faces)
         e_key, e_face = inverse[over], edge_face[live][over]
@@ -214,7 +221,7 @@ def simplify(mesh: trimesh.Trimesh, max_faces: int, aggressiveness: float = 7.0)
 def clean_mesh(
     mesh: trimesh.Trimesh, max_faces: int, options: CleanupOptions | None = None
 ) -> trimesh.Trimesh:
-    """Merge vertices, drop duplicate and non-manifold faces, remove floaters, fill small holes, simplify.
+    """Merge vertices, drop duplicate (and optionally non-manifold) faces, remove floaters, fill small holes, simplify.
 
     Simplification can fold new non-manifold edges, so the result goes through `make_edge_manifold` again.
 
@@ -233,10 +240,10 @@ def clean_mesh(
     merged = _drop_degenerate(merged)
     if len(merged.faces) == 0:
         raise InputError("the mesh has no non-degenerate faces left to export; is the input empty?")
-    merged = make_edge_manifold(merged)
+    merged = make_edge_manifold(merged, options.drop_over_shared)
     merged = remove_small_components(merged, options.min_face_fraction, options.min_area_fraction)
     merged = fill_small_holes(merged, options.max_hole_edges)
-    return make_edge_manifold(simplify(merged, max_faces))
+    return make_edge_manifold(simplify(merged, max_faces), options.drop_over_shared)
 
 
 def _drop_degenerate(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
