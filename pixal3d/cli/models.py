@@ -31,7 +31,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                       "ranges run as separate jobs) into -o")
     p.add_argument("--views", type=int, default=4, help="condition views per asset (default 4)")
     p.add_argument("-o", "--output", type=Path, required=True, help="report folder (created)")
-    add_model_options(p, ["micro", "tiny"])
+    add_model_options(p, ["micro", "micro64", "tiny"])
+    p.add_argument("--oracle", nargs="+", default=None, metavar="VARIANT",
+                   help="score these variants instead of the full cascade alone: gt, vae-structure, vae-shape, "
+                   "vae-texture, gt-structure, gt-shape, full, or 'all' (the ceilings; oracle variants use the true "
+                   "FoV and need a model whose R_hr the voxeliser makes: not --random-weights micro, use micro64); "
+                   "also writes REPORT_DIR/ceilings.md and ceilings.json")
     p.add_argument("--fov-mode", choices=["true", "estimated", "both"], default="both",
                    help="run the pipeline with the true FoV, its estimated FoV, or both (default both)")
     p.add_argument("--samples", type=int, default=100_000, help="surface samples per mesh (default 100000)")
@@ -67,21 +72,49 @@ def _run_eval(args: argparse.Namespace) -> int:
     modes = ("true", "estimated") if args.fov_mode == "both" else (args.fov_mode,)
     options = EvalOptions(views=args.views, samples=args.samples, image_size=args.image_size, fov_modes=modes,
                           seed=args.seed, silhouette=not args.no_silhouette,
-                          image_texels=not args.no_image_texels)
+                          image_texels=not args.no_image_texels, variants=oracle_variants(args.oracle))
     assets = folder_assets(args.data) if args.data is not None else procedural_assets(*_procedural_range(args.procedural))
     pipe = load_pipeline(args)
     model = f"random {args.random_weights}" if args.random_weights else (args.model or "default")
     data = evaluate(pipe, assets, args.output, options, {"model": model, "command": " ".join(sys.argv)})
     _print_aggregate(data)
     print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.md'}")
+    if args.oracle is not None:
+        from pixal3d.eval.ceilings import write_ceilings
+
+        md, js = write_ceilings(args.output, {_set_name(args): data})
+        print(f"wrote {md} and {js}")
     return 0
 
 
+def oracle_variants(names: list[str] | None) -> tuple[str, ...]:
+    """`--oracle` -> `EvalOptions.variants`: None = the full cascade only, "all" = every variant."""
+    from pixal3d.eval.oracles import VARIANTS
+
+    if names is None:
+        return ("full",)
+    if "all" in names:
+        return VARIANTS
+    return tuple(names)
+
+
+def _set_name(args: argparse.Namespace) -> str:
+    if args.data is not None:
+        return f"folder {args.data}"
+    return f"procedural seeds {args.procedural}"
+
+
 def _print_aggregate(data: dict) -> None:
-    for mode, stats in data["aggregate"].items():
-        f05, cd = stats.get("fscore@0.05", {}).get("mean"), stats.get("chamfer_l1", {}).get("mean")
-        print(f"{mode} FoV: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {f05}, "
-              f"Chamfer-L1 {cd}")
+    """One line per run key: runs, failures and the headline means (medians for topology), 4 significant digits."""
+    for key, stats in data["aggregate"].items():
+        def stat(name: str, which: str = "mean") -> str:
+            value = stats.get(name, {}).get(which)
+            return "-" if value is None else f"{value:.4g}"
+
+        print(f"{key}: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {stat('fscore@0.05')}, "
+              f"F-score@0.02 {stat('fscore@0.02')}, Chamfer-L1 {stat('chamfer_l1')}, volume IoU "
+              f"{stat('volume_iou_64')}; median components {stat('components', 'median')}, boundary-edge ratio "
+              f"{stat('boundary_edge_ratio', 'median')}")
 
 
 # ----------------------------------------------------------------------------------------------------- bench
