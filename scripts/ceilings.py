@@ -39,8 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--procedural", default=None, metavar="START:END", help="held-out procedural seeds START..END-1")
     p.add_argument("--data", type=Path, default=None, help="folder of held-out meshes (eval only, never training)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--lanes", type=int, default=4, help="eval processes side by side (default 4)")
-    p.add_argument("--chunk", type=int, default=5, help="procedural seeds per process (default 5)")
+    p.add_argument("--lanes", type=int, default=8, help="eval processes side by side (default 8)")
+    p.add_argument("--chunk", type=int, default=4, help="procedural seeds per process (default 4)")
     p.add_argument("--seconds", type=float, default=540.0,
                    help="stop unfinished chunks after this long, then merge what finished (default 540)")
     p.add_argument("--views", type=int, default=1, help="condition views per asset (default 1)")
@@ -78,12 +78,14 @@ def run_lanes(commands: list[tuple[list[str], Path]], lanes: int, seconds: float
     """Run the commands, at most `lanes` at once, each logging to its `.log`; stop the rest after `seconds`."""
     pending, running = list(commands), []
     deadline = time.monotonic() + seconds
+    # Processes share the machine's cores (KD-trees, mesh clean-up): a few threads each, as scripts/eval_tiny.sh.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     while pending or running:
         while pending and len(running) < lanes:
             command, log = pending.pop(0)
             logger.info("start %s", " ".join(command[3:]))
             with open(log, "w") as out:
-                running.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                running.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                                 start_new_session=True))
         running = [p for p in running if p.poll() is None]
         if time.monotonic() > deadline:

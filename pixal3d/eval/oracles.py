@@ -40,6 +40,7 @@ from pixal3d.geometry.dual_mesh import sample_attributes, voxels_to_mesh
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.models.flow import FlowCondition
 from pixal3d.stages import (
+    EmptyStructureError,
     decode,
     decode_shape,
     encode_images,
@@ -83,14 +84,21 @@ def check_variants(variants: tuple[str, ...]) -> None:
         raise InputError(f"variants must be distinct names out of {list(VARIANTS)}, got {list(variants)}")
 
 
-def oracle_truth(scene: trimesh.Scene | trimesh.Trimesh, sample: Sample, pipe: Pixal3DPipeline) -> OracleTruth:
-    """Voxelise the asset into the sample's volume frame at the pipeline's `R_hr` (module docstring)."""
-    r_hr, r_coarse = pipe.shape_vae.config.resolution, pipe.structure_vae.config.resolution
-    if r_hr not in RESOLUTIONS:
+def check_pipeline(pipe: Pixal3DPipeline, variants: tuple[str, ...]) -> None:
+    """Raise `InputError` before any work when an oracle variant cannot run on this pipeline (its R_hr is not a
+    resolution the voxeliser makes ground truth at)."""
+    r_hr = pipe.shape_vae.config.resolution
+    if any(v != "full" for v in variants) and r_hr not in RESOLUTIONS:
         raise InputError(f"oracle variants need ground-truth voxels at the pipeline's R_hr = {r_hr}, but the "
                          f"voxeliser makes only {RESOLUTIONS}; use a pipeline that decodes at one of those (for "
                          "random weights: --random-weights micro64 instead of micro)")
-    fine = mesh_to_voxels(scene, r_hr, pipe.device, transform=sample.to_volume).to("cpu")
+
+
+def oracle_truth(scene: trimesh.Scene | trimesh.Trimesh, sample: Sample, pipe: Pixal3DPipeline) -> OracleTruth:
+    """Voxelise the asset into the sample's volume frame at the pipeline's `R_hr` (module docstring)."""
+    check_pipeline(pipe, ("gt",))
+    r_hr, r_coarse = pipe.shape_vae.config.resolution, pipe.structure_vae.config.resolution
+    fine = mesh_to_voxels(scene, r_hr, pipe.device, transform=sample.to_volume.numpy()).to("cpu")
     return OracleTruth(fine=fine, coarse=coarse_coords(fine.coords, r_hr, r_coarse))
 
 
@@ -163,6 +171,8 @@ def _structure_vae(pipe: Pixal3DPipeline, truth: OracleTruth) -> tuple[SparseVox
     kept = M.occupancy_grid(decoded, r)
     parent = truth.fine.coords.long() // (truth.fine.resolution // r)
     keep = kept[parent[:, 0], parent[:, 1], parent[:, 2]]
+    if not bool(keep.any()):
+        raise EmptyStructureError("the structure VAE's decoded occupancy covers none of the true coarse voxels")
     f = truth.fine
     voxels = SparseVoxels(f.coords[keep], f.vertex[keep], f.edges[keep], f.attrs[keep], f.resolution)
     return voxels, {f"coarse_{k}": v for k, v in scores.items()}

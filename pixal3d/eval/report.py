@@ -32,6 +32,7 @@ from pixal3d.atomic import write_text_atomic
 from pixal3d.bench import machine_info
 from pixal3d.config import write_json_atomic
 from pixal3d.errors import InputError
+from pixal3d.eval.oracles import check_pipeline
 from pixal3d.eval.runner import FSCORE_THRESHOLDS, EvalOptions, HeldOutAsset, evaluate_asset
 from pixal3d.preprocess import save_png
 
@@ -75,6 +76,7 @@ def evaluate(
         The metrics.json content.
     """
     options = options or EvalOptions()
+    check_pipeline(pipe, options.variants)
     output = Path(output)
     (output / "images").mkdir(parents=True, exist_ok=True)
     pipe.set_progress_bar_config(disable=True)
