@@ -4,7 +4,10 @@ and on a folder of meshes, in parallel chunks that fit a time-limited machine, t
     python scripts/ceilings.py --model default --device cuda --procedural 1000000:1000050 \
         --data /work/shared/assets/dev -o out/ceilings
 
-Each chunk is one `pixal3d eval --oracle all --fov-mode true --views 1` process writing OUT/parts/<set>-<start>/;
+Each chunk is one `pixal3d eval --oracle all --fov-mode true --views 1 --no-silhouette --no-image-texels` process
+writing OUT/parts/<set>-<start>/ (the oracle variants are the raw cascade pieces, so by default the full cascade
+runs raw too and every link compares like with like; `--pixel-exact` keeps the pipeline's silhouette and image-texel
+steps on for the `full` row);
 LANES processes run side by side (they share the GPU). A chunk whose metrics.json exists is not run again, so
 calling the same command after a time-out (`--seconds`) continues where it stopped. The finished chunks of each
 set are merged into OUT/procedural/ and OUT/dev/ (`eval --merge`: metrics.json, report.md, images/), and the
@@ -46,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--views", type=int, default=1, help="condition views per asset (default 1)")
     p.add_argument("--samples", type=int, default=100_000, help="surface samples per mesh (default 100000)")
     p.add_argument("--image-size", type=int, default=256, help="condition image and renders, pixels (default 256)")
+    p.add_argument("--pixel-exact", action="store_true",
+                   help="run the full cascade with the pipeline's silhouette and image-texel steps (default: raw, "
+                   "like the oracle variants)")
     args = p.parse_args(argv)
     if args.procedural is None and args.data is None:
         p.error("give --procedural START:END and/or --data DIR")
@@ -69,9 +75,10 @@ def chunks(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
 
 def eval_command(args: argparse.Namespace, source: list[str], folder: Path) -> list[str]:
     model = ["--random-weights", args.random_weights] if args.random_weights else ["--model", args.model or "default"]
+    raw = [] if args.pixel_exact else ["--no-silhouette", "--no-image-texels"]
     return [sys.executable, "-m", "pixal3d", "eval", *source, "--oracle", "all", "--fov-mode", "true",
             "--views", str(args.views), "--samples", str(args.samples), "--image-size", str(args.image_size),
-            "--device", args.device, *model, "-o", str(folder)]
+            "--device", args.device, *model, *raw, "-o", str(folder)]
 
 
 def run_lanes(commands: list[tuple[list[str], Path]], lanes: int, seconds: float) -> None:

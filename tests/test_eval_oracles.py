@@ -100,7 +100,8 @@ def test_ceilings_script_runs_chunks_and_a_folder_then_resumes(tmp_path: Path) -
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((out / "ceilings.json").read_text())
     assert len(table["sets"]) == 2
-    assert json.loads((out / "procedural" / "metrics.json").read_text())["options"]["variants"] == list(VARIANTS)
+    options = json.loads((out / "procedural" / "metrics.json").read_text())["options"]
+    assert options["variants"] == list(VARIANTS) and not options["silhouette"] and not options["image_texels"]
     assert [r["asset_id"] for r in json.loads((out / "dev" / "metrics.json").read_text())["assets"]] == ["mesh-box"]
     # A second call finds every chunk finished and only rebuilds the table.
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
