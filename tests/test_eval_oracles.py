@@ -75,10 +75,12 @@ def test_oracles_refuse_a_resolution_the_voxeliser_cannot_make(tmp_path: Path) -
 
 def test_link_losses_pick_the_largest_drop() -> None:
     row = dict.fromkeys(COLUMNS, 1.0)
-    rows = {"gt": row, "vae-shape": {**row, "fscore@0.02": 0.6}, "gt-structure": {**row, "fscore@0.02": 0.5},
+    rows = {"gt": row, "vae-shape": {**row, "fscore@0.02": 0.6}, "gt-shape": {**row, "fscore@0.02": 0.6},
+            "gt-structure": {**row, "fscore@0.02": 0.5},
             "true": {**row, "fscore@0.02": 0.05, "coarse_iou": None}}
     losses = link_losses(rows)
-    assert set(losses) == {"shape VAE", "stage 2 (shape flow)", "stage 1 (structure flow)"}
+    assert set(losses) == {"shape VAE", "stage 3 (texture flow)", "stage 2 (shape flow)", "stage 1 (structure flow)"}
+    assert losses["stage 2 (shape flow)"]["fscore@0.02"] == pytest.approx(0.1)
     assert losses["stage 1 (structure flow)"]["fscore@0.02"] == pytest.approx(0.45)
     assert losses["stage 1 (structure flow)"]["coarse_iou"] is None
     largest = largest_losses(losses)

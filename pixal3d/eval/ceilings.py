@@ -25,13 +25,14 @@ LINKS = (
     ("structure VAE", "gt", "vae-structure"),
     ("shape VAE", "gt", "vae-shape"),
     ("texture VAE", "gt", "vae-texture"),
-    ("stage 2 (shape flow)", "vae-shape", "gt-structure"),
     ("stage 3 (texture flow)", "vae-shape", "gt-shape"),
+    ("stage 2 (shape flow)", "gt-shape", "gt-structure"),
     ("stage 1 (structure flow)", "gt-structure", "true"),
 )
 """`(link, run key with the link exact, run key that runs it)`: "true" is the full cascade with the true FoV.
-vae-shape -> gt-structure adds the shape flow (both decode with the shape VAE, texture aside); vae-shape ->
-gt-shape changes only the colours (ground truth -> the texture flow's); gt-structure -> full adds stage 1."""
+vae-shape -> gt-shape changes only the colours (ground truth -> the texture flow's, same geometry); gt-shape ->
+gt-structure replaces the true shape latent by the shape flow's (both textured by the texture flow);
+gt-structure -> full replaces the true coarse structure by stage 1's."""
 
 
 def _label(key: str) -> str:
