@@ -17,7 +17,8 @@ The ground truth is the condition view's aligned asset voxelised at the pipeline
 at the structure resolution (`coarse_coords`, as training derives it), in the input camera's volume frame. Oracle
 variants use the true camera (the view's crop FoV) and the stage functions of `pixal3d.stages` with the pipeline's
 own sampler settings, threshold, autocast and seed; the pipeline's own call stays in one place, the runner.
-Encodings use the posterior mean.
+They are the raw cascade pieces: the pipeline's silhouette and image-texel steps (in `Pixal3DPipeline.__call__`)
+apply to "full" only. Encodings use the posterior mean.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def run_oracle(pipe: Pixal3DPipeline, variant: Variant, sample: Sample, truth: O
         elif variant in ("gt-structure", "gt-shape"):
             voxels = _stages(pipe, variant, sample, truth, seed)
         else:
-            raise InputError(f"run_oracle makes the oracle variants {list(VARIANTS[:-1])}, got {variant!r}")
+            raise ValueError(f"run_oracle makes the oracle variants {list(VARIANTS[:-1])}, got {variant!r}")
     voxels = voxels.to("cpu")
     if voxels.attrs is not None:
         voxels.attrs = voxels.attrs.float()
