@@ -2,7 +2,7 @@
 and on a folder of meshes, in parallel chunks that fit a time-limited machine, then one table.
 
     python scripts/ceilings.py --model default --device cuda --procedural 1000000:1000050 \
-        --data /work/shared/assets/dev -o out/ceilings
+        --data /work/shared/assets/dev -o out/ceilings        # from the repository root
 
 Each chunk is one `pixal3d eval --oracle all --fov-mode true --views 1 --no-silhouette --no-image-texels` process
 writing OUT/parts/<set>-<start>/ (the oracle variants are the raw cascade pieces, so by default the full cascade
