@@ -63,6 +63,9 @@ def test_every_variant_on_one_procedural_seed(tmp_path: Path, capsys: pytest.Cap
     assert list(rows) == keys and all(set(COLUMNS) <= set(row) for row in rows.values())
     report = (output / "ceilings.md").read_text()
     assert "| gt |" in report and "| full (true FoV) |" in report and "Largest loss" in report
+    # A merged oracle report gets its table too.
+    assert main(["eval", "--merge", str(output), "-o", str(tmp_path / "merged")]) == 0
+    assert (tmp_path / "merged" / "ceilings.md").is_file()
 
 
 def test_oracles_refuse_a_resolution_the_voxeliser_cannot_make(tmp_path: Path) -> None:

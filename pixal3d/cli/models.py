@@ -64,6 +64,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         data = merge_reports(args.merge, args.output)
         _print_aggregate(data)
         print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.md'}")
+        if set(data["options"].get("variants", ["full"])) != {"full"}:
+            _write_ceilings(args.output, f"merged {len(data['assets'])} assets", data)
         return 0
 
     if args.views < 1 or args.samples < 1 or args.image_size < 16:
@@ -80,11 +82,15 @@ def _run_eval(args: argparse.Namespace) -> int:
     _print_aggregate(data)
     print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.md'}")
     if args.oracle is not None:
-        from pixal3d.eval.ceilings import write_ceilings
-
-        md, js = write_ceilings(args.output, {_set_name(args): data})
-        print(f"wrote {md} and {js}")
+        _write_ceilings(args.output, _set_name(args), data)
     return 0
+
+
+def _write_ceilings(output: Path, name: str, data: dict) -> None:
+    from pixal3d.eval.ceilings import write_ceilings
+
+    md, js = write_ceilings(output, {name: data})
+    print(f"wrote {md} and {js}")
 
 
 def oracle_variants(names: list[str] | None) -> tuple[str, ...]:
