@@ -23,6 +23,7 @@ import trimesh
 from PIL import Image
 
 from pixal3d.camera import Camera, look_at
+from pixal3d.errors import InputError
 from pixal3d.geometry.gltf import ImageFormat
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.image_texels import ImageTexelOptions, prepare_view, project_colors
@@ -62,12 +63,18 @@ class Asset:
     depth: torch.Tensor | None = None
     image_texels: ImageTexelOptions | None = None
 
+    @property
+    def meshes(self) -> list[Asset]:
+        """`[self]`: the diffusers-style result list (`pipe(image=...).meshes[0].export(...)`), one per call."""
+        return [self]
+
     def export(
         self,
         path: str | os.PathLike,
         faces: int | None = None,
         texture_size: int | None = None,
         image_format: ImageFormat = "png",
+        include_pbr: bool = True,
     ) -> Path:
         """Write a textured GLB atomically (no partial file on failure); returns the path.
 
@@ -76,10 +83,14 @@ class Asset:
             faces: face budget of the simplified mesh (default: `self.faces`).
             texture_size: side of the square textures, 256..8192 (default: `self.texture_size`).
             image_format: "png" or "webp".
+            include_pbr: True (default) writes base-colour, metallic-roughness and normal textures; False the
+                base colour only (a dielectric material).
 
         The GLB is baked from `self.mesh` (silhouette patches and image colours included); with `image_texels`
         set, every texel the input camera sees takes its base colour from the input pixels at texel precision.
         """
+        if not isinstance(include_pbr, bool):
+            raise InputError(f"include_pbr must be True or False, got {include_pbr!r}")
         from pixal3d.geometry.export import mesh_to_glb, vertex_attribute_sampler
 
         recolor = None
@@ -94,6 +105,7 @@ class Asset:
             image_format=image_format,
             sample_at_vertices=True,
             recolor=recolor,
+            include_pbr=include_pbr,
         )
 
 

@@ -11,9 +11,10 @@ Shading removal (`albedo_from_image`): the image is `albedo x shading` with unkn
 the mask with a Gaussian of `shading_sigma` x S, and multiplies by `target_albedo`: smooth shading gradients and
 exposure go, edges, text and decals stay at pixel precision. "gain" applies one gain per image (the mask's median
 brightness -> `target_albedo`), "none" keeps the pixels. `bench/delight_bench.py` measures them against the
-ground-truth base colour of held-out renders (docs/results.md, "Image texels"): retinex 16.78 dB, raw pixels
-16.73, one gain 15.40, and the best possible single gain (an oracle) 18.2 on 36 procedural views, so what remains
-is spatially varying light that no global correction removes.
+ground-truth base colour of held-out renders (docs/results.md, "Image texels"): on 36 procedural views (seeds
+1,000,020-1,000,055) retinex 17.01 dB, raw pixels 16.72, one gain 15.33, and the best possible single gain (an
+oracle that knows the truth) 18.21, so most of what remains is spatially varying light that no global correction
+removes.
 
 Frames: volume frame and `Camera` conventions of DESIGN section 2; images `[S, S, C]`, row 0 at the top, sRGB.
 """

@@ -41,7 +41,7 @@ from pixal3d.models.fov_head import FovHead, FovHeadConfig
 from pixal3d.models.shape_vae import ShapeVAE, ShapeVAEConfig
 from pixal3d.models.structure_vae import StructureVAE, StructureVAEConfig
 from pixal3d.models.texture_vae import TextureVAE, TextureVAEConfig
-from pixal3d.preprocess import ImageInput, preprocess_image
+from pixal3d.preprocess import Background, ImageInput, check_background, preprocess_image
 from pixal3d.sampling import SamplerConfig
 from pixal3d.silhouette import (
     SilhouetteOptions,
@@ -227,13 +227,17 @@ class Pixal3DPipeline:
         allow_download: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        compile_sparse_grid: bool = True,
     ) -> Pixal3DPipeline:
         """Load a saved pipeline: `"default"` (shipped weights), a folder, or a hub name (`allow_download=True`).
 
         Loading is strict (see `pixal3d.weights`); the result is on the CPU in float32 unless `device`/`dtype`.
+        `compile_sparse_grid` sets `cuda_graphs` (CUDA-graph replay of the flow calls on a GPU).
         """
         settings, modules = read_pipeline(resolve_pretrained(name_or_path, allow_download))
-        return cls(**modules, settings=settings).to(device, dtype)
+        pipe = cls(**modules, settings=settings)
+        pipe.compile_sparse_grid = compile_sparse_grid
+        return pipe.to(device, dtype)
 
     @classmethod
     def from_config(cls, config: PipelineConfig | str = "micro", seed: int = 0) -> Pixal3DPipeline:
@@ -274,6 +278,15 @@ class Pixal3DPipeline:
         for module in self.components.values():
             module.to(device=self._device, dtype=dtype)
         return self
+
+    @property
+    def compile_sparse_grid(self) -> bool:
+        """The diffusers-style name of `cuda_graphs` (replay the flow calls from CUDA graphs on a GPU)."""
+        return self.cuda_graphs
+
+    @compile_sparse_grid.setter
+    def compile_sparse_grid(self, value: bool) -> None:
+        self.cuda_graphs = bool(value)
 
     @property
     def device(self) -> torch.device:
@@ -377,10 +390,10 @@ class Pixal3DPipeline:
             "texture": dataclasses.replace(s.texture_sampler, **overrides),
         }
 
-    def preprocess(self, views: Sequence[ImageInput]) -> tuple[list, torch.Tensor]:
+    def preprocess(self, views: Sequence[ImageInput], background: Background = "auto") -> tuple[list, torch.Tensor]:
         """Views -> (the `S x S` RGBA crops as PIL images, `[V, 4, S, S]` float32 in [0, 1] on the CPU)."""
         size = self.settings.image_size
-        crops = [preprocess_image(v, size=size).image for v in views]
+        crops = [preprocess_image(v, size=size, background=background).image for v in views]
         arrays = np.stack([np.asarray(c, dtype=np.float32) / 255.0 for c in crops])  # (V, S, S, 4)
         return crops, torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()  # -> (V, 4, S, S)
 
@@ -413,15 +426,30 @@ class Pixal3DPipeline:
         low_vram: bool = False,
         silhouette: SilhouetteOptions | bool = True,
         image_texels: ImageTexelOptions | bool = True,
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        compile_sparse_grid: bool | None = None,
+        background: Background = "auto",
     ) -> Asset:
         """Generate an asset from one image (or several views of one object with known cameras).
+
+        The diffusers-style call works as is:
+        `pipe(image=img, guidance_scale=4.5, num_inference_steps=40).meshes[0].export("x.glb", include_pbr=True)`.
 
         Args:
             image: a path, PIL image or array; or a list of views (then `cameras` is required).
             fov: the input's horizontal FoV in radians; None = the FoV head's estimate (or the default).
             seed: seed of the sampling noise (ignored when `generator` is given).
-            steps: Euler steps of every stage; None = each stage's default.
-            guidance: classifier-free guidance weight of every stage; None = each stage's default.
+            num_inference_steps: Euler steps of every stage; None = each stage's default. `steps` is the same
+                (the CLI's `--steps`); give one of them.
+            guidance_scale: classifier-free guidance weight of every stage (1 = none); None = each stage's default.
+                `guidance` is the same (the CLI's `--guidance`); give one of them.
+            compile_sparse_grid: on CUDA, replay the flow calls from CUDA graphs (None = `self.cuda_graphs`;
+                the same results, fewer launches); no effect on the CPU.
+            background: background removal of opaque images (`preprocess_image`): "auto", "grabcut" or "none".
+            steps: alias of `num_inference_steps`.
+            guidance: alias of `guidance_scale`.
             resolution: fine voxel resolution; None or the shape VAE's `R_hr` (the only one a checkpoint decodes).
             faces: face budget that `Asset.export` uses by default.
             texture_size: texture side that `Asset.export` uses by default.
@@ -436,7 +464,11 @@ class Pixal3DPipeline:
         Returns:
             The `Asset` (CPU tensors), with the time of each step in `timings`.
         """
-        # 1. check inputs
+        # 1. check inputs (the diffusers-style names are aliases of ours)
+        steps = _alias("num_inference_steps", num_inference_steps, "steps", steps)
+        guidance = _alias("guidance_scale", guidance_scale, "guidance", guidance)
+        cuda_graphs = self.cuda_graphs if compile_sparse_grid is None else bool(compile_sparse_grid)
+        check_background(background)
         views = self.check_inputs(image, fov, seed, steps, guidance, resolution, faces, texture_size, cameras,
                                   generator)
         samplers = self.stage_samplers(steps, guidance)
@@ -451,7 +483,7 @@ class Pixal3DPipeline:
         with self._autocast():
             # 2. preprocess: square RGBA crops on black
             with timer("preprocess"):
-                crops, images = self.preprocess(views)
+                crops, images = self.preprocess(views, background)
             # 3. encode every view
             with timer("encode"), self._weights_on_device(low_vram, "encoder"):
                 features = encode_images(self.encoder, images.to(self._device))
@@ -466,17 +498,17 @@ class Pixal3DPipeline:
             with timer("structure"), self._weights_on_device(low_vram, "structure_flow", "structure_vae"):
                 coords = sample_structure(self.structure_flow, self.structure_vae, cond, generator,
                                           samplers["structure"], s.structure_threshold, s.min_structure_voxels,
-                                          s.max_structure_voxels, progress, self.cuda_graphs)
+                                          s.max_structure_voxels, progress, cuda_graphs)
                 if view is not None:
                     coords = constrain_structure(coords, self.structure_vae.config.resolution, view)
             # 6. stage 2: shape latent on the active voxels
             with timer("shape"), self._weights_on_device(low_vram, "shape_flow"):
                 shape = sample_shape(self.shape_flow, cond, coords, generator, samplers["shape"], progress,
-                                     self.cuda_graphs)
+                                     cuda_graphs)
             # 7. stage 3: PBR latent (noise || shape latent)
             with timer("texture"), self._weights_on_device(low_vram, "texture_flow"):
                 texture = sample_texture(self.texture_flow, cond, shape, generator, samplers["texture"], progress,
-                                         self.cuda_graphs)
+                                         cuda_graphs)
             # 8. decode: fine PBR voxels -> dual-grid mesh (carved and patched to the silhouette)
             with timer("decode"), self._weights_on_device(low_vram, "shape_vae", "texture_vae"):
                 voxels = decode(self.shape_vae, self.texture_vae, shape, texture).to("cpu")
@@ -504,7 +536,7 @@ def constrain_structure(coords: torch.Tensor, resolution: int, view: ViewMask) -
     if len(covered) == 0:
         raise EmptyStructureError(
             "no stage-1 voxel projects into the input's silhouette and there is no depth map to place one; "
-            "check the image's alpha, or pass silhouette=False"
+            "check the image's alpha, or pass silhouette=False (command line: --no-silhouette)"
         )
     logger.info("silhouette: %d structure voxels -> %d carved -> %d covered", len(coords), len(carved), len(covered))
     return covered
@@ -530,6 +562,13 @@ def _options(value: object, cls: type, name: str) -> object:
     if isinstance(value, cls):
         return value
     raise InputError(f"{name} must be True, False or a {cls.__name__}, got {value!r}")
+
+
+def _alias(name: str, value: object, alias: str, alias_value: object) -> object:
+    """One argument under two names (the diffusers name and ours): the one given, and never two different values."""
+    if value is not None and alias_value is not None and value != alias_value:
+        raise InputError(f"{name}={value!r} and {alias}={alias_value!r} name the same setting; give only {name}")
+    return value if value is not None else alias_value
 
 
 class _StepTimer:

@@ -15,8 +15,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "data",
         help="training data: procedural objects, view-aligned samples, mesh ingestion",
-        description="The data engine (DESIGN section 7). Each sub-command is an _add_data_<name> / "
-        "_run_data_<name> pair registered in DATA_COMMANDS.",
+        description="The data engine: seeded procedural PBR objects, and view-aligned training samples (image, "
+        "FoV, sparse PBR voxels) made from them or from your own meshes, written as resumable shards. "
+        "Run 'pixal3d data COMMAND --help' for each command's options.",
     )
     data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     for add in DATA_COMMANDS:

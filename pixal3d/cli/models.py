@@ -111,16 +111,23 @@ def _set_name(args: argparse.Namespace) -> str:
 
 
 def _print_aggregate(data: dict) -> None:
-    """One line per run key: runs, failures and the headline means (medians for topology), 4 significant digits."""
-    for key, stats in data["aggregate"].items():
-        def stat(name: str, which: str = "mean") -> str:
-            value = stats.get(name, {}).get(which)
-            return "-" if value is None else f"{value:.4g}"
+    """One line per run key (FoV mode), rounded as docs/results.md rounds (F-score 3 decimals, Chamfer-L1 4),
+    then the other headline figures the run has: means, and medians for the mesh topology."""
 
-        print(f"{key}: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {stat('fscore@0.05')}, "
-              f"F-score@0.02 {stat('fscore@0.02')}, Chamfer-L1 {stat('chamfer_l1')}, volume IoU "
-              f"{stat('volume_iou_64')}; median components {stat('components', 'median')}, boundary-edge ratio "
-              f"{stat('boundary_edge_ratio', 'median')}")
+    def rounded(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    extras = (("volume_iou_64", "mean", "volume IoU", 3), ("silhouette_iou", "mean", "silhouette IoU", 3),
+              ("input_psnr", "mean", "input PSNR", 2), ("base_color_psnr", "mean", "base-colour PSNR", 2),
+              ("depth_delta1", "mean", "depth delta<1.25", 3), ("components", "median", "median components", 1),
+              ("boundary_edge_ratio", "median", "median boundary-edge ratio", 4))
+    for mode, stats in data["aggregate"].items():
+        f05, cd = stats.get("fscore@0.05", {}).get("mean"), stats.get("chamfer_l1", {}).get("mean")
+        line = (f"{mode} FoV: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {rounded(f05, 3)}, "
+                f"Chamfer-L1 {rounded(cd, 4)}")
+        more = [f"{label} {rounded(stats[key].get(which), digits)}" for key, which, label, digits in extras
+                if key in stats]
+        print(line + ("; " + ", ".join(more) if more else ""))
 
 
 # ----------------------------------------------------------------------------------------------------- bench
@@ -198,17 +205,32 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-size", type=int, default=8, help="jobs that may wait; more get HTTP 429 (default 8)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB; more: 413 (default 20)")
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image in pixels (default 16e6)")
-    p.add_argument("--job-timeout", type=float, default=600.0, help="per-job time limit in seconds (default 600)")
+    p.add_argument("--job-timeout", type=float, default=None,
+                   help="per-job time limit in seconds (default: 600 on a GPU, 3600 on the CPU)")
     p.add_argument("--keep-results", type=int, default=100, help="keep this many most recent results (default 100)")
     p.add_argument("--max-age-hours", type=float, default=24.0, help="delete results older than this (default 24)")
+    access = p.add_argument_group("access control", "API keys come from the PIXAL3D_API_KEYS environment variable "
+                                  "(comma-separated) and/or --api-key-file; clients send 'Authorization: Bearer KEY' "
+                                  "and see only their own jobs. Without a key the server is open, so a --host "
+                                  "other than loopback then needs --insecure-no-auth.")
+    access.add_argument("--api-key-file", type=Path, default=None, help="file of API keys, one per line")
+    access.add_argument("--insecure-no-auth", action="store_true",
+                        help="serve a non-loopback --host without any API key (something in front must guard it)")
+    access.add_argument("--jobs-per-minute", type=float, default=30.0,
+                        help="jobs each key may submit per minute (burst 10; only with keys; 0 = no limit; default 30)")
+    access.add_argument("--requests-per-minute", type=float, default=600.0,
+                        help="requests each key may make per minute, polls included (0 = no limit; default 600)")
     p.set_defaults(func=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from pixal3d.serve.auth import RateLimit, load_api_keys
     from pixal3d.serve.jobs import Retention
     from pixal3d.serve.rest import serve
 
     serve(_pipeline_factory(args), args.results_dir, host=args.host, port=args.port, queue_size=args.queue_size,
+          api_keys=load_api_keys(args.api_key_file), insecure_no_auth=args.insecure_no_auth,
+          rate_limit=RateLimit(args.jobs_per_minute, args.requests_per_minute),
           max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
           job_timeout_s=args.job_timeout, low_vram=args.low_vram,
           retention=Retention(max_results=args.keep_results, max_age_s=args.max_age_hours * 3600))
@@ -224,11 +246,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "and its download. Needs: pip install 'pixal3d[demo]'.",
     )
     _add_server_options(p, port=7860)
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB (default 20)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from pixal3d.serve.demo import run_demo
 
-    run_demo(_pipeline_factory(args), host=args.host, port=args.port, low_vram=args.low_vram)
+    run_demo(_pipeline_factory(args), host=args.host, port=args.port, low_vram=args.low_vram,
+             max_upload_bytes=int(args.max_upload_mb * 2**20))
     return 0
