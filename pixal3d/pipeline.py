@@ -126,7 +126,20 @@ def tiny_config() -> PipelineConfig:
     )
 
 
-PRESETS = {"micro": micro_config, "tiny": tiny_config}
+def micro64_config() -> PipelineConfig:
+    """`micro` decoding at R_hr = 64, the smallest resolution the voxeliser makes ground truth at.
+
+    For tests that need the ground truth at the pipeline's own resolution (`pixal3d eval --oracle`); its shape
+    and texture VAEs have the sizes of configs/*_vae_micro_procedural.json.
+    """
+    config = micro_config()
+    config.shape_vae = ShapeVAEConfig(resolution=64, token_resolution=16, latent_channels=8, channels=(16, 16, 32))
+    config.texture_vae = TextureVAEConfig(resolution=64, token_resolution=16, latent_channels=8,
+                                          channels=(16, 16, 16))
+    return config
+
+
+PRESETS = {"micro": micro_config, "micro64": micro64_config, "tiny": tiny_config}
 """Preset name -> `PipelineConfig` builder, for `from_config("micro")` and the CLI's `--random-weights`."""
 
 
