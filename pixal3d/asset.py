@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +23,10 @@ import trimesh
 from PIL import Image
 
 from pixal3d.camera import Camera, look_at
+from pixal3d.errors import InputError
 from pixal3d.geometry.gltf import ImageFormat
 from pixal3d.geometry.voxels import SparseVoxels
+from pixal3d.image_texels import ImageTexelOptions, prepare_view, project_colors
 
 FovSource = Literal["given", "estimated", "default", "cameras"]
 
@@ -43,6 +46,9 @@ class Asset:
         seed: the seed used, or None when a generator was passed.
         faces: default face budget of `export`.
         texture_size: default texture side of `export`, pixels.
+        depth: `[S/4, S/4] float32` the depth head's map of the visible surface (depth along the view axis, volume
+            units), or None without a depth head.
+        image_texels: how `export` projects the input pixels onto the visible texels (None: it does not).
     """
 
     mesh: trimesh.Trimesh
@@ -54,6 +60,13 @@ class Asset:
     seed: int | None = None
     faces: int = 100_000
     texture_size: int = 2048
+    depth: torch.Tensor | None = None
+    image_texels: ImageTexelOptions | None = None
+
+    @property
+    def meshes(self) -> list[Asset]:
+        """`[self]`: the diffusers-style result list (`pipe(image=...).meshes[0].export(...)`), one per call."""
+        return [self]
 
     def export(
         self,
@@ -61,6 +74,7 @@ class Asset:
         faces: int | None = None,
         texture_size: int | None = None,
         image_format: ImageFormat = "png",
+        include_pbr: bool = True,
     ) -> Path:
         """Write a textured GLB atomically (no partial file on failure); returns the path.
 
@@ -69,16 +83,43 @@ class Asset:
             faces: face budget of the simplified mesh (default: `self.faces`).
             texture_size: side of the square textures, 256..8192 (default: `self.texture_size`).
             image_format: "png" or "webp".
-        """
-        from pixal3d.geometry.export import voxels_to_glb
+            include_pbr: True (default) writes base-colour, metallic-roughness and normal textures; False the
+                base colour only (a dielectric material).
 
-        return voxels_to_glb(
-            self.voxels,
+        The GLB is baked from `self.mesh` (silhouette patches and image colours included); with `image_texels`
+        set, every texel the input camera sees takes its base colour from the input pixels at texel precision.
+        """
+        if not isinstance(include_pbr, bool):
+            raise InputError(f"include_pbr must be True or False, got {include_pbr!r}")
+        from pixal3d.geometry.export import mesh_to_glb, vertex_attribute_sampler
+
+        recolor = None
+        if self.image_texels is not None:
+            recolor = texel_recolor(self.mesh, self.image, self.camera, self.image_texels)
+        return mesh_to_glb(
+            self.mesh,
+            vertex_attribute_sampler(self.mesh),
             path,
             faces=self.faces if faces is None else faces,
             texture_size=self.texture_size if texture_size is None else texture_size,
             image_format=image_format,
+            sample_at_vertices=True,
+            recolor=recolor,
+            include_pbr=include_pbr,
         )
+
+
+def texel_recolor(mesh: trimesh.Trimesh, image: Image.Image, camera: Camera,
+                  options: ImageTexelOptions) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """`(points [M, 3], normals [M, 3]) -> (colors [M, 3], weight [M])`: the input pixels at surface points."""
+    rgba = torch.from_numpy(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0)
+    view = prepare_view(rgba, camera.with_size(rgba.shape[0]), mesh, options)
+
+    def recolor(points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        colors, weight = project_colors(torch.from_numpy(points), torch.from_numpy(normals), view, options)
+        return colors.numpy(), weight.numpy()
+
+    return recolor
 
 
 def preview_cameras(size: int = 256, fov: float = math.radians(35.0), elevation: float = math.radians(20.0)) -> list[Camera]:
@@ -93,27 +134,44 @@ def preview_cameras(size: int = 256, fov: float = math.radians(35.0), elevation:
     return cams
 
 
-def contact_sheet(glb_path: str | os.PathLike, image: Image.Image, size: int = 256) -> Image.Image:
-    """Render the GLB's mesh from four views (`preview_cameras`) with the input image on the left.
+def contact_sheet(glb_path: str | os.PathLike, image: Image.Image, size: int = 256,
+                  camera: Camera | None = None) -> Image.Image:
+    """Render the GLB beside the input: from the input camera, as an overlay on the input, and from four views.
 
     Args:
         glb_path: a GLB written by `Asset.export` (volume frame).
         image: the (preprocessed) input image, any mode.
         size: tile side in pixels.
+        camera: the input camera (`Asset.camera`); None leaves out the input-view and overlay tiles.
 
     Returns:
-        An RGB image `size x 5 size`: input, front, right, back, left, on a grey background.
+        An RGB image on a grey background, `size` high: input, [input-camera render, overlay,] front, right, back,
+        left. The overlay blends the render over the input and marks in magenta the pixels where only one of them
+        has the object (silhouette disagreement), so the pixel alignment shows at a glance.
     """
     from pixal3d.render import mesh_from_trimesh, render_mesh
 
     mesh = mesh_from_trimesh(trimesh.load(glb_path))
     background = np.array([0.22, 0.22, 0.24], dtype=np.float32)
-    tiles = [_on_background(image.convert("RGBA").resize((size, size), Image.Resampling.BILINEAR), background)]
-    for camera in preview_cameras(size):
-        rgba = render_mesh(mesh, camera).rgba.clamp(0, 1).cpu().numpy()  # (S, S, 4)
+    rgba_in = image.convert("RGBA").resize((size, size), Image.Resampling.BILINEAR)
+    tiles = [_on_background(rgba_in, background)]
+    cameras = preview_cameras(size)
+    if camera is not None:
+        cameras = [camera.with_size(size), *cameras]
+    renders = [render_mesh(mesh, c).rgba.clamp(0, 1).cpu().numpy() for c in cameras]  # (S, S, 4) each
+    for i, rgba in enumerate(renders):
         rgb = rgba[..., :3] + (1 - rgba[..., 3:4]) * background
         tiles.append((rgb * 255).round().astype(np.uint8))
+        if camera is not None and i == 0:
+            tiles.append(_overlay(tiles[0], tiles[-1], np.asarray(rgba_in)[..., 3] > 127, rgba[..., 3] > 0.5))
     return Image.fromarray(np.concatenate(tiles, axis=1))
+
+
+def _overlay(inp: np.ndarray, render: np.ndarray, mask_in: np.ndarray, mask_out: np.ndarray) -> np.ndarray:
+    """Half-and-half blend of two `[S, S, 3] uint8` tiles, magenta where exactly one of the masks is set."""
+    blend = (inp.astype(np.float32) + render.astype(np.float32)) / 2
+    blend[mask_in != mask_out] = (255, 0, 255)
+    return blend.round().astype(np.uint8)
 
 
 def _on_background(image: Image.Image, background: np.ndarray) -> np.ndarray:

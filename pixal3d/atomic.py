@@ -3,12 +3,18 @@
 Data goes to a temporary file in the destination's folder (same file system), which is then renamed over the
 destination (`os.replace`, atomic on POSIX and Windows). On any error the temporary file is removed, so a failed
 or interrupted write leaves nothing behind and never clobbers an existing file with half of a new one.
+
+Permissions: `tempfile.mkstemp` creates its file owner-only (0o600); before the rename the file gets the mode a
+plain `open(path, "w")` would have given it: an existing destination's mode, else 0o666 less the process umask.
+Folders filled and then renamed into place come from `make_temp_dir`, with the mode `os.mkdir` would give.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,10 +36,61 @@ def atomic_path(path: str | os.PathLike, make_parents: bool = True) -> Iterator[
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (Linux: read from /proc without changing it; elsewhere set and restored under a lock)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits `open(path, "w")` would leave: the existing file's, else 0o666 & ~umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file` with the file mode of a plain `open()` (it creates files owner-only, 0o600).
+
+    Not atomic by itself: use it inside `atomic_path` or inside a temporary folder that is renamed into place.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    mode = _mode_for(path)
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, mode)
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new temporary folder in `parent` (to fill, then rename into place), with the mode `os.mkdir` gives.
+
+    `tempfile.mkdtemp` makes it owner-only (0o700); a folder renamed into place (a saved pipeline, a checkpoint)
+    gets 0o777 less the umask instead, like any folder the user makes.
+    """
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(path, 0o777 & ~current_umask())
+    return path
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, make_parents: bool = True) -> None:

@@ -27,24 +27,39 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import trimesh
 
 from pixal3d.asset import Asset, FovSource
 from pixal3d.camera import Camera
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
+from pixal3d.image_texels import ImageTexelOptions, recolor_mesh
+from pixal3d.models.depth_head import DepthHead, DepthHeadConfig
 from pixal3d.models.flow import FlowConfig, FlowTransformer, flow_preset
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
 from pixal3d.models.shape_vae import ShapeVAE, ShapeVAEConfig
 from pixal3d.models.structure_vae import StructureVAE, StructureVAEConfig
 from pixal3d.models.texture_vae import TextureVAE, TextureVAEConfig
-from pixal3d.preprocess import ImageInput, preprocess_image
+from pixal3d.preprocess import Background, ImageInput, check_background, preprocess_image
 from pixal3d.sampling import SamplerConfig
+from pixal3d.silhouette import (
+    SilhouetteOptions,
+    ViewMask,
+    carve_coords,
+    carve_mesh,
+    carve_voxels,
+    cover_coords,
+    fill_mesh,
+    view_mask,
+)
 from pixal3d.stages import (
+    EmptyStructureError,
     decode,
     encode_images,
     estimate_fov,
     make_condition,
+    predict_depth,
     sample_shape,
     sample_structure,
     sample_texture,
@@ -66,6 +81,7 @@ class PipelineConfig:
     texture_vae: TextureVAEConfig = field(default_factory=TextureVAEConfig)
     texture_flow: FlowConfig = field(default_factory=lambda: flow_preset("texture", "tiny"))
     fov_head: FovHeadConfig | None = field(default_factory=FovHeadConfig)
+    depth_head: DepthHeadConfig | None = field(default_factory=DepthHeadConfig)
     settings: PipelineSettings = field(default_factory=PipelineSettings)
 
 
@@ -83,6 +99,7 @@ def micro_config() -> PipelineConfig:
         texture_vae=TextureVAEConfig(resolution=32, token_resolution=16, latent_channels=8, channels=(16, 16)),
         texture_flow=FlowConfig(tokens="sparse", in_channels=8, cond_channels=8, resolution=16, **width),
         fov_head=FovHeadConfig(feature_channels=16, tokens=2, hidden=16),
+        depth_head=DepthHeadConfig(feature_channels=16, hidden=16, layers=2),
         settings=PipelineSettings(image_size=64, min_structure_voxels=32, max_structure_voxels=256,
                                   structure_sampler=sampler, shape_sampler=sampler, texture_sampler=sampler),
     )
@@ -109,7 +126,20 @@ def tiny_config() -> PipelineConfig:
     )
 
 
-PRESETS = {"micro": micro_config, "tiny": tiny_config}
+def micro64_config() -> PipelineConfig:
+    """`micro` decoding at R_hr = 64, the smallest resolution the voxeliser makes ground truth at.
+
+    For tests that need the ground truth at the pipeline's own resolution (`pixal3d eval --oracle`); its shape
+    and texture VAEs have the sizes of configs/*_vae_micro_procedural.json.
+    """
+    config = micro_config()
+    config.shape_vae = ShapeVAEConfig(resolution=64, token_resolution=16, latent_channels=8, channels=(16, 16, 32))
+    config.texture_vae = TextureVAEConfig(resolution=64, token_resolution=16, latent_channels=8,
+                                          channels=(16, 16, 16))
+    return config
+
+
+PRESETS = {"micro": micro_config, "micro64": micro64_config, "tiny": tiny_config}
 """Preset name -> `PipelineConfig` builder, for `from_config("micro")` and the CLI's `--random-weights`."""
 
 
@@ -139,6 +169,9 @@ def check_compatible(modules: dict[str, nn.Module]) -> None:
     ]
     for flow in ("structure_flow", "shape_flow", "texture_flow"):
         pairs.append((f"{flow}.feature_channels", c[flow].feature_channels, "encoder.channels", c["encoder"].channels))
+    if "depth_head" in c:
+        pairs.append(("depth_head.feature_channels", c["depth_head"].feature_channels, "encoder.channels",
+                      c["encoder"].channels))
     if "fov_head" in c:
         pairs.append(("fov_head.feature_channels", c["fov_head"].feature_channels, "encoder.channels",
                       c["encoder"].channels))
@@ -163,8 +196,9 @@ class Pixal3DPipeline:
         texture_flow: FlowTransformer,
         fov_head: FovHead | None = None,
         settings: PipelineSettings | None = None,
+        depth_head: DepthHead | None = None,
     ) -> None:
-        self.encoder, self.fov_head = encoder, fov_head
+        self.encoder, self.fov_head, self.depth_head = encoder, fov_head, depth_head
         self.structure_vae, self.structure_flow = structure_vae, structure_flow
         self.shape_vae, self.shape_flow = shape_vae, shape_flow
         self.texture_vae, self.texture_flow = texture_vae, texture_flow
@@ -180,8 +214,8 @@ class Pixal3DPipeline:
     # ------------------------------------------------------------------------------------------ loading, saving
     @property
     def components(self) -> dict[str, nn.Module]:
-        """Component name -> module (`fov_head` only when present)."""
-        names = ("encoder", "fov_head", "structure_vae", "structure_flow", "shape_vae", "shape_flow",
+        """Component name -> module (`fov_head` and `depth_head` only when present)."""
+        names = ("encoder", "fov_head", "depth_head", "structure_vae", "structure_flow", "shape_vae", "shape_flow",
                  "texture_vae", "texture_flow")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
@@ -193,13 +227,17 @@ class Pixal3DPipeline:
         allow_download: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        compile_sparse_grid: bool = True,
     ) -> Pixal3DPipeline:
         """Load a saved pipeline: `"default"` (shipped weights), a folder, or a hub name (`allow_download=True`).
 
         Loading is strict (see `pixal3d.weights`); the result is on the CPU in float32 unless `device`/`dtype`.
+        `compile_sparse_grid` sets `cuda_graphs` (CUDA-graph replay of the flow calls on a GPU).
         """
         settings, modules = read_pipeline(resolve_pretrained(name_or_path, allow_download))
-        return cls(**modules, settings=settings).to(device, dtype)
+        pipe = cls(**modules, settings=settings)
+        pipe.compile_sparse_grid = compile_sparse_grid
+        return pipe.to(device, dtype)
 
     @classmethod
     def from_config(cls, config: PipelineConfig | str = "micro", seed: int = 0) -> Pixal3DPipeline:
@@ -224,6 +262,7 @@ class Pixal3DPipeline:
                 "texture_vae": TextureVAE(config.texture_vae),
                 "texture_flow": FlowTransformer(config.texture_flow),
                 "fov_head": FovHead(config.fov_head) if config.fov_head is not None else None,
+                "depth_head": DepthHead(config.depth_head) if config.depth_head is not None else None,
             }
         return cls(**modules, settings=dataclasses.replace(config.settings))
 
@@ -239,6 +278,15 @@ class Pixal3DPipeline:
         for module in self.components.values():
             module.to(device=self._device, dtype=dtype)
         return self
+
+    @property
+    def compile_sparse_grid(self) -> bool:
+        """The diffusers-style name of `cuda_graphs` (replay the flow calls from CUDA graphs on a GPU)."""
+        return self.cuda_graphs
+
+    @compile_sparse_grid.setter
+    def compile_sparse_grid(self, value: bool) -> None:
+        self.cuda_graphs = bool(value)
 
     @property
     def device(self) -> torch.device:
@@ -342,10 +390,10 @@ class Pixal3DPipeline:
             "texture": dataclasses.replace(s.texture_sampler, **overrides),
         }
 
-    def preprocess(self, views: Sequence[ImageInput]) -> tuple[list, torch.Tensor]:
+    def preprocess(self, views: Sequence[ImageInput], background: Background = "auto") -> tuple[list, torch.Tensor]:
         """Views -> (the `S x S` RGBA crops as PIL images, `[V, 4, S, S]` float32 in [0, 1] on the CPU)."""
         size = self.settings.image_size
-        crops = [preprocess_image(v, size=size).image for v in views]
+        crops = [preprocess_image(v, size=size, background=background).image for v in views]
         arrays = np.stack([np.asarray(c, dtype=np.float32) / 255.0 for c in crops])  # (V, S, S, 4)
         return crops, torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()  # -> (V, 4, S, S)
 
@@ -376,29 +424,56 @@ class Pixal3DPipeline:
         cameras: Sequence[Camera] | None = None,
         generator: torch.Generator | None = None,
         low_vram: bool = False,
+        silhouette: SilhouetteOptions | bool = True,
+        image_texels: ImageTexelOptions | bool = True,
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        compile_sparse_grid: bool | None = None,
+        background: Background = "auto",
     ) -> Asset:
         """Generate an asset from one image (or several views of one object with known cameras).
+
+        The diffusers-style call works as is:
+        `pipe(image=img, guidance_scale=4.5, num_inference_steps=40).meshes[0].export("x.glb", include_pbr=True)`.
 
         Args:
             image: a path, PIL image or array; or a list of views (then `cameras` is required).
             fov: the input's horizontal FoV in radians; None = the FoV head's estimate (or the default).
             seed: seed of the sampling noise (ignored when `generator` is given).
-            steps: Euler steps of every stage; None = each stage's default.
-            guidance: classifier-free guidance weight of every stage; None = each stage's default.
+            num_inference_steps: Euler steps of every stage; None = each stage's default. `steps` is the same
+                (the CLI's `--steps`); give one of them.
+            guidance_scale: classifier-free guidance weight of every stage (1 = none); None = each stage's default.
+                `guidance` is the same (the CLI's `--guidance`); give one of them.
+            compile_sparse_grid: on CUDA, replay the flow calls from CUDA graphs (None = `self.cuda_graphs`;
+                the same results, fewer launches); no effect on the CPU.
+            background: background removal of opaque images (`preprocess_image`): "auto", "grabcut" or "none".
+            steps: alias of `num_inference_steps`.
+            guidance: alias of `guidance_scale`.
             resolution: fine voxel resolution; None or the shape VAE's `R_hr` (the only one a checkpoint decodes).
             faces: face budget that `Asset.export` uses by default.
             texture_size: texture side that `Asset.export` uses by default.
             cameras: one `Camera` per view, poses relative to view 0 (multi-view input).
             generator: a `torch.Generator` for the noise (overrides `seed`).
             low_vram: keep only the running step's weights on the accelerator.
+            silhouette: enforce the input silhouette (carve outside it, cover every mask pixel; `SilhouetteOptions`,
+                or True / False for the defaults / off). Uses view 0 only.
+            image_texels: colour the surface the input camera sees from its pixels (`ImageTexelOptions`, or
+                True / False). Uses view 0 only.
 
         Returns:
             The `Asset` (CPU tensors), with the time of each step in `timings`.
         """
-        # 1. check inputs
+        # 1. check inputs (the diffusers-style names are aliases of ours)
+        steps = _alias("num_inference_steps", num_inference_steps, "steps", steps)
+        guidance = _alias("guidance_scale", guidance_scale, "guidance", guidance)
+        cuda_graphs = self.cuda_graphs if compile_sparse_grid is None else bool(compile_sparse_grid)
+        check_background(background)
         views = self.check_inputs(image, fov, seed, steps, guidance, resolution, faces, texture_size, cameras,
                                   generator)
         samplers = self.stage_samplers(steps, guidance)
+        silhouette = _options(silhouette, SilhouetteOptions, "silhouette")
+        image_texels = _options(image_texels, ImageTexelOptions, "image_texels")
         used_seed = seed if generator is None else None
         if generator is None:
             generator = torch.Generator().manual_seed(seed)
@@ -408,37 +483,92 @@ class Pixal3DPipeline:
         with self._autocast():
             # 2. preprocess: square RGBA crops on black
             with timer("preprocess"):
-                crops, images = self.preprocess(views)
+                crops, images = self.preprocess(views, background)
             # 3. encode every view
             with timer("encode"), self._weights_on_device(low_vram, "encoder"):
                 features = encode_images(self.encoder, images.to(self._device))
             # 4. camera: given cameras / given FoV / FoV head / default
-            with timer("camera"), self._weights_on_device(low_vram, "fov_head"):
+            with timer("camera"), self._weights_on_device(low_vram, "fov_head", "depth_head"):
                 cams, fov_source = self.make_cameras(features[0], fov, cameras)
                 cond = make_condition(features, cams)
-            # 5. stage 1: sparse structure
+                depth = predict_depth(self.depth_head, features[0], cams[0]) if self.depth_head else None
+                view = (view_mask(images[0, 3], cams[0], silhouette.dilation, depth) if silhouette.enabled
+                        else None)
+            # 5. stage 1: sparse structure (carved to the silhouette, covering every mask pixel)
             with timer("structure"), self._weights_on_device(low_vram, "structure_flow", "structure_vae"):
                 coords = sample_structure(self.structure_flow, self.structure_vae, cond, generator,
                                           samplers["structure"], s.structure_threshold, s.min_structure_voxels,
-                                          s.max_structure_voxels, progress, self.cuda_graphs)
+                                          s.max_structure_voxels, progress, cuda_graphs)
+                if view is not None:
+                    coords = constrain_structure(coords, self.structure_vae.config.resolution, view)
             # 6. stage 2: shape latent on the active voxels
             with timer("shape"), self._weights_on_device(low_vram, "shape_flow"):
                 shape = sample_shape(self.shape_flow, cond, coords, generator, samplers["shape"], progress,
-                                     self.cuda_graphs)
+                                     cuda_graphs)
             # 7. stage 3: PBR latent (noise || shape latent)
             with timer("texture"), self._weights_on_device(low_vram, "texture_flow"):
                 texture = sample_texture(self.texture_flow, cond, shape, generator, samplers["texture"], progress,
-                                         self.cuda_graphs)
-            # 8. decode: fine PBR voxels -> dual-grid mesh
+                                         cuda_graphs)
+            # 8. decode: fine PBR voxels -> dual-grid mesh (carved and patched to the silhouette)
             with timer("decode"), self._weights_on_device(low_vram, "shape_vae", "texture_vae"):
                 voxels = decode(self.shape_vae, self.texture_vae, shape, texture).to("cpu")
+                if view is not None:
+                    voxels = carve_voxels(voxels, view)
                 mesh = voxels_to_mesh(voxels)
+                if view is not None:
+                    mesh = constrain_mesh(mesh, view, images[0], silhouette)
+                # 9. the input pixels on the visible surface
+                if image_texels.enabled:
+                    mesh = recolor_mesh(mesh, images[0].permute(1, 2, 0), cams[0], image_texels)
         logger.info("%d coarse voxels -> %d fine voxels -> %d faces (%s)", coords.shape[0], len(voxels),
                     len(mesh.faces), ", ".join(f"{k} {v:.2f} s" for k, v in timer.timings.items()))
-        # 9. the asset
+        # 10. the asset
         return Asset(mesh=mesh, voxels=voxels, camera=cams[0], image=crops[0], fov_source=fov_source,
-                     timings=timer.timings, seed=used_seed,
-                     faces=faces, texture_size=texture_size)
+                     timings=timer.timings, seed=used_seed, faces=faces, texture_size=texture_size,
+                     depth=None if depth is None else depth.float().cpu(),
+                     image_texels=image_texels if image_texels.enabled else None)
+
+
+def constrain_structure(coords: torch.Tensor, resolution: int, view: ViewMask) -> torch.Tensor:
+    """Stage 1's voxels carved to the silhouette and covering it (`pixal3d.silhouette`); `[N, 4]`, key-sorted."""
+    carved = carve_coords(coords, resolution, view)
+    covered = cover_coords(carved, resolution, view)
+    if len(covered) == 0:
+        raise EmptyStructureError(
+            "no stage-1 voxel projects into the input's silhouette and there is no depth map to place one; "
+            "check the image's alpha, or pass silhouette=False (command line: --no-silhouette)"
+        )
+    logger.info("silhouette: %d structure voxels -> %d carved -> %d covered", len(coords), len(carved), len(covered))
+    return covered
+
+
+def constrain_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor,
+                   options: SilhouetteOptions) -> trimesh.Trimesh:
+    """The mesh carved to the silhouette and, with `options.fill_mesh`, patched where mask pixels see through it.
+
+    `image` is the preprocessed input `[4, S, S]` (its colours start the patch's vertex colours).
+    """
+    mesh = carve_mesh(mesh, view)
+    if options.fill_mesh:
+        rgba = image.permute(1, 2, 0).float()
+        mesh = fill_mesh(mesh, view, rgba[..., :3] / rgba[..., 3:].clamp_min(1e-3))
+    return mesh
+
+
+def _options(value: object, cls: type, name: str) -> object:
+    """`True` -> `cls()`, `False` -> `cls(enabled=False)`, an instance of `cls` as it is; else `InputError`."""
+    if isinstance(value, bool):
+        return cls(enabled=value)
+    if isinstance(value, cls):
+        return value
+    raise InputError(f"{name} must be True, False or a {cls.__name__}, got {value!r}")
+
+
+def _alias(name: str, value: object, alias: str, alias_value: object) -> object:
+    """One argument under two names (the diffusers name and ours): the one given, and never two different values."""
+    if value is not None and alias_value is not None and value != alias_value:
+        raise InputError(f"{name}={value!r} and {alias}={alias_value!r} name the same setting; give only {name}")
+    return value if value is not None else alias_value
 
 
 class _StepTimer:

@@ -27,6 +27,7 @@ from pixal3d.camera import Camera
 from pixal3d.encoder import FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.geometry.voxels import SparseVoxels
+from pixal3d.models.depth_head import DepthHead, z_to_depth
 from pixal3d.models.flow import FlowCondition, FlowTransformer
 from pixal3d.models.fov_head import FovHead
 from pixal3d.models.shape_vae import ShapeVAE
@@ -83,6 +84,12 @@ def make_condition(features: Sequence[FeatureMaps], cameras: Sequence[Camera]) -
 def get_cond(encoder: ImageEncoder, images: torch.Tensor, cameras: Sequence[Camera]) -> FlowCondition:
     """`encode_images` then `make_condition`: images `[V, 4, S, S]` + one `Camera` per view -> `FlowCondition`."""
     return make_condition(encode_images(encoder, images), cameras)
+
+
+@torch.no_grad()
+def predict_depth(depth_head: DepthHead, features: FeatureMaps, camera: Camera) -> torch.Tensor:
+    """The visible surface's depth along the view axis at `S/4`: `[S/4, S/4] float32` (volume units, > 0)."""
+    return z_to_depth(depth_head(features)[0, 0], camera)
 
 
 @torch.no_grad()

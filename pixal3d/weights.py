@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 
+from pixal3d.atomic import make_temp_dir, save_safetensors
 from pixal3d.config import config_from_dict, config_to_dict, load_config, write_json_atomic
 from pixal3d.errors import InputError
 from pixal3d.models import model_classes
@@ -58,6 +58,7 @@ DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "default"
 COMPONENT_KINDS: dict[str, str] = {
     "encoder": "encoder",
     "fov_head": "fov_head",
+    "depth_head": "depth_head",
     "structure_vae": "structure_vae",
     "structure_flow": "flow",
     "shape_vae": "shape_vae",
@@ -65,8 +66,8 @@ COMPONENT_KINDS: dict[str, str] = {
     "texture_vae": "texture_vae",
     "texture_flow": "flow",
 }
-"""Component name -> the model kind (key of `MODELS`) it must be. Every component but `fov_head` is required."""
-OPTIONAL_COMPONENTS = ("fov_head",)
+"""Component name -> the model kind (key of `MODELS`) it must be. Every component but the heads is required."""
+OPTIONAL_COMPONENTS = ("fov_head", "depth_head")
 
 
 @dataclass
@@ -181,7 +182,7 @@ def save_component(module: nn.Module, folder: str | os.PathLike, dtype: torch.dt
         tensors[name] = t.contiguous().clone()  # clone: safetensors refuses tensors that share storage
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     if total + 2**16 <= max_shard_bytes:
-        save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        save_safetensors(tensors, folder / WEIGHTS_FILE, metadata={"format": "pt"})
         return
     index = save_sharded(tensors, folder, "model", max_shard_bytes)
     write_json_atomic(folder / INDEX_FILE, {"format": FORMAT, "version": VERSION, "index": index})
@@ -275,7 +276,7 @@ def write_pipeline(folder: str | os.PathLike, settings: PipelineSettings, module
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / PIPELINE_FILE).exists())):
         raise InputError(f"{folder} exists and is not a pixal3d pipeline folder; pick a new or empty folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp = make_temp_dir(folder.parent, prefix=f".{folder.name}.")
     try:
         for name, module in modules.items():
             save_component(module, tmp / name, dtype)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # docs/results.md's evaluation, split into chunks that run side by side on one GPU and fit a time-limited call:
-#   scripts/eval_tiny.sh MODEL OUT START END [LANES] [CHUNK] [FOV_MODE] [SECONDS]
+#   [EVAL_FLAGS="--no-silhouette ..."] scripts/eval_tiny.sh MODEL OUT START END [LANES] [CHUNK] [FOV_MODE] [SECONDS]
 # evaluates procedural seeds START..END-1 (one view each) in LANES parallel processes, CHUNK seeds per report,
 # then merges the finished chunks into OUT (chunks cut off by SECONDS are left out, and the merged count says so).
 set -uo pipefail
@@ -13,12 +13,12 @@ lane() {  # lane L: chunks L, L+lanes, ... one after another
     for ((s = start + $1 * chunk; s < end; s += lanes * chunk)); do
         local e=$((s + chunk < end ? s + chunk : end))
         python -m pixal3d eval --model "$model" --procedural "$s:$e" --views 1 --fov-mode "$mode" \
-            -o "$parts/$s" >"$parts/$s.log" 2>&1 || rm -rf "$parts/$s"
+            ${EVAL_FLAGS:-} -o "$parts/$s" >"$parts/$s.log" 2>&1 || rm -rf "$parts/$s"
     done
 }
 pids=()
 for ((l = 0; l < lanes; l++)); do
-    setsid bash -c "$(declare -f lane); start=$start end=$end chunk=$chunk lanes=$lanes model=$model mode=$mode parts=$parts; lane $l" &
+    setsid bash -c "$(declare -f lane); EVAL_FLAGS=\"${EVAL_FLAGS:-}\" start=$start end=$end chunk=$chunk lanes=$lanes model=$model mode=$mode parts=$parts; lane $l" &
     pids+=($!)
 done
 ( sleep "$seconds"; for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done ) &

@@ -64,8 +64,16 @@ def test_image_to_validated_glb(asset: Asset, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["box.glb"]  # no temporary file left behind
 
 
-def test_stages_alone_reproduce_the_call(pipe: Pixal3DPipeline, image_path: Path, asset: Asset) -> None:
-    """Each stage run by hand: shapes and data flow, and the same seed gives the same asset as `__call__`."""
+@pytest.fixture(scope="module")
+def plain_asset(pipe: Pixal3DPipeline, image_path: Path) -> Asset:
+    """The cascade alone: silhouette rule and image texels off."""
+    return pipe(image_path, seed=0, faces=2000, texture_size=256, silhouette=False, image_texels=False)
+
+
+def test_stages_alone_reproduce_the_call(pipe: Pixal3DPipeline, image_path: Path, plain_asset: Asset) -> None:
+    """Each stage run by hand: shapes and data flow, and the same seed gives the same asset as `__call__` with the
+    silhouette rule and the image texels off (turning them off gives the cascade alone, the old path)."""
+    asset = plain_asset
     crops, images = pipe.preprocess([image_path])
     assert images.shape == (1, 4, 64, 64) and images.dtype == torch.float32 and 0 <= images.min() <= images.max() <= 1
     (features,) = encode_images(pipe.encoder, images)

@@ -59,7 +59,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         "convert",
         help="mesh (GLB/GLTF/OBJ) or saved voxels -> sparse PBR voxels -> textured GLB",
         description="Normalise a mesh into the volume cube, voxelise it at RESOLUTION, rebuild the surface, clean "
-        "and simplify it to FACES, bake base-colour, metallic-roughness and normal textures, and write a GLB. "
+        "and simplify it to FACES, bake base-colour, metallic-roughness and normal textures, and write a GLB whose "
+        "node puts the asset back at the source's size and position (--normalized: leave it in the unit cube). "
         "A .safetensors voxel file (from --save-voxels) skips the voxelisation.",
     )
     p.add_argument("input", type=Path, help="input .glb/.gltf/.obj (with .mtl, textures) or .safetensors voxels")
@@ -74,6 +75,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         help="texture image format (default png; webp needs the EXT_texture_webp glTF extension)",
     )
     p.add_argument("--save-voxels", type=Path, default=None, help="also save the voxel set (.safetensors)")
+    p.add_argument("--normalized", action="store_true",
+                   help="leave the asset in the normalised unit cube (default: the GLB node puts it back at the "
+                   "source's size and position)")
     p.set_defaults(func=_run_convert)
 
 
@@ -88,6 +92,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         texture_size=args.texture_size,
         image_format=args.format,
         save_voxels_path=args.save_voxels,
+        keep_placement=not args.normalized,
     )
     print(f"wrote {args.output}")
     return 0
@@ -110,6 +115,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output .glb for one image, else a folder (created) receiving NAME.glb per image")
     add_model_options(p, ["micro", "tiny"])
+    p.add_argument("--background", choices=["auto", "grabcut", "none"], default="auto",
+                   help="background removal for opaque images: auto (GrabCut when the image has no real alpha), "
+                   "grabcut (always), none (keep the whole image as the object); default auto")
     p.add_argument("--fov", type=float, default=None,
                    help="horizontal field of view of the input image in DEGREES (default: estimated by the model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
@@ -120,8 +128,15 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faces", type=int, default=100_000, help="face budget of the output mesh (default 100000)")
     p.add_argument("--texture-size", type=int, default=2048, help="texture side, 256..8192 pixels (default 2048)")
     p.add_argument("--low-vram", action="store_true", help="keep only the running step's weights on the GPU")
+    p.add_argument("--no-silhouette", action="store_true",
+                   help="do not enforce the input silhouette (by default nothing is generated outside the input's "
+                        "mask and every mask pixel is covered; off: ablations)")
+    p.add_argument("--no-image-texels", action="store_true",
+                   help="keep the texture stage's colours where the input camera sees the surface (by default "
+                        "those texels take the input pixels' colour with the shading divided out; off: ablations)")
     p.add_argument("--preview", action="store_true",
-                   help="also write NAME_preview.png: the input beside 4 renders of the result")
+                   help="also write NAME_preview.png: the input, the result from the input camera, their overlay "
+                        "(magenta: silhouette disagreement) and 4 orbit renders")
     p.set_defaults(func=_run_generate)
 
 
@@ -140,51 +155,92 @@ def _generate_inputs(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
+OUTPUT_SUFFIXES = (".glb",)
+"""File formats `generate` writes; any other suffix on `-o` is an error (not a folder named `out.obj/`)."""
+
+
 def _generate_outputs(inputs: Sequence[Path], output: Path) -> list[Path]:
-    """One output .glb per input: `output` itself for a single input ending in .glb, else `output/NAME.glb`."""
-    if len(inputs) == 1 and output.suffix.lower() == ".glb":
+    """One output .glb per input: `output` itself for a single input ending in .glb, else `output/NAME.glb`.
+
+    Nothing is created here: the folder is made when the first GLB is written (`_run_generate`).
+    """
+    suffix = output.suffix.lower()
+    if len(inputs) == 1 and suffix in OUTPUT_SUFFIXES:
         if not output.parent.is_dir():
             raise InputError(f"output folder {output.parent} does not exist; create it first")
         return [output]
-    if output.suffix.lower() == ".glb" or (output.exists() and not output.is_dir()):
+    if suffix in OUTPUT_SUFFIXES or (output.exists() and not output.is_dir()):
         raise InputError(f"-o {output}: with {len(inputs)} images the output must be a folder")
+    if suffix and not output.is_dir():
+        raise InputError(
+            f"-o {output}: unsupported output format {output.suffix!r}; generate writes "
+            f"{', '.join(OUTPUT_SUFFIXES)} files (give -o NAME.glb for one image, or a folder for several; "
+            "a folder whose name has a dot must exist already)")
     stems = [p.stem for p in inputs]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
         raise InputError(f"several inputs would write the same output name(s) {duplicates}; rename them")
-    output.mkdir(parents=True, exist_ok=True)
     return [output / f"{stem}.glb" for stem in stems]
 
 
+def _check_images(inputs: Sequence[Path], background: str) -> None:
+    """Preprocess every input once, small, before the model loads: a bad image fails in milliseconds, not after
+    the load (the pipeline preprocesses again at its own size; GrabCut on an opaque image costs about a second)."""
+    from pixal3d.preprocess import preprocess_image
+
+    for path in inputs:
+        preprocess_image(path, size=16, background=background)
+
+
 def _run_generate(args: argparse.Namespace) -> int:
+    if args.fov is not None and not 0 < args.fov < 180:
+        raise InputError(f"--fov is in degrees and must be in (0, 180), got {args.fov}")
+    from pixal3d.geometry.bake import check_texture_size
+    from pixal3d.geometry.cleanup import check_face_budget
+
+    # Everything that can be checked without the model is checked before it loads (seconds under load).
+    check_face_budget(args.faces)
+    check_texture_size(args.texture_size)
+    inputs = _generate_inputs(args.images)
+    outputs = _generate_outputs(inputs, args.output)
+    _check_images(inputs, args.background)
+    pipe = load_pipeline(args)
+    fov = None if args.fov is None else math.radians(args.fov)
+    made = [] if outputs[0].parent.exists() else [outputs[0].parent]
+    try:
+        return _generate_each(pipe, inputs, outputs, fov, args)
+    finally:
+        for folder in made:  # a folder this run created stays only if it holds something
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _generate_each(pipe, inputs: Sequence[Path], outputs: Sequence[Path], fov: float | None,
+                   args: argparse.Namespace) -> int:
     import time
 
     from pixal3d.asset import contact_sheet
     from pixal3d.preprocess import save_png
     from pixal3d.stages import EmptyStructureError
 
-    if args.fov is not None and not 0 < args.fov < 180:
-        raise InputError(f"--fov is in degrees and must be in (0, 180), got {args.fov}")
-    inputs = _generate_inputs(args.images)
-    outputs = _generate_outputs(inputs, args.output)
-    pipe = load_pipeline(args)
-    fov = None if args.fov is None else math.radians(args.fov)
     for image, glb in zip(inputs, outputs, strict=True):
         logger.info("generating %s -> %s", image, glb)
         try:
             asset = pipe(image, fov=fov, seed=args.seed, steps=args.steps, guidance=args.guidance,
                          resolution=args.resolution, faces=args.faces, texture_size=args.texture_size,
-                         low_vram=args.low_vram)
+                         low_vram=args.low_vram, silhouette=not args.no_silhouette,
+                         image_texels=not args.no_image_texels, background=args.background)
         except EmptyStructureError as err:
             print(f"pixal3d generate: {image}: {err}", file=sys.stderr)
             return 1
         start = time.perf_counter()
+        glb.parent.mkdir(parents=True, exist_ok=True)
         asset.export(glb)
         timings = {**asset.timings, "export": time.perf_counter() - start}
         print(f"wrote {glb} (from {image}; fov {math.degrees(asset.camera.fov):.1f} deg, {asset.fov_source})")
         if args.preview:
             preview = glb.with_name(f"{glb.stem}_preview.png")
-            save_png(contact_sheet(glb, asset.image), preview)
+            save_png(contact_sheet(glb, asset.image, camera=asset.camera), preview)
             print(f"wrote {preview}")
         print("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
               + f"; total {sum(timings.values()):.2f} s")

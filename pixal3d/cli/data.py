@@ -15,8 +15,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "data",
         help="training data: procedural objects, view-aligned samples, mesh ingestion",
-        description="The data engine (DESIGN section 7). Each sub-command is an _add_data_<name> / "
-        "_run_data_<name> pair registered in DATA_COMMANDS.",
+        description="The data engine: seeded procedural PBR objects, and view-aligned training samples (image, "
+        "FoV, sparse PBR voxels) made from them or from your own meshes, written as resumable shards. "
+        "Run 'pixal3d data COMMAND --help' for each command's options.",
     )
     data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     for add in DATA_COMMANDS:
@@ -212,19 +213,29 @@ def _add_assemble(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", choices=["ema", "model"], default="ema", help="which weights of each run (default ema)")
     p.add_argument("--make-encoder", type=Path, default=None, metavar="DIR",
                    help="instead: write the ImageNet-initialised encoder component to DIR and exit")
+    p.add_argument("--add-heads", type=Path, default=None, metavar="RUN",
+                   help="instead: copy the pipeline --base with the FoV / depth heads that the flow run RUN trained "
+                        "(e.g. runs/depth_head_tiny) put in, to -o")
+    p.add_argument("--base", type=Path, default=Path("pixal3d/weights/default"),
+                   help="with --add-heads: the pipeline to start from (default pixal3d/weights/default)")
     p.set_defaults(func=_run_assemble)
 
 
 def _run_assemble(args: argparse.Namespace) -> int:
     import torch
 
-    from pixal3d.training.assemble import RUN_COMPONENTS, assemble_pipeline, make_encoder_component
+    from pixal3d.training.assemble import RUN_COMPONENTS, add_heads, assemble_pipeline, make_encoder_component
 
     if args.make_encoder is not None:
         print(f"wrote {make_encoder_component(args.make_encoder)}")
         return 0
     if args.output is None:
         raise InputError("assemble: give -o OUTPUT, the pipeline folder to write")
+    if args.add_heads is not None:
+        folder, heads = add_heads(args.base, args.add_heads, args.output, dtype=getattr(torch, args.dtype),
+                                  weights=args.weights)
+        print(f"wrote {folder}: {args.base} with {heads} from {args.add_heads}")
+        return 0
     runs = {name: getattr(args, name) or args.runs / f"{name}{args.suffix}" for name in RUN_COMPONENTS}
     folder = assemble_pipeline(runs, args.output, dtype=getattr(torch, args.dtype), weights=args.weights)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from pixal3d.atomic import atomic_path, write_bytes_atomic
 from pixal3d.data.samples import (
@@ -449,6 +450,7 @@ def write_shards(
     world_size: int = 1,
     device: str = "cpu",
     batch: int | None = None,
+    progress: bool = True,
 ) -> RunSummary:
     """Make and store the samples of `units` (this rank's share), resumably; see the module docstring.
 
@@ -463,6 +465,8 @@ def write_shards(
             launches and host syncs per sample on a GPU, more memory per worker; None: `engine_batch` (8 on a
             GPU, 1 on the CPU). The shards and index are the same whatever the batch (one shard per unit, same ids;
             on the CPU the same bytes).
+        progress: show a tqdm bar on stderr, counted in views (samples/s, ETA), with the written / skipped /
+            failed counts.
 
     Returns:
         The `RunSummary` (also written to `summary.json`).
@@ -490,10 +494,19 @@ def write_shards(
     todo = [u for u in mine if u.unit_id not in done]
     summary.units_already_done = len(mine) - len(todo)
     jobs = [(todo[i:i + batch], options, str(out), device) for i in range(0, len(todo), batch)]
-    for results in _results(jobs, workers):
-        for result in results:
-            _record(result, index, summary)
-        atomic_write_json(own_path, index)
+    views = {u.unit_id: u.views[1] - u.views[0] for u in todo}
+    desc = "samples" if world_size == 1 else f"samples (rank {rank})"
+    # Always samples/s (tqdm would switch to s/sample below one per second), plus the ETA.
+    bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
+    with tqdm(total=sum(views.values()), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True,
+              mininterval=1.0, bar_format=bar_format) as bar:
+        for results in _results(jobs, workers):
+            for result in results:
+                _record(result, index, summary)
+                bar.update(views.get(str(result["unit"]), 0))
+            atomic_write_json(own_path, index)
+            bar.set_postfix_str(f"{summary.samples_written} written, {len(summary.skipped)} skipped, "
+                                f"{len(summary.failed)} failed", refresh=False)
     summary.seconds = time.perf_counter() - start
     summary_name = "summary.json" if world_size == 1 else f"summary.rank{rank:03d}.json"
     atomic_write_json(out / summary_name, asdict(summary))

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 AttributeSampler = Callable[[torch.Tensor], torch.Tensor]
 """`points [M, 3] float32, volume frame -> attrs [M, 6] float` (sRGB base colour, metallic, roughness, alpha)."""
 
+Recolor = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""`(points [M, 3], normals [M, 3]) -> (colors [M, 3] sRGB, weight [M] in [0, 1])`: a base colour blended over the
+sampled one at surface points (the input image's pixels, `pixal3d.image_texels`)."""
+
 TEXTURE_SIZE_RANGE = (256, 8192)
 _QUERY_CHUNK = 262_144  # texels per closest-point / sampler batch
 _PLANE_CHUNK = 32_768  # points per closest-point arithmetic slice
@@ -259,6 +263,7 @@ def bake_textures(
     texture_size: int,
     fine_mesh: trimesh.Trimesh | None = None,
     sample_at_vertices: bool = False,
+    recolor: Recolor | None = None,
 ) -> TexturedMesh:
     """Unwrap `mesh` and bake base colour, metallic-roughness and normal textures onto it.
 
@@ -274,6 +279,8 @@ def bake_textures(
         sample_at_vertices: run the sampler once per fine vertex and interpolate over the fine triangles instead of
             once per texel. Much faster (V_fine instead of S^2 calls) and as detailed when the fine mesh is at the
             sampler's own scale, as a dual-grid mesh is for its voxels. Needs `fine_mesh`.
+        recolor: blends another base colour over the sampled one per texel, at the texel's surface point and
+            (fine) normal; None keeps the sampled colour.
 
     Returns:
         The unwrapped mesh with its three textures.
@@ -309,6 +316,13 @@ def bake_textures(
         attrs = _sample_in_chunks(sampler, points)
         tangent_space = np.tile(np.array([[0.0, 0.0, 1.0]], dtype=np.float32), (len(points), 1))
     clock.lap("attribute sampling + tangent-space normals")
+    if recolor is not None:
+        texel_normals = fine_normals if fine_mesh is not None else n
+        colors, weight = recolor(np.ascontiguousarray(points, dtype=np.float32),
+                                 np.ascontiguousarray(texel_normals, dtype=np.float32))
+        attrs = attrs.copy()
+        attrs[:, :3] = attrs[:, :3] * (1 - weight[:, None]) + colors * weight[:, None]
+        clock.lap("image texels")
     # The three textures are filled as one [S, S, 10] image: one scatter and one gather over S^2 texels, not three.
     metallic_roughness = np.stack([np.ones(len(attrs), dtype=attrs.dtype), attrs[:, 4], attrs[:, 3]], axis=1)
     values = np.concatenate([attrs[:, :3], attrs[:, 5:6], metallic_roughness, tangent_space * 0.5 + 0.5], axis=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pixal3d.encoder import EncoderConfig, ImageEncoder
 from pixal3d.errors import InputError
+from pixal3d.models.depth_head import DepthHead, DepthHeadConfig
 from pixal3d.models.flow import FlowConfig, FlowTransformer
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
 from pixal3d.models.shape_vae import ShapeVAE, ShapeVAEConfig
@@ -18,6 +19,7 @@ MODELS: dict[str, tuple[type, type]] = {
     "encoder": (EncoderConfig, ImageEncoder),
     "flow": (FlowConfig, FlowTransformer),
     "fov_head": (FovHeadConfig, FovHead),
+    "depth_head": (DepthHeadConfig, DepthHead),
     "structure_vae": (StructureVAEConfig, StructureVAE),
     "shape_vae": (ShapeVAEConfig, ShapeVAE),
     "texture_vae": (TextureVAEConfig, TextureVAE),

@@ -8,8 +8,10 @@ time limits) and `jobs.py` owns the REST server's queue, worker thread and resul
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 from typing import Literal
 
 from pixal3d.errors import InputError
@@ -45,3 +47,29 @@ def build_pipeline(
     pipe.set_progress_bar_config(disable=True)
     pipe.cuda_graphs = cuda_graphs
     return pipe.to(device)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port` (not yet listening), made before the pipeline loads.
+
+    A busy port or a wrong address is a user mistake found in milliseconds, not after a model load of many
+    seconds: the server hands this socket to uvicorn; the demo checks the port this way, then releases it.
+
+    Raises:
+        InputError: the address cannot be bound (in use, not this machine's, a privileged port).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise InputError(f"--host {host!r} is not an address of this machine ({err}); e.g. 127.0.0.1") from err
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart right after a stop
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        hint = ("another program (or server) listens there; stop it or choose another --port"
+                if err.errno == errno.EADDRINUSE else "choose another --host / --port")
+        raise InputError(f"cannot listen on {host}:{port}: {err.strerror or err}; {hint}") from err
+    return sock

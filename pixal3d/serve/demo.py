@@ -6,7 +6,12 @@ budget and texture size; Generate shows the stage running (`StageTracker` -> `gr
 interactive 3D view (`gr.Model3D`: PBR materials, orbit/zoom) with a download link and the time of every step.
 
 The pipeline is built by `run_demo` from a factory, never at import; one generation runs at a time (the queue's
-concurrency limit is 1), which is also what `StageTracker` needs. Example inputs are the project's own
+concurrency limit is 1), which is also what `StageTracker` needs.
+
+Uploads and temporary files: Gradio refuses an upload over `max_upload_bytes` (HTTP 413, counted while it streams
+in), deletes the files it keeps for this app (uploads, served GLB copies) every `CACHE_SWEEP_S` once they are older
+than `CACHE_AGE_S`, and `run_demo` gives Gradio a temporary folder of its own (unless `GRADIO_TEMP_DIR` is set)
+and removes it, with the demo's output folder, when the demo stops. Example inputs are the project's own
 `examples/*.png` (drawn by `scripts/make_examples.py` and `scripts/make_demo_examples.py`).
 """
 
@@ -23,6 +28,7 @@ from typing import Any
 
 from pixal3d.errors import InputError
 from pixal3d.pipeline import Pixal3DPipeline
+from pixal3d.serve import bind_socket
 from pixal3d.serve.progress import STAGES, StageProgress, StageTracker
 
 logger = logging.getLogger(__name__)
@@ -33,6 +39,10 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TEXTURE_SIZES = (256, 512, 1024, 2048, 4096)
 KEEP_OUTPUTS = 20
 """GLBs kept in the demo's output folder (older ones are deleted; Gradio serves its own copies)."""
+MAX_UPLOAD_BYTES = 20 * 2**20
+"""Default largest upload, bytes (the REST server's default too)."""
+CACHE_SWEEP_S, CACHE_AGE_S = 600, 3600
+"""Every CACHE_SWEEP_S seconds Gradio deletes this app's temporary files older than CACHE_AGE_S seconds."""
 
 
 def _import_gradio() -> Any:
@@ -98,14 +108,14 @@ def _enlarge(image: Any, side: int = 256) -> Any:
     return image.resize((side, side), Image.Resampling.NEAREST)
 
 
-def create_demo(pipe: Pixal3DPipeline, low_vram: bool = False) -> Any:
-    """Build the Gradio Blocks app over `pipe` (not launched)."""
+def create_demo(pipe: Pixal3DPipeline, low_vram: bool = False, output_dir: str | Path | None = None) -> Any:
+    """Build the Gradio Blocks app over `pipe` (not launched); its temporary files are swept (module docstring)."""
     gr = _import_gradio()
-    runner = DemoRunner(pipe, low_vram)
+    runner = DemoRunner(pipe, low_vram, output_dir)
     sampler = pipe.settings.shape_sampler
     resolution = pipe.shape_vae.config.resolution
 
-    with gr.Blocks(title="pixal3d demo", analytics_enabled=False) as demo:
+    with gr.Blocks(title="pixal3d demo", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)) as demo:
         gr.Markdown("## pixal3d: one image → a textured 3D asset (GLB)\nUpload an image of one object "
                     "(a transparent background is used as the mask; otherwise the background is removed).")
         with gr.Row():
@@ -165,10 +175,29 @@ def run_demo(
     host: str = "127.0.0.1",
     port: int = 7860,
     low_vram: bool = False,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> None:
-    """Build the pipeline, then serve the demo until interrupted (one generation at a time)."""
+    """Build the pipeline, then serve the demo until interrupted (one generation at a time).
+
+    Uploads over `max_upload_bytes` are refused; the temporary folders this run made are removed when it stops.
+    """
+    import shutil
+
+    if max_upload_bytes < 1:
+        raise InputError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
+    bind_socket(host, port).close()  # a busy port fails now, not after the pipeline loaded
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before import: no calls home from a local demo
-    demo = create_demo(pipeline_factory(), low_vram=low_vram)
-    logger.info("demo on http://%s:%d", host, port)
-    demo.queue(default_concurrency_limit=1, max_size=16).launch(
-        server_name=host, server_port=port, share=False, show_error=True, quiet=True)
+    scratch = Path(tempfile.mkdtemp(prefix="pixal3d-demo-"))
+    own_temp = "GRADIO_TEMP_DIR" not in os.environ
+    if own_temp:  # before import: Gradio reads it once; uploads then land in a folder this run deletes
+        os.environ["GRADIO_TEMP_DIR"] = str(scratch / "gradio")
+    try:
+        demo = create_demo(pipeline_factory(), low_vram=low_vram, output_dir=scratch / "outputs")
+        logger.info("demo on http://%s:%d (uploads up to %.1f MiB)", host, port, max_upload_bytes / 2**20)
+        demo.queue(default_concurrency_limit=1, max_size=16).launch(
+            server_name=host, server_port=port, share=False, show_error=True, quiet=True,
+            max_file_size=max_upload_bytes)
+    finally:
+        if own_temp:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        shutil.rmtree(scratch, ignore_errors=True)

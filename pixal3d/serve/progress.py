@@ -25,6 +25,7 @@ STAGES = ("preprocess", "encode", "camera", "structure", "shape", "texture", "de
 _COMPONENT_STAGE = {
     "encoder": "encode",
     "fov_head": "camera",
+    "depth_head": "camera",
     "structure_flow": "structure",
     "structure_vae": "structure",
     "shape_flow": "shape",

@@ -70,8 +70,9 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
                              f"not {name}")
         modules[name] = parts[name]
         encoders[name] = parts["encoder"]
-        if "fov_head" in parts and "fov_head" not in modules:
-            modules["fov_head"] = parts["fov_head"]
+        for head in ("fov_head", "depth_head"):
+            if head in parts and head not in modules:
+                modules[head] = parts[head]
     _check_one_encoder(encoders)
     modules["encoder"] = encoders["structure_flow"]
     if settings is None:
@@ -83,6 +84,32 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
     folder = write_pipeline(out, settings, modules, dtype)
     logger.info("assembled %s from %s", folder, {k: str(v) for k, v in runs.items()})
     return folder
+
+
+def add_heads(base: str | Path, run: str | Path, out: str | Path, dtype: torch.dtype | None = torch.float16,
+              weights: str = "ema") -> tuple[Path, list[str]]:
+    """Write the pipeline `base` with the heads (`fov_head`, `depth_head`) a flow run trained put in, to `out`.
+
+    The run's encoder must equal the pipeline's (heads read its features), so a head trained on a frozen copy of the
+    shipped encoder drops into the shipped model. Returns the folder and the heads replaced or added.
+    """
+    from pixal3d.pipeline import Pixal3DPipeline
+
+    pipe = Pixal3DPipeline.from_pretrained(base)
+    parts = flow_run_components(run, weights)
+    heads = [name for name in ("fov_head", "depth_head") if name in parts]
+    if not heads:
+        raise InputError(f"assemble: the run {run} trained no fov_head or depth_head")
+    mine, theirs = pipe.encoder.state_dict(), parts["encoder"].state_dict()
+    # Close, not equal: an EMA of frozen weights can differ from them in the last bit.
+    if mine.keys() != theirs.keys() or not all(torch.allclose(mine[k].float(), theirs[k].float(), atol=1e-3)
+                                               for k in mine):
+        raise InputError(f"assemble: the run {run} trained its heads on another encoder than {base}'s; train them "
+                         f"with flow.encoder_checkpoint = {base}/encoder and train_encoder false")
+    for name in heads:
+        setattr(pipe, name, parts[name])
+    check_compatible(pipe.components)
+    return pipe.save_pretrained(out, dtype=dtype), heads
 
 
 def _check_one_encoder(encoders: dict[str, nn.Module]) -> None:

@@ -33,6 +33,7 @@ from pixal3d.config import config_from_dict, config_to_dict
 from pixal3d.encoder import EncoderConfig, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.models import model_classes
+from pixal3d.models.depth_head import DepthHead, DepthHeadConfig, depth_loss, splat_depth
 from pixal3d.models.flow import FlowConfig, FlowTransformer
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
 from pixal3d.sampling import flow_matching_loss
@@ -56,22 +57,26 @@ class ConditionedFlowConfig:
     encoder: EncoderConfig
     flow: FlowConfig
     fov_head: FovHeadConfig | None = None
+    depth_head: DepthHeadConfig | None = None
 
 
 class ConditionedFlow(nn.Module):
-    """Encoder + flow (+ FoV head): `forward` is one training pass returning its loss terms."""
+    """Encoder + flow (+ FoV head, + depth head): `forward` is one training pass returning its loss terms."""
 
-    def __init__(self, config: ConditionedFlowConfig, train_encoder: bool = True) -> None:
+    def __init__(self, config: ConditionedFlowConfig, train_encoder: bool = True, train_flow: bool = True) -> None:
         super().__init__()
         self.config = config
         self.train_encoder = train_encoder
+        self.train_flow = train_flow
         self.encoder = ImageEncoder(config.encoder).requires_grad_(train_encoder)
-        self.flow = FlowTransformer(config.flow)
+        self.flow = FlowTransformer(config.flow).requires_grad_(train_flow)
         self.fov_head = FovHead(config.fov_head) if config.fov_head is not None else None
+        self.depth_head = DepthHead(config.depth_head) if config.depth_head is not None else None
 
-    def forward(self, image: torch.Tensor, cameras: list[Camera], x0: torch.Tensor | SparseTensor,
+    def forward(self, image: torch.Tensor, cameras: list[Camera], x0: torch.Tensor | SparseTensor | None,
                 generator: torch.Generator, concat: SparseTensor | None = None, fov: torch.Tensor | None = None,
-                cond_dropout: float = 0.1, timesteps: str = "logit_normal") -> dict[str, torch.Tensor]:
+                cond_dropout: float = 0.1, timesteps: str = "logit_normal",
+                depth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One training pass.
 
         Args:
@@ -81,20 +86,30 @@ class ConditionedFlow(nn.Module):
             generator: dropout, timestep and noise source.
             concat: stage 3's shape latent on the voxels of `x0`.
             fov: `[B]` radians, the FoV head's target (needed when the head exists).
-            cond_dropout: probability of the unconditional branch per element.
+            cond_dropout: probability of the unconditional branch per element (training mode only).
             timesteps: "logit_normal" or "uniform".
+            depth: `[B, 1, S/4, S/4]` volume-frame z of the visible surface (`splat_depth`), the depth head's
+                target (needed when the head exists).
 
         Returns:
-            `{"mse": flow-matching loss, "keep": fraction conditioned}` plus `"fov_l1"` (radians) with a FoV head.
+            `{"mse": flow-matching loss, "keep": fraction conditioned}` (without `train_flow`: no flow terms), plus
+            `"fov_l1"` (radians) with a FoV head and `"depth_l1"` (volume units) with a depth head.
         """
         with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
             features = self.encoder(image)
-        cond = make_condition([features], [cameras]).with_dropout(cond_dropout, generator)
-        kwargs = {"concat": concat} if concat is not None else {}
-        out = {"mse": flow_matching_loss(self.flow, x0, cond, generator, timesteps, model_kwargs=kwargs),
-               "keep": cond.keep.float().mean()}
+        out: dict[str, torch.Tensor] = {}
+        if self.train_flow:
+            # In eval mode (the held-out metric) every element keeps its condition: the score is the conditional
+            # prediction's, which sampling relies on, not a mix with the unconditional branch.
+            dropout = cond_dropout if self.training else 0.0
+            cond = make_condition([features], [cameras]).with_dropout(dropout, generator)
+            kwargs = {"concat": concat} if concat is not None else {}
+            out["mse"] = flow_matching_loss(self.flow, x0, cond, generator, timesteps, model_kwargs=kwargs)
+            out["keep"] = cond.keep.float().mean()
         if self.fov_head is not None:
             out["fov_l1"] = (self.fov_head(features) - fov.float()).abs().mean()
+        if self.depth_head is not None:
+            out["depth_l1"] = depth_loss(self.depth_head(features), depth, image[:, 3:4])
         return out
 
 
@@ -151,7 +166,9 @@ def stage_latents(stage: str, vaes: dict[str, nn.Module], batch: dict[str, Any],
     if stage == "shape":
         return shape, None
     tex_mean, tex_logvar = vaes["texture_vae"].encode(batch["coords"], batch["attrs"])
-    if not torch.equal(tex_mean.coords, shape.coords):
+    # Both encoders pool the same fine voxels to R_tok (check_stage makes their token_resolution equal), so the
+    # token sets agree; comparing shapes keeps a guard without reading the coordinates back (a sync per step).
+    if tex_mean.coords.shape != shape.coords.shape:
         raise InputError("the shape and texture VAEs put their tokens on different voxels; their token_resolution "
                          "must be equal")
     return tex_mean.replace(feats=_posterior(tex_mean.feats, tex_logvar, mode, generator)), shape
@@ -167,21 +184,37 @@ def _tokens(x0: torch.Tensor | SparseTensor, flow: FlowConfig) -> int:
 def make_flow_objective(flow_config: FlowTrainConfig, vaes: dict[str, nn.Module]) -> Callable:
     """The objective of a conditioned flow run: `(model, batch, generator) -> (loss, metrics)`.
 
-    loss = flow-matching MSE + `fov_weight` * FoV L1 (radians) when the model has a FoV head.
+    loss = flow-matching MSE (unless `train_flow` is false) + `fov_weight` * FoV L1 (radians) with a FoV head
+    + `depth_weight` * depth L1 (volume units) with a depth head.
     """
     def flow_objective(model: nn.Module, batch: dict[str, Any],
                        generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-        x0, concat = stage_latents(flow_config.stage, vaes, batch, flow_config.latent, generator)
+        x0, concat = (stage_latents(flow_config.stage, vaes, batch, flow_config.latent, generator)
+                      if flow_config.train_flow else (None, None))
+        depth = depth_target(batch) if inner.depth_head is not None else None
         out = model(batch["image"], batch["cameras"], x0, generator, concat=concat, fov=batch["fov"],
-                    cond_dropout=flow_config.cond_dropout, timesteps=flow_config.timesteps)
-        loss = out["mse"]
-        if "fov_l1" in out:
-            loss = loss + flow_config.fov_weight * out["fov_l1"]
-        tokens = torch.tensor(float(_tokens(x0, inner.config.flow)), device=out["mse"].device)
-        return loss, {name: value.detach() for name, value in out.items()} | {"tokens": tokens}
+                    cond_dropout=flow_config.cond_dropout, timesteps=flow_config.timesteps, depth=depth)
+        weights = {"mse": 1.0, "fov_l1": flow_config.fov_weight, "depth_l1": flow_config.depth_weight}
+        loss = sum(weights[name] * value for name, value in out.items() if name in weights)
+        metrics = {name: value.detach() for name, value in out.items()}
+        if x0 is not None:
+            # A fill kernel, not a host-to-device copy (`torch.tensor(x, device=cuda)` synchronises the stream).
+            metrics["tokens"] = torch.full((), float(_tokens(x0, inner.config.flow)), device=loss.device)
+        return loss, metrics
 
     return flow_objective
+
+
+def depth_target(batch: dict[str, Any]) -> torch.Tensor:
+    """The depth head's target: the batch's fine dual vertices z-buffered at `S/4` (`splat_depth`)."""
+    coords, cameras = batch["coords"], batch["cameras"]
+    if "resolution" not in batch:
+        raise InputError("depth head training needs image batches with fine voxels (data kind procedural or shards)")
+    resolution = batch["resolution"]
+    points = (coords[:, 1:].float() + batch["vertex"].float()) / resolution - 0.5  # dual vertices, volume frame
+    size = batch["image"].shape[-1] // 4
+    return splat_depth(points, coords[:, 0], cameras, size)
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -213,6 +246,8 @@ def pipeline_init_tensors(folder: str | Path, config: TrainConfig) -> dict[str, 
         parts = {"encoder": "encoder.", f"{config.flow.stage}_flow": "flow."}
         if config.flow.fov_head is not None:
             parts["fov_head"] = "fov_head."
+        if config.flow.depth_head is not None and is_component_folder(folder / "depth_head"):
+            parts["depth_head"] = "depth_head."  # a pipeline without one: the new head starts from random weights
     else:
         parts = {config.model: ""}
     tensors = {}
@@ -227,14 +262,15 @@ def build_conditioned_flow(config: TrainConfig, device: torch.device) -> tuple[C
     """The trainable module, its objective and its config for a `"model": "flow"` run (VAEs loaded frozen)."""
     fc = config.flow
     flow = config_from_dict(FlowConfig, config.model_config, where="flow model_config")
-    model_config = ConditionedFlowConfig(stage=fc.stage, encoder=fc.encoder, flow=flow, fov_head=fc.fov_head)
+    model_config = ConditionedFlowConfig(stage=fc.stage, encoder=fc.encoder, flow=flow, fov_head=fc.fov_head,
+                                         depth_head=fc.depth_head)
     vaes = {STAGE_VAE[fc.stage]: load_frozen_vae(STAGE_VAE[fc.stage], fc.vae_checkpoint, fc.vae_config,
                                                  fc.vae_weights, device)}
     if fc.stage == "texture":
         vaes["shape_vae"] = load_frozen_vae("shape_vae", fc.shape_vae_checkpoint, fc.shape_vae_config,
                                             fc.vae_weights, device)
     check_stage(model_config, vaes, config)
-    model = ConditionedFlow(model_config, train_encoder=fc.train_encoder)
+    model = ConditionedFlow(model_config, train_encoder=fc.train_encoder, train_flow=fc.train_flow)
     if fc.encoder_checkpoint:
         _load_encoder(model.encoder, fc.encoder_checkpoint)
     return model.to(device), make_flow_objective(fc, vaes), model_config
@@ -258,6 +294,14 @@ def check_stage(model: ConditionedFlowConfig, vaes: dict[str, nn.Module], config
                   (f"{STAGE_VAE[stage]}.resolution", vae.resolution, "data.resolution", data.resolution),
                   ("flow.cond_channels", flow.cond_channels, "shape latent channels",
                    vaes["shape_vae"].config.latent_channels if stage == "texture" else 0)]
+        if stage == "texture":
+            shape_vae = vaes["shape_vae"].config
+            pairs += [("texture_vae.token_resolution", vae.token_resolution, "shape_vae.token_resolution",
+                       shape_vae.token_resolution),
+                      ("shape_vae.resolution", shape_vae.resolution, "data.resolution", data.resolution)]
+    if model.depth_head is not None:
+        pairs.append(("depth_head.feature_channels", model.depth_head.feature_channels, "encoder.channels",
+                      model.encoder.channels))
     if model.fov_head is not None:
         pairs += [("fov_head.feature_channels", model.fov_head.feature_channels, "encoder.channels",
                    model.encoder.channels),
@@ -273,7 +317,8 @@ def flow_run_components(checkpoint: str | Path, group: str = "ema") -> dict[str,
     """The trained components of a flow run, as pipeline modules with their weights (CPU, eval mode).
 
     Returns:
-        `{"encoder": ImageEncoder, "<stage>_flow": FlowTransformer}` plus `"fov_head"` when the run trained one;
+        `{"encoder": ImageEncoder, "<stage>_flow": FlowTransformer}` plus `"fov_head"` / `"depth_head"` when the
+        run trained one;
         pass them to `Pixal3DPipeline(...)` or `pixal3d.weights.save_component` each.
     """
     folder = latest_checkpoint(checkpoint) or Path(checkpoint)
@@ -285,6 +330,8 @@ def flow_run_components(checkpoint: str | Path, group: str = "ema") -> dict[str,
                                      f"{cfg.stage}_flow": FlowTransformer(cfg.flow)}
     if cfg.fov_head is not None:
         modules["fov_head"] = FovHead(cfg.fov_head)
+    if cfg.depth_head is not None:
+        modules["depth_head"] = DepthHead(cfg.depth_head)
     for name, module in modules.items():
         prefix = "flow." if name.endswith("_flow") else f"{name}."
         part = {k.removeprefix(prefix): v for k, v in tensors[group].items() if k.startswith(prefix)}

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pixal3d.encoder import EncoderConfig
 from pixal3d.errors import InputError
+from pixal3d.models.depth_head import DepthHeadConfig
 from pixal3d.models.fov_head import FovHeadConfig
 
 
@@ -107,13 +108,21 @@ class FlowTrainConfig:
     """Train a FoV head on the encoder's global tokens in this run (None: no FoV head)."""
     fov_weight: float = 1.0
     """Weight of the FoV head's L1 loss (radians) beside the flow-matching loss."""
+    depth_head: DepthHeadConfig | None = None
+    """Train a depth head on the encoder's features in this run (None: no depth head)."""
+    depth_weight: float = 1.0
+    """Weight of the depth head's L1 loss (volume units) beside the other losses."""
+    train_flow: bool = True
+    """Train the flow (False: only the heads learn; the flow's loss is skipped and its weights stay as loaded)."""
     cond_dropout: float = 0.1
     """Probability of dropping the condition (lifted features and global tokens together) for CFG."""
     timesteps: Literal["logit_normal", "uniform"] = "logit_normal"
     """Training timestep distribution."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.cond_dropout < 1 or self.fov_weight < 0:
+        if not self.train_flow and self.fov_head is None and self.depth_head is None:
+            raise InputError("flow: train_flow is false and there is no fov_head or depth_head: nothing would train")
+        if not 0 <= self.cond_dropout < 1 or self.fov_weight < 0 or self.depth_weight < 0:
             raise InputError(f"flow: need 0 <= cond_dropout < 1 and fov_weight >= 0, got {self.cond_dropout}, "
                              f"{self.fov_weight}")
         if self.vae_checkpoint is None and not self.vae_config:
@@ -171,6 +180,21 @@ class TrainConfig:
     """`auto`: the rank's GPU when CUDA is available, else CPU."""
     progress: bool = True
     """Show a progress bar on rank 0."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step: each rank draws `batch_size / (ranks * grad_accum_steps)` samples per
+    forward/backward, so the same global batch fits a smaller GPU (nanoGPT's gradient accumulation)."""
+    optimizer_impl: Literal["default", "foreach", "fused"] = "default"
+    """AdamW implementation: torch's default choice, `foreach` (multi-tensor kernels) or `fused` (one kernel per
+    parameter group; fewest launches on a GPU). The update is the same up to float rounding."""
+    compile: bool = False
+    """Run the model through `torch.compile` (the dense models gain most; the first steps pay the compilation)."""
+    eval_interval: int = 0
+    """Steps between held-out evaluations (a multiple of log_interval; also at max_steps); 0 disables them."""
+    eval_batches: int = 4
+    """Batches in the fixed held-out set, each of the micro-batch size (batch_size / grad_accum_steps samples)."""
+    heldout_data: DataConfig | None = None
+    """The held-out set's source; None: unseen objects at the training data's sizes (procedural and shard data:
+    procedural objects from seed 1,000,000 on, one view each, made on the run's device; synthetic: seed + 1)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -185,6 +209,9 @@ class TrainConfig:
             "checkpoint_interval": self.checkpoint_interval >= 1,
             "keep_checkpoints": self.keep_checkpoints >= 1,
             "max_shard_mib": self.max_shard_mib > 0,
+            "grad_accum_steps": self.grad_accum_steps >= 1 and self.batch_size % self.grad_accum_steps == 0,
+            "eval_interval": self.eval_interval >= 0 and self.eval_interval % self.log_interval == 0,
+            "eval_batches": self.eval_batches >= 1,
         }
         if (self.model == "flow") != (self.flow is not None):
             raise InputError('TrainConfig: "flow" (the stage, VAE checkpoint, encoder) is required for model '
@@ -194,5 +221,6 @@ class TrainConfig:
             values = {name: getattr(self, name) for name in bad}
             raise InputError(
                 f"TrainConfig: invalid value(s) {values}; need batch_size >= 1, lr > 0, 0 <= min_lr <= lr, "
-                "0 <= ema_decay < 1, intervals >= 1, max_shard_mib > 0"
+                "0 <= ema_decay < 1, intervals >= 1, max_shard_mib > 0, grad_accum_steps >= 1 dividing batch_size, "
+                "eval_interval >= 0 a multiple of log_interval (0: no held-out evaluation), eval_batches >= 1"
             )

@@ -8,7 +8,8 @@ every checkpoint, so a resumed run sees the batches it would have seen). `collat
 - `fov [B] float32` radians and `cameras`: one `Camera(fov, size=S)` per sample (the inference camera);
 - the voxel keys of `pixal3d.training.synthetic` (`coords`, `vertex`, `edges`, `attrs` at R_hr, `occupancy`
   at the coarse resolution), so the VAEs train on these batches too;
-- `coarse_coords [M, 4] int32 (b, i, j, k)`: the occupied coarse voxels, key-sorted per sample.
+- `coarse_coords [M, 4] int32 (b, i, j, k)`: the occupied coarse voxels, key-sorted per sample;
+- `resolution`: the fine voxels' `R_hr` (an int).
 
 Rank split: both sources make the global batch of a step independent of the rank count (rank `r` of `W` takes
 the `r`-th slice of every global batch).
@@ -46,6 +47,7 @@ def collate_samples(samples: list[Sample]) -> dict[str, Any]:
     batch["image"] = images.permute(0, 3, 1, 2).float() / 255.0  # -> (B, 4, S, S) in [0, 1]
     batch["fov"] = torch.tensor([s.fov for s in samples], dtype=torch.float32)
     batch["cameras"] = [s.camera for s in samples]
+    batch["resolution"] = samples[0].voxels.resolution
     batch["coarse_coords"] = torch.cat([
         torch.cat([torch.full((len(s.coarse), 1), b, dtype=torch.int32), s.coarse.to(torch.int32)], dim=1)
         for b, s in enumerate(samples)

@@ -38,7 +38,8 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 def global_means(sums: list[torch.Tensor], counts: list[int]) -> list[torch.Tensor]:
     """`sums[i] / counts[i]`, with each count replaced by its mean over DDP ranks (see the module docstring)."""
-    denominators = torch.tensor(counts, dtype=torch.float64, device=sums[0].device)
+    # Built on the host and copied without waiting: `torch.tensor(..., device=cuda)` would synchronise the stream.
+    denominators = torch.tensor(counts, dtype=torch.float64).to(sums[0].device, non_blocking=True)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(denominators)
         denominators = denominators / dist.get_world_size()
