@@ -123,7 +123,8 @@ def _print_aggregate(data: dict) -> None:
               ("boundary_edge_ratio", "median", "median boundary-edge ratio", 4))
     for mode, stats in data["aggregate"].items():
         f05, cd = stats.get("fscore@0.05", {}).get("mean"), stats.get("chamfer_l1", {}).get("mean")
-        line = (f"{mode} FoV: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {rounded(f05, 3)}, "
+        label = f"{mode} FoV" if mode in ("true", "estimated") else mode  # oracle runs: the variant's name
+        line = (f"{label}: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {rounded(f05, 3)}, "
                 f"Chamfer-L1 {rounded(cd, 4)}")
         more = [f"{label} {rounded(stats[key].get(which), digits)}" for key, which, label, digits in extras
                 if key in stats]
