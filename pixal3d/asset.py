@@ -25,6 +25,7 @@ from PIL import Image
 from pixal3d.camera import Camera, look_at
 from pixal3d.errors import InputError
 from pixal3d.geometry.gltf import ImageFormat
+from pixal3d.geometry.cleanup import CleanupOptions
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.image_texels import ImageTexelOptions, prepare_view, project_colors
 
@@ -49,6 +50,9 @@ class Asset:
         depth: `[S/4, S/4] float32` the depth head's map of the visible surface (depth along the view axis, volume
             units), or None without a depth head.
         image_texels: how `export` projects the input pixels onto the visible texels (None: it does not).
+        cleanup: the export's clean-up thresholds (None: `CleanupOptions()`). With the silhouette enforced the
+            pipeline keeps every fragment: what is left inside the mask mends the visible surface, and dropping
+            small pieces as floaters reopened holes (input-view coverage 0.974 -> 0.904 on examples/ball.png).
     """
 
     mesh: trimesh.Trimesh
@@ -62,6 +66,7 @@ class Asset:
     texture_size: int = 2048
     depth: torch.Tensor | None = None
     image_texels: ImageTexelOptions | None = None
+    cleanup: CleanupOptions | None = None
 
     @property
     def meshes(self) -> list[Asset]:
@@ -106,6 +111,7 @@ class Asset:
             sample_at_vertices=True,
             recolor=recolor,
             include_pbr=include_pbr,
+            cleanup=self.cleanup,
         )
 
 

@@ -33,6 +33,7 @@ from pixal3d.asset import Asset, FovSource
 from pixal3d.camera import Camera
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
+from pixal3d.geometry.cleanup import CleanupOptions
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.image_texels import ImageTexelOptions, recolor_mesh
 from pixal3d.models.depth_head import DepthHead, DepthHeadConfig
@@ -526,7 +527,12 @@ class Pixal3DPipeline:
         return Asset(mesh=mesh, voxels=voxels, camera=cams[0], image=crops[0], fov_source=fov_source,
                      timings=timer.timings, seed=used_seed, faces=faces, texture_size=texture_size,
                      depth=None if depth is None else depth.float().cpu(),
-                     image_texels=image_texels if image_texels.enabled else None)
+                     image_texels=image_texels if image_texels.enabled else None,
+                     cleanup=KEEP_FRAGMENTS if silhouette.enabled else None)
+
+
+KEEP_FRAGMENTS = CleanupOptions(min_face_fraction=0.0, min_area_fraction=0.0)
+"""Export clean-up of a silhouette-constrained asset: no floater removal (see `Asset.cleanup`)."""
 
 
 def constrain_structure(coords: torch.Tensor, resolution: int, view: ViewMask) -> torch.Tensor:
