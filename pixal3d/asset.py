@@ -141,7 +141,7 @@ def preview_cameras(size: int = 256, fov: float = math.radians(35.0), elevation:
 
 
 def contact_sheet(glb_path: str | os.PathLike, image: Image.Image, size: int = 256,
-                  camera: Camera | None = None) -> Image.Image:
+                  camera: Camera | None = None, orbit: bool = True) -> Image.Image:
     """Render the GLB beside the input: from the input camera, as an overlay on the input, and from four views.
 
     Args:
@@ -149,6 +149,7 @@ def contact_sheet(glb_path: str | os.PathLike, image: Image.Image, size: int = 2
         image: the (preprocessed) input image, any mode.
         size: tile side in pixels.
         camera: the input camera (`Asset.camera`); None leaves out the input-view and overlay tiles.
+        orbit: add the four orbit views (False: the input, input-view and overlay tiles only, the demo's check).
 
     Returns:
         An RGB image on a grey background, `size` high: input, [input-camera render, overlay,] front, right, back,
@@ -161,7 +162,7 @@ def contact_sheet(glb_path: str | os.PathLike, image: Image.Image, size: int = 2
     background = np.array([0.22, 0.22, 0.24], dtype=np.float32)
     rgba_in = image.convert("RGBA").resize((size, size), Image.Resampling.BILINEAR)
     tiles = [_on_background(rgba_in, background)]
-    cameras = preview_cameras(size)
+    cameras = preview_cameras(size) if orbit else []
     if camera is not None:
         cameras = [camera.with_size(size), *cameras]
     renders = [render_mesh(mesh, c).rgba.clamp(0, 1).cpu().numpy() for c in cameras]  # (S, S, 4) each

@@ -40,3 +40,22 @@ def test_run_demo_limits_uploads_and_cleans_its_temp_folders(monkeypatch: pytest
     assert seen["max_file_size"] == 2000 and seen["delete_cache"] == (CACHE_SWEEP_S, CACHE_AGE_S)
     assert seen["codes"] == (200, 413)
     assert not seen["scratch"].exists() and "GRADIO_TEMP_DIR" not in os.environ
+
+
+def test_generate_returns_the_pixel_alignment_check(tmp_path: Path) -> None:
+    """The demo shows the input beside the asset rendered from the input camera and their overlay (issue 14)."""
+    from PIL import Image
+
+    from pixal3d.serve.demo import DemoRunner, create_demo
+
+    pipe = build_pipeline(random_weights="micro")
+    runner = DemoRunner(pipe, output_dir=tmp_path)
+    image = Image.new("RGBA", (96, 96))
+    image.paste((200, 60, 40, 255), (24, 24, 72, 72))
+    seen, path, summary, check = runner.generate(image, 40.0, 0, 2, 2.0, pipe.shape_vae.config.resolution, 2000,
+                                                 256, lambda progress: None)
+    assert path.is_file() and "FoV" in summary
+    assert check.size == (3 * 256, 256)  # input | input-camera render | overlay
+    tiles = [check.crop((256 * i, 0, 256 * (i + 1), 256)) for i in range(3)]
+    assert tiles[1].getbbox() is not None and tiles[0].tobytes() != tiles[1].tobytes()
+    create_demo(pipe, output_dir=tmp_path)  # the app builds with the alignment output wired in

@@ -73,8 +73,11 @@ class DemoRunner:
     def generate(
         self, image: Any, fov_degrees: float | None, seed: int, steps: int, guidance: float, resolution: int,
         faces: int, texture_size: int, report: Callable[[StageProgress], None],
-    ) -> tuple[Any, Path, str]:
-        """Run the pipeline and export; returns (the crop the model saw, GLB path, a Markdown summary)."""
+    ) -> tuple[Any, Path, str, Any]:
+        """Run the pipeline and export; returns (the crop the model saw, GLB path, a Markdown summary, the alignment
+        check: input | the asset from the input camera | their overlay, magenta where only one has the object)."""
+        from pixal3d.asset import contact_sheet
+
         if image is None:
             raise InputError("upload an image first (or pick an example)")
         fov = None if fov_degrees is None else math.radians(fov_degrees)
@@ -91,7 +94,8 @@ class DemoRunner:
         summary = (f"**FoV** {math.degrees(asset.camera.fov):.1f} deg ({asset.fov_source}) · **seed** {seed} · "
                    f"**mesh** {len(asset.mesh.faces)} faces before simplification (budget {faces}) · "
                    f"**total** {sum(progress.timings.values()):.2f} s\n\n{times}")
-        return _enlarge(asset.image), path, summary
+        alignment = contact_sheet(path, asset.image, camera=asset.camera, orbit=False)
+        return _enlarge(asset.image), path, summary, alignment
 
     def _prune(self) -> None:
         files = sorted(self.output_dir.glob("pixal3d-*.glb"), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -138,6 +142,9 @@ def create_demo(pipe: Pixal3DPipeline, low_vram: bool = False, output_dir: str |
             with gr.Column(scale=2):
                 view = gr.Model3D(label="Result (drag to orbit, scroll to zoom)", elem_id="result-3d", height=520,
                                   clear_color=(0.16, 0.16, 0.18, 1.0))
+                alignment = gr.Image(label="Pixel alignment: input | the asset from the input camera | overlay "
+                                     "(magenta: only one of them has the object)", type="pil", interactive=False,
+                                     elem_id="result-alignment", height=200)
                 download = gr.File(label="Download GLB", elem_id="result-glb")
                 info = gr.Markdown(elem_id="result-info")
         examples = sorted(str(p) for p in EXAMPLES.glob("*.png")) if EXAMPLES.is_dir() else []
@@ -157,16 +164,16 @@ def create_demo(pipe: Pixal3DPipeline, low_vram: bool = False, output_dir: str |
                 progress(p.fraction, desc=f"step {STAGES.index(p.current) + 1}/{len(STAGES)}: {p.current}")
 
             try:
-                seen, path, summary = runner.generate(img, fov_deg if mode == "manual" else None, seed_value,
+                seen, path, summary, check = runner.generate(img, fov_deg if mode == "manual" else None, seed_value,
                                                       n_steps, cfg, r, n_faces, tex, report)
             except InputError as err:
                 raise gr.Error(str(err)) from err
-            return seen, str(path), str(path), summary
+            return seen, str(path), str(path), summary, check
 
         image.change(on_image, inputs=image, outputs=crop)
         fov_mode.change(lambda m: gr.update(visible=m == "manual"), inputs=fov_mode, outputs=fov)
         button.click(on_generate, inputs=[image, fov_mode, fov, seed, steps, guidance, res, faces, texture],
-                     outputs=[crop, view, download, info])
+                     outputs=[crop, view, download, info, alignment])
     return demo
 
 
