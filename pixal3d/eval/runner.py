@@ -343,8 +343,9 @@ def depth_head_metrics(asset: Asset, gt: GroundTruth) -> dict[str, float]:
 def topology_metrics(asset: Asset) -> dict[str, float | None]:
     """Connected components and boundary-edge ratio of the exported mesh and of the raw dual-grid mesh (`_raw`).
 
-    The exported mesh is the geometry `Asset.export` writes into the GLB: `clean_mesh` of the dual-grid mesh at the
-    asset's face budget (floaters removed, holes of up to 32 edges filled, simplified); the UV bake after it only
+    The exported mesh is the geometry `Asset.export` writes into the GLB: `clean_mesh` of the asset's mesh at its
+    face budget with its clean-up options (`Asset.cleanup`: floaters removed unless the silhouette rule kept every
+    fragment; holes of up to 32 edges filled; simplified); the UV bake after it only
     splits vertices along seams, which the metrics merge back (`metrics.merge_by_position`).
     """
     raw = asset.mesh
@@ -353,7 +354,7 @@ def topology_metrics(asset: Asset) -> dict[str, float | None]:
         "boundary_edge_ratio_raw": M.boundary_edge_ratio(raw.vertices, raw.faces),
     }
     try:
-        exported = clean_mesh(raw, asset.faces)
+        exported = clean_mesh(raw, asset.faces, asset.cleanup)
     except InputError as err:  # nothing left to export: the scores are undefined, the run is still scored
         logger.warning("no exported mesh to measure: %s", err)
         return {**values, "components": None, "boundary_edge_ratio": None}
