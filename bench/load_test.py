@@ -146,7 +146,7 @@ def poll_health(base: str, pid: int, stop: threading.Event, out: dict) -> None:
 def wait_idle(client: httpx.Client, deadline: float) -> None:
     while time.monotonic() < deadline:
         health = client.get("/healthz").json()
-        if health["queued"] == 0 and health["running"] is None:
+        if health["queued"] == 0 and not health["busy"]:
             return
         time.sleep(0.2)
 

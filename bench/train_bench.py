@@ -1,48 +1,73 @@
-"""Training throughput of the tiny (or micro) models on procedural data: samples/s, tokens/s, peak memory.
+"""Training throughput and MFU of the tiny (or micro) models on procedural data; a profiler mode names the top kernels
+and host syncs of each model's step.
 
 For each model (structure/shape/texture VAE, structure/shape/texture flow) this builds the run exactly as
-`pixal3d train configs/<name>.json` does (`loop.build_model`, `configure_optimizer`, bf16 autocast on CUDA,
-gradient clipping, DDP under torchrun), then times `--steps` optimizer steps after `--warmup` steps. The data
-engine is timed apart: each rank first makes a pool of `--pool` procedural samples (on its device) and the
-model steps cycle over batches collated from that pool and already on the device, so the figures measure the
-model, not the engine. By default every rank makes the same pool (the one-process stream's first samples): sparse
-models' step time follows the voxel count of the samples, so 1-GPU and N-GPU figures compare only when each rank
-does the same work; `--rank-shares` gives each rank its own share of the stream instead, as training does. Flows use randomly initialised frozen VAEs and encoder (no
-ImageNet file needed; the speed is the same).
+`pixal3d train configs/<name>.json` does (`loop.build_model`, `configure_optimizer`, bf16 autocast on CUDA) and
+times `--steps` calls of the trainer's own step (`loop.train_step`: forward, backward, gradient clipping,
+optimizer, EMA; gradient all-reduce under torchrun) after `--warmup` steps. The data engine is timed apart: each
+rank first makes a pool of `--pool` procedural samples (on its device) and the model steps cycle over batches
+collated from that pool and already on the device, so the figures measure the model, not the engine. By default
+every rank makes the same pool (the one-process stream's first samples): sparse models' step time follows the
+voxel count of the samples, so 1-GPU and N-GPU figures compare only when each rank does the same work;
+`--rank-shares` gives each rank its own share of the stream instead, as training does. Flows use randomly
+initialised frozen VAEs and encoder (no ImageNet file needed; the speed is the same).
+
+FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one whole eager step (forward + backward + optimizer; it
+counts matmuls, convolutions and attention, the frozen VAEs' encoding of a flow's batch included) on one rank.
+TFLOP/s = FLOP/step / (s/step); MFU = TFLOP/s / `--peak-tflops` (default 790: an H200's dense bf16 peak, what the
+autocast runs use; an H100 SXM's is 989: pass the figure of the GPU at hand).
 
 Tokens: flow tokens per sample (dense `(G/p)^3`, sparse: latent tokens on the active coarse voxels); sparse VAEs:
 active fine voxels; the dense structure VAE: voxels of its `R^3` grid. The batch per GPU is the config's
 `batch_size` (or `--batch`); under torchrun the global batch is `world_size` times that, and samples/s and
 tokens/s are global.
 
+`--profile` then runs `--profile-steps` more steps under `torch.profiler` and prints, per model, the top ops and
+kernels by self CUDA time (CPU time on the CPU) and the host syncs per step: on CUDA every synchronising call
+`torch.cuda.set_sync_debug_mode("warn")` reports (`.item()`, `nonzero`, boolean masks, D2H copies...), grouped by
+the Python line that made it, plus the profiler's `cudaStreamSynchronize` / `cudaDeviceSynchronize` / D2H memcpy
+events; on the CPU, the Python-level reads of tensor values (`item`, `tolist`, `bool/int/float(tensor)`), each of
+which would be a sync on a GPU.
+
     python bench/train_bench.py --device cpu --size micro --steps 3 --warmup 1 --pool 4
     python bench/train_bench.py                                     # one GPU, all six tiny models
+    python bench/train_bench.py --profile --steps 10                # + top kernels and host syncs per step
+    python bench/train_bench.py --batch structure_vae=128 shape_vae=32 --compile --optimizer-impl fused
     torchrun --nproc_per_node=2 bench/train_bench.py                # two GPUs (NCCL)
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import copy
 import dataclasses
+import itertools
 import json
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.flop_counter import FlopCounterMode
 
 from pixal3d.config import load_config
 from pixal3d.data.dataset import ProceduralStream
 from pixal3d.data.shards import SampleOptions
 from pixal3d.training.config import TrainConfig
 from pixal3d.training.data import collate_samples
-from pixal3d.training.loop import batch_to, build_model, configure_optimizer
+from pixal3d.training.loop import batch_to, build_model, configure_optimizer, train_step
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS = ("structure_vae", "shape_vae", "texture_vae", "structure_flow", "shape_flow", "texture_flow")
+SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "Memcpy DtoH")
+"""Profiler event names that mean the host waited for the GPU (runtime calls and device-to-host copies)."""
+VALUE_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
+"""Tensor methods that read a value to the host (a sync on a GPU)."""
 
 
 def bench_config(name: str, size: str) -> TrainConfig:
@@ -93,67 +118,178 @@ def count_tokens(name: str, config: TrainConfig, batch: dict) -> int:
     return int(torch.unique(coarse, dim=0).shape[0])
 
 
+class StepRunner:
+    """One model's training step as the trainer runs it (`loop.train_step`), over a fixed list of device batches."""
+
+    def __init__(self, config: TrainConfig, pool: list, batch: int, device: torch.device, world: int,
+                 compile_mode: str | None) -> None:
+        torch.manual_seed(config.seed)
+        self.config, self.device = config, device
+        self.model, self.objective, _ = build_model(config, device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval() if config.ema_decay > 0 else None
+        self.optimizer = configure_optimizer(self.model, config)
+        n = max(len(pool) // batch, 1)
+        self.cpu_batches = [collate_samples([pool[(i * batch + j) % len(pool)] for j in range(batch)])
+                            for i in range(n)]
+        self.batches = itertools.cycle([batch_to(b, device) for b in self.cpu_batches])
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        self.flops = self._count_flops()  # one eager step, before any wrapping (DDP re-broadcasts the weights)
+        wrapped = torch.compile(self.model, mode=compile_mode) if compile_mode else self.model
+        if world > 1:
+            wrapped = DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
+        self.wrapped = wrapped
+        self.wrapped.train()
+
+    def step(self, model: torch.nn.Module | None = None) -> None:
+        train_step(model or self.wrapped, self.model, self.objective, self.optimizer, self.ema, self.batches,
+                   self.generator, self.config, self.autocast, self.device)
+
+    def _count_flops(self) -> int:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            self.step(self.model)
+        return int(counter.get_total_flops())
+
+
 def bench_model(name: str, config: TrainConfig, pool: list, batch: int, steps: int, warmup: int,
-                device: torch.device, world: int) -> dict:
-    torch.manual_seed(config.seed)
-    model, objective, _ = build_model(config, device)
-    optimizer = configure_optimizer(model, config)
-    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world > 1 else model
-    wrapped.train()
-    n = max(len(pool) // batch, 1)
-    cpu_batches = [collate_samples([pool[(i * batch + j) % len(pool)] for j in range(batch)]) for i in range(n)]
-    tokens = [count_tokens(name, config, b) for b in cpu_batches]
-    batches = [batch_to(b, device) for b in cpu_batches]
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+                device: torch.device, world: int, args: argparse.Namespace) -> tuple[dict, StepRunner]:
+    """Time `steps` trainer steps of `name` after `warmup`; the result row and the runner (for `--profile`)."""
+    # One batch per step (the --batch is the step's), clipping on as in every shipped config.
+    config = dataclasses.replace(config, optimizer_impl=args.optimizer_impl, grad_clip=config.grad_clip or 1.0,
+                                 grad_accum_steps=1)
+    runner = StepRunner(config, pool, batch, device, world, args.compile_mode if args.compile else None)
+    tokens = [count_tokens(name, config, b) for b in runner.cpu_batches]
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-
-    def step(i: int) -> None:
-        with autocast:
-            loss, _ = objective(wrapped, batches[i % n], generator)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for i in range(warmup):
-        step(i)
+    for _ in range(warmup):
+        runner.step()
     _sync(device)
     start = time.perf_counter()
-    for i in range(warmup, warmup + steps):
-        step(i)
+    for _ in range(steps):
+        runner.step()
     _sync(device)
     elapsed = torch.tensor([time.perf_counter() - start], dtype=torch.float64, device=device)
-    seen = torch.tensor([float(sum(tokens[i % n] for i in range(warmup, warmup + steps)))], dtype=torch.float64,
-                        device=device)
-    peak = torch.tensor([torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0],
+    n = len(tokens)
+    seen = torch.tensor([float(sum(tokens[i % n] for i in range(1 + warmup, 1 + warmup + steps)))],
+                        dtype=torch.float64, device=device)
+    peak = torch.tensor([torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0],
                         dtype=torch.float64, device=device)
     if world > 1:  # the slowest rank sets the pace; tokens add up over ranks
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
         dist.all_reduce(seen)
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-    seconds = float(elapsed)
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"model": name, "params_m": params / 1e6, "batch_per_gpu": batch, "gpus": world,
-            "samples_per_s": world * batch * steps / seconds, "tokens_per_s": float(seen) / seconds,
-            "tokens_per_sample": float(seen) / (world * batch * steps), "step_ms": 1000 * seconds / steps,
-            "peak_mib": float(peak)}
+    seconds = float(elapsed) / steps
+    params = sum(p.numel() for p in runner.model.parameters() if p.requires_grad)
+    tflops = runner.flops / seconds / 1e12
+    row = {"model": name, "params_m": params / 1e6, "batch_per_gpu": batch, "gpus": world,
+           "step_ms": 1000 * seconds, "gflop_per_step": runner.flops / 1e9, "tflops": tflops,
+           "mfu_pct": 100 * tflops / args.peak_tflops, "peak_gib": float(peak),
+           "samples_per_s": world * batch / seconds, "tokens_per_s": float(seen) / (seconds * steps),
+           "tokens_per_sample": float(seen) / (world * batch * steps),
+           "optimizer_impl": args.optimizer_impl, "compile": args.compile_mode if args.compile else None}
+    return row, runner
+
+
+def profile_model(runner: StepRunner, steps: int, top: int) -> str:
+    """The top ops/kernels and the host syncs per step of `steps` profiled steps, as text."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = runner.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    runner.step()  # settle after the timed loop
+    _sync(runner.device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            runner.step()
+        _sync(runner.device)
+    events = prof.key_averages()
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    lines = [events.table(sort_by=sort, row_limit=top)]
+    if cuda:
+        counts = {e.key: e.count for e in events if any(e.key.startswith(k) for k in SYNC_EVENTS)}
+        lines.append("profiler sync events per step: " + (", ".join(
+            f"{k} {v / steps:g}" for k, v in sorted(counts.items())) or "none"))
+    sites = _sync_sites(runner, steps)
+    what = "host syncs (torch.cuda sync debug mode)" if cuda else "tensor value reads (a host sync each on a GPU)"
+    lines.append(f"{what} per step: {sum(sites.values()) / steps:g}")
+    for (where, kind), count in sites.most_common(top):
+        lines.append(f"  {count / steps:>6g}  {kind:<10} {where}")
+    return "\n".join(lines)
+
+
+def _sync_sites(runner: StepRunner, steps: int) -> collections.Counter:
+    """Host syncs of `steps` steps by (Python line, kind): CUDA's sync debug mode, or value reads on the CPU."""
+    sites: collections.Counter = collections.Counter()
+    if runner.device.type == "cuda":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                for _ in range(steps):
+                    runner.step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        for w in caught:
+            if "synchroniz" in str(w.message):
+                sites[(f"{w.filename}:{w.lineno}", "sync")] += 1
+        return sites
+    originals = {name: getattr(torch.Tensor, name) for name in VALUE_READS}
+
+    def counted(name: str):
+        def read(self, *args):
+            frame = _caller()
+            sites[(frame, name.strip("_"))] += 1
+            return originals[name](self, *args)
+        return read
+
+    try:
+        for name in VALUE_READS:
+            setattr(torch.Tensor, name, counted(name))
+        for _ in range(steps):
+            runner.step()
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+    return sites
+
+
+def _caller() -> str:
+    """`file:line` of the innermost frame outside this file and torch (where a value read was asked for)."""
+    import traceback
+
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if "/torch/" not in frame.filename:
+            return f"{frame.filename}:{frame.lineno}"
+    return "torch"
 
 
 def markdown(rows: list[dict], engine: dict) -> str:
-    lines = ["| model | trainable params (M) | GPUs x batch | samples/s | tokens/s | tokens/sample | ms/step | "
-             "peak MiB |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | batch | ms/step | GFLOP/step | TFLOP/s | MFU % | peak GiB | samples/s |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['params_m']:.2f} | {r['gpus']} x {r['batch_per_gpu']} | "
-                     f"{r['samples_per_s']:.2f} | {r['tokens_per_s']:,.0f} | {r['tokens_per_sample']:,.0f} | "
-                     f"{r['step_ms']:.1f} | {r['peak_mib']:,.0f} |")
+        batch = f"{r['gpus']} x {r['batch_per_gpu']}" if r["gpus"] > 1 else f"{r['batch_per_gpu']}"
+        gflop = f"{r['gflop_per_step']:,.0f}" if r["gflop_per_step"] >= 100 else f"{r['gflop_per_step']:.3g}"
+        lines.append(f"| {r['model']} | {batch} | {r['step_ms']:.1f} | {gflop} | {r['tflops']:.3g} | "
+                     f"{r['mfu_pct']:.3g} | {r['peak_gib']:.1f} | {r['samples_per_s']:.1f} |")
     lines.append("")
     lines.append(f"Data engine (S={engine['image_size']}, R_hr={engine['resolution']}, one process per rank on "
                  f"{engine['device']}): {engine['samples_per_s']:.2f} samples/s over {engine['ranks']} rank(s).")
     return "\n".join(lines)
+
+
+def parse_batches(values: list[str]) -> dict[str, int]:
+    """`--batch 64` (every model) and/or `--batch structure_vae=128 shape_vae=16` -> {model or "*": batch}."""
+    out = {}
+    for value in values:
+        name, _, size = value.rpartition("=")
+        if name and name not in MODELS:
+            raise SystemExit(f"--batch {value}: unknown model {name!r}; known: {', '.join(MODELS)}")
+        if not size.isdigit() or int(size) < 1:
+            raise SystemExit(f"--batch {value}: the batch must be a positive integer")
+        out[name or "*"] = int(size)
+    return out
 
 
 def main() -> None:
@@ -162,13 +298,25 @@ def main() -> None:
     parser.add_argument("--size", choices=["micro", "tiny"], default="tiny")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model (after the FLOP-counting one)")
     parser.add_argument("--pool", type=int, default=8, help="procedural samples made per rank")
     parser.add_argument("--rank-shares", action="store_true",
                         help="each rank pools its own share of the stream (default: all ranks the same samples)")
-    parser.add_argument("--batch", type=int, default=0, help="batch per GPU (0: the config's batch_size)")
+    parser.add_argument("--batch", nargs="+", default=[], metavar="[MODEL=]B",
+                        help="batch per GPU: one value for every model and/or MODEL=B (default: the config's)")
+    parser.add_argument("--peak-tflops", type=float, default=790.0,
+                        help="the GPU's peak TFLOP/s for the MFU column (default 790: H200 dense bf16)")
+    parser.add_argument("--optimizer-impl", choices=["default", "foreach", "fused"], default="default",
+                        help="AdamW implementation (TrainConfig.optimizer_impl)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (TrainConfig.compile)")
+    parser.add_argument("--compile-mode", default="default",
+                        help='torch.compile mode with --compile ("default", "reduce-overhead", "max-autotune")')
+    parser.add_argument("--profile", action="store_true", help="also print top kernels and host syncs per step")
+    parser.add_argument("--profile-steps", type=int, default=3, help="steps profiled per model with --profile")
+    parser.add_argument("--top", type=int, default=15, help="rows of the --profile tables")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here (rank 0)")
     args = parser.parse_args()
+    batches = parse_batches(args.batch)
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if args.device == "cuda" else torch.device("cpu")
@@ -187,17 +335,26 @@ def main() -> None:
         dist.all_reduce(rate)
     engine = {"image_size": first.data.image_size, "resolution": first.data.resolution, "device": str(device.type),
               "ranks": world, "samples_per_s": float(rate)}
-    rows = []
+    rows, profiles = [], {}
     for name, config in configs.items():
-        batch = args.batch or config.batch_size
-        rows.append(bench_model(name, config, pool, batch, args.steps, args.warmup, device, world))
+        batch = batches.get(name, batches.get("*", config.batch_size))
+        row, runner = bench_model(name, config, pool, batch, args.steps, args.warmup, device, world, args)
+        rows.append(row)
         if rank == 0:
-            print(json.dumps(rows[-1]), flush=True)
+            print(json.dumps(row), flush=True)
+        if args.profile:
+            profiles[name] = profile_model(runner, args.profile_steps, args.top)
+            if rank == 0:
+                print(f"\n### {name}: profile of {args.profile_steps} steps\n\n{profiles[name]}\n", flush=True)
+        del runner
     if rank == 0:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        print(f"\n{name}, torch {torch.__version__}, size {args.size}, {args.steps} steps after {args.warmup}\n")
+        extras = [f"optimizer {args.optimizer_impl}"] + ([f"torch.compile ({args.compile_mode})"] if args.compile else [])
+        print(f"\n{name}, torch {torch.__version__}, size {args.size}, {args.steps} steps after {args.warmup}, "
+              f"{', '.join(extras)}, MFU of {args.peak_tflops:g} TFLOP/s\n")
         print(markdown(rows, engine))
-        result = {"device": name, "torch": torch.__version__, "size": args.size, "engine": engine, "models": rows}
+        result = {"device": name, "torch": torch.__version__, "size": args.size, "peak_tflops": args.peak_tflops,
+                  "engine": engine, "models": rows}
         print(json.dumps(result))
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + "\n")

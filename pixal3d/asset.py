@@ -25,6 +25,7 @@ from PIL import Image
 from pixal3d.camera import Camera, look_at
 from pixal3d.errors import InputError
 from pixal3d.geometry.gltf import ImageFormat
+from pixal3d.geometry.cleanup import CleanupOptions
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.image_texels import ImageTexelOptions, prepare_view, project_colors
 
@@ -49,6 +50,9 @@ class Asset:
         depth: `[S/4, S/4] float32` the depth head's map of the visible surface (depth along the view axis, volume
             units), or None without a depth head.
         image_texels: how `export` projects the input pixels onto the visible texels (None: it does not).
+        cleanup: the export's clean-up thresholds (None: `CleanupOptions()`). With the silhouette enforced the
+            pipeline keeps every fragment: what is left inside the mask mends the visible surface, and dropping
+            small pieces as floaters reopened holes (input-view coverage 0.974 -> 0.904 on examples/ball.png).
     """
 
     mesh: trimesh.Trimesh
@@ -62,6 +66,7 @@ class Asset:
     texture_size: int = 2048
     depth: torch.Tensor | None = None
     image_texels: ImageTexelOptions | None = None
+    cleanup: CleanupOptions | None = None
 
     @property
     def meshes(self) -> list[Asset]:
@@ -106,6 +111,7 @@ class Asset:
             sample_at_vertices=True,
             recolor=recolor,
             include_pbr=include_pbr,
+            cleanup=self.cleanup,
         )
 
 
@@ -135,7 +141,7 @@ def preview_cameras(size: int = 256, fov: float = math.radians(35.0), elevation:
 
 
 def contact_sheet(glb_path: str | os.PathLike, image: Image.Image, size: int = 256,
-                  camera: Camera | None = None) -> Image.Image:
+                  camera: Camera | None = None, orbit: bool = True) -> Image.Image:
     """Render the GLB beside the input: from the input camera, as an overlay on the input, and from four views.
 
     Args:
@@ -143,6 +149,7 @@ def contact_sheet(glb_path: str | os.PathLike, image: Image.Image, size: int = 2
         image: the (preprocessed) input image, any mode.
         size: tile side in pixels.
         camera: the input camera (`Asset.camera`); None leaves out the input-view and overlay tiles.
+        orbit: add the four orbit views (False: the input, input-view and overlay tiles only, the demo's check).
 
     Returns:
         An RGB image on a grey background, `size` high: input, [input-camera render, overlay,] front, right, back,
@@ -155,7 +162,7 @@ def contact_sheet(glb_path: str | os.PathLike, image: Image.Image, size: int = 2
     background = np.array([0.22, 0.22, 0.24], dtype=np.float32)
     rgba_in = image.convert("RGBA").resize((size, size), Image.Resampling.BILINEAR)
     tiles = [_on_background(rgba_in, background)]
-    cameras = preview_cameras(size)
+    cameras = preview_cameras(size) if orbit else []
     if camera is not None:
         cameras = [camera.with_size(size), *cameras]
     renders = [render_mesh(mesh, c).rgba.clamp(0, 1).cpu().numpy() for c in cameras]  # (S, S, 4) each

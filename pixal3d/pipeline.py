@@ -33,6 +33,7 @@ from pixal3d.asset import Asset, FovSource
 from pixal3d.camera import Camera
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
+from pixal3d.geometry.cleanup import CleanupOptions
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.image_texels import ImageTexelOptions, recolor_mesh
 from pixal3d.models.depth_head import DepthHead, DepthHeadConfig
@@ -126,7 +127,20 @@ def tiny_config() -> PipelineConfig:
     )
 
 
-PRESETS = {"micro": micro_config, "tiny": tiny_config}
+def micro64_config() -> PipelineConfig:
+    """`micro` decoding at R_hr = 64, the smallest resolution the voxeliser makes ground truth at.
+
+    For tests that need the ground truth at the pipeline's own resolution (`pixal3d eval --oracle`); its shape
+    and texture VAEs have the sizes of configs/*_vae_micro_procedural.json.
+    """
+    config = micro_config()
+    config.shape_vae = ShapeVAEConfig(resolution=64, token_resolution=16, latent_channels=8, channels=(16, 16, 32))
+    config.texture_vae = TextureVAEConfig(resolution=64, token_resolution=16, latent_channels=8,
+                                          channels=(16, 16, 16))
+    return config
+
+
+PRESETS = {"micro": micro_config, "micro64": micro64_config, "tiny": tiny_config}
 """Preset name -> `PipelineConfig` builder, for `from_config("micro")` and the CLI's `--random-weights`."""
 
 
@@ -529,7 +543,12 @@ class Pixal3DPipeline:
         return Asset(mesh=mesh, voxels=voxels, camera=cams[0], image=crops[0], fov_source=fov_source,
                      timings=timer.timings, seed=used_seed, faces=faces, texture_size=texture_size,
                      depth=None if depth is None else depth.float().cpu(),
-                     image_texels=image_texels if image_texels.enabled else None)
+                     image_texels=image_texels if image_texels.enabled else None,
+                     cleanup=KEEP_FRAGMENTS if silhouette.enabled else None)
+
+
+KEEP_FRAGMENTS = CleanupOptions(min_face_fraction=0.0, min_area_fraction=0.0)
+"""Export clean-up of a silhouette-constrained asset: no floater removal (see `Asset.cleanup`)."""
 
 
 def constrain_structure(coords: torch.Tensor, resolution: int, view: ViewMask) -> torch.Tensor:

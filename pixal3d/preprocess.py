@@ -13,6 +13,7 @@ renders pass through this same function (DESIGN section 2), so train and inferen
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -38,7 +39,7 @@ ALPHA_THRESHOLD = 128
 """Alpha (0-255) at or above which a pixel belongs to the object for the bounding box."""
 
 Background = Literal["auto", "grabcut", "none"]
-ImageInput = str | os.PathLike | Image.Image | np.ndarray
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,16 @@ class PreprocessResult:
 def _name(source: ImageInput) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
     return f"<{type(source).__name__}>"
 
 
 def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode `source` into a fully loaded, EXIF-transposed PIL image (any mode).
+    """Decode `source` (a path, an encoded file's bytes, a PIL image or an array) into a fully loaded,
+    EXIF-transposed PIL image (any mode).
+
+    Every failure of the data itself, whatever Pillow raises for it, becomes an `InputError`.
 
     Raises:
         InputError: missing file, not an image, truncated or corrupt data, more than `max_pixels` pixels.
@@ -80,20 +86,22 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
         image = _array_to_image(source)
     elif isinstance(source, Image.Image):
         image = source
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
+    elif isinstance(source, (str, os.PathLike, bytes)):
+        if not isinstance(source, bytes) and not Path(source).is_file():
             raise InputError(f"{name}: no such image file; check the path")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(path)
+                image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
         except UnidentifiedImageError as err:
             raise InputError(f"{name}: not an image Pillow can read; give a PNG, JPEG or WebP file") from err
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             raise InputError(f"{name}: too many pixels to decode safely ({err}); downscale the image") from err
+        except (OSError, SyntaxError, ValueError, EOFError) as err:  # a plugin choking on a corrupt header
+            raise InputError(f"{name}: corrupt or truncated image header ({err}); re-export or re-download it") \
+                from err
     else:
-        raise InputError(f"expected an image path, PIL image or numpy array, got {type(source).__name__}")
+        raise InputError(f"expected an image path, bytes, PIL image or numpy array, got {type(source).__name__}")
     width, height = image.size
     if width * height > max_pixels:
         raise InputError(
@@ -104,7 +112,7 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
         raise InputError(f"{name}: image has zero size ({width}x{height})")
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise InputError(f"{name}: truncated or corrupt image data ({err}); re-export or re-download it") from err
     try:
         return ImageOps.exif_transpose(image)
@@ -165,6 +173,10 @@ def remove_background(rgb: np.ndarray, iterations: int = 5, work_size: int = 320
 
     Returns:
         `[H, W] uint8` alpha (0 or 255); the largest connected components holding 99% of the area are kept.
+
+    Raises:
+        InputError: the image is too thin to hold both a border and an interior at the working size, or GrabCut
+            finds nothing to separate (OpenCV's error is passed on in the message).
     """
     import cv2
 
@@ -174,9 +186,18 @@ def remove_background(rgb: np.ndarray, iterations: int = 5, work_size: int = 320
     sh, sw = small.shape[:2]
     mask = np.full((sh, sw), cv2.GC_PR_FGD, np.uint8)
     border = max(1, round(0.01 * max(sh, sw)))
+    if min(sh, sw) - 2 * border < 3:  # GrabCut needs samples of both classes: a border and an interior
+        raise InputError(f"a {w}x{h} image is too thin for automatic background removal; give an image with an "
+                         "alpha channel, or use background='none' / --background none")
     mask[:border], mask[-border:], mask[:, :border], mask[:, -border:] = (cv2.GC_BGD,) * 4
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    try:
+        cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), mask, None, bgd, fgd, iterations,
+                    cv2.GC_INIT_WITH_MASK)
+    except cv2.error as err:  # e.g. too few distinct samples for its colour models
+        raise InputError(f"automatic background removal failed on this {w}x{h} image ({str(err).strip()}); "
+                         "give an image with an alpha channel, or use background='none' / --background none") \
+            from err
     fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     fg = _keep_main_components(fg)
     full = cv2.resize(fg * 255, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -262,7 +283,8 @@ def preprocess_image(
     """Turn any image into the models' input: an `S x S` RGBA crop centred on the object, on black.
 
     Args:
-        source: a file path, PIL image or numpy array (`[H, W]`, `[H, W, 3|4]`, uint8/uint16/float).
+        source: a file path, an encoded image file's bytes, a PIL image or a numpy array (`[H, W]`,
+            `[H, W, 3|4]`, uint8/uint16/float).
         size: output side `S` in pixels.
         background: "auto" keeps a non-trivial alpha and runs GrabCut on opaque images; "grabcut" always
             runs GrabCut (ignoring alpha); "none" keeps the given alpha, or treats an opaque image as all object.

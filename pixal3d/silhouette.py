@@ -276,10 +276,29 @@ def _grid_patch(region: torch.Tensor, depth: torch.Tensor, camera: Camera, image
                            process=False)
 
 
-def _append(mesh: trimesh.Trimesh, patch: trimesh.Trimesh) -> trimesh.Trimesh:
-    """`mesh` + `patch` as one mesh, keeping vertex colours and the `pbr [V, 6]` vertex attribute."""
+def _append(mesh: trimesh.Trimesh, patch: trimesh.Trimesh, weld: float = 0.03) -> trimesh.Trimesh:
+    """`mesh` + `patch` as one mesh, keeping vertex colours and the `pbr [V, 6]` vertex attribute.
+
+    The patch's rim vertices within `weld` (volume units) of a mesh vertex are welded onto it, so each patch joins
+    the surface it mends: the export's clean-up would otherwise drop small patches as floaters.
+    """
+    import scipy.spatial
+
+    patch_faces = np.asarray(patch.faces) + len(mesh.vertices)
+    if len(mesh.vertices):
+        edges = np.sort(patch_faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+        unique, counts = np.unique(edges, axis=0, return_counts=True)
+        rim = np.unique(unique[counts == 1])  # vertices on the patch's boundary
+        distance, nearest = scipy.spatial.cKDTree(np.asarray(mesh.vertices)).query(
+            np.asarray(patch.vertices)[rim - len(mesh.vertices)], k=1)
+        remap = np.arange(len(mesh.vertices) + len(patch.vertices))
+        close = distance < weld
+        remap[rim[close]] = nearest[close]
+        patch_faces = remap[patch_faces]
+        corners = np.sort(patch_faces, axis=1)
+        patch_faces = patch_faces[(corners[:, 0] != corners[:, 1]) & (corners[:, 1] != corners[:, 2])]
     vertices = np.concatenate([np.asarray(mesh.vertices), np.asarray(patch.vertices)])
-    faces = np.concatenate([np.asarray(mesh.faces), np.asarray(patch.faces) + len(mesh.vertices)])
+    faces = np.concatenate([np.asarray(mesh.faces), patch_faces])
     colors = np.concatenate([np.asarray(mesh.visual.vertex_colors), np.asarray(patch.visual.vertex_colors)])
     out = trimesh.Trimesh(vertices, faces, vertex_colors=colors, process=False)
     pbr = mesh.vertex_attributes.get("pbr")

@@ -20,6 +20,9 @@ KEYS = [("fscore@0.05", "F-score@0.05", "{:.3f}"), ("fscore@0.02", "F-score@0.02
                                                           "{:.2f}"),
         ("input_psnr", "input-view PSNR (dB)", "{:.2f}"), ("novel_psnr", "novel-view PSNR (dB)", "{:.2f}"),
         ("base_color_error", "base-colour error", "{:.3f}"), ("time_pipeline_s", "pipeline time (s)", "{:.2f}")]
+MEDIAN_KEYS = [("components", "exported mesh: connected components (median)", "{:.1f}"),
+               ("boundary_edge_ratio", "exported mesh: boundary-edge ratio (median)", "{:.4f}")]
+"""Rows given as the median over assets (reports written before these metrics existed show "-")."""
 
 
 def runs(data: dict, mode: str) -> dict[str, dict]:
@@ -30,6 +33,11 @@ def runs(data: dict, mode: str) -> dict[str, dict]:
 def mean(rows: list[dict], key: str) -> float:
     values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
     return statistics.fmean(values) if values else float("nan")
+
+
+def median(rows: list[dict], key: str, fmt: str) -> str:
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    return fmt.format(statistics.median(values)) if values else "-"
 
 
 def main() -> None:
@@ -50,6 +58,8 @@ def main() -> None:
     cols = [runs(main_data, "true"), runs(main_data, "estimated"), runs(dev_data, "true"), runs(dev_data, "estimated")]
     for key, label, fmt in KEYS:
         print(f"| {label} | " + " | ".join(fmt.format(mean(list(c.values()), key)) for c in cols) + " |")
+    for key, label, fmt in MEDIAN_KEYS:
+        print(f"| {label} | " + " | ".join(median(list(c.values()), key, fmt) for c in cols) + " |")
     for name, c in (("procedural", cols[1]), ("dev", cols[3])):
         errors = [r["fov_error_deg"] for r in c.values()]
         print(f"\nFoV head on {name} ({len(errors)} views): median error {statistics.median(errors):.2f} deg, "

@@ -120,3 +120,49 @@ def test_failure_after_voxelising_removes_saved_voxels(
     ]
     assert main(args) == 2
     assert list(out_dir.iterdir()) == []
+
+
+def test_binary_and_non_utf8_obj_are_clear_input_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.obj"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    latin = tmp_path / "latin.obj"
+    latin.write_bytes(b"v 0 0 0\nv 1 0 0\nv 0 1 0\n# caf\xe9\nf 1 2 3\n")
+    for src, words in ((garbage, "binary data"), (latin, "not UTF-8")):
+        assert main(["convert", str(src), "-o", str(tmp_path / "out.glb"), *SMALL]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "charset_normalizer" not in err
+    assert not (tmp_path / "out.glb").exists()
+
+
+def test_convert_keeps_the_source_size_and_place(tmp_path: Path) -> None:
+    """A 4.87 m 'truck' away from the origin comes back at its size and position (within one voxel), by a node
+    transform that is the exact inverse of the normalisation; --normalized keeps the unit cube."""
+    import json
+    import struct
+
+    from pixal3d.geometry.dual_grid import normalize_to_unit_cube, unit_cube_transform
+    from pixal3d.geometry.gltf import Placement
+
+    truck = trimesh.creation.box(extents=(4.87, 1.8, 1.9))
+    truck.apply_translation((10.0, 0.9, -3.0))
+    src = tmp_path / "truck.obj"
+    truck.export(src)
+    out, cube = tmp_path / "truck.glb", tmp_path / "cube.glb"
+    assert main(["convert", str(src), "-o", str(out), *SMALL]) == 0
+    assert main(["convert", str(src), "-o", str(cube), "--normalized", *SMALL]) == 0
+
+    voxel = 4.87 / (64 * (1 - 2 * 0.02))  # one voxel at R = 64, in the source's units
+    assert np.abs(trimesh.load(out).bounds - truck.bounds).max() <= voxel
+    assert np.abs(trimesh.load(cube).bounds - normalize_to_unit_cube(truck).bounds).max() <= 1 / 64
+    data = out.read_bytes()
+    node = json.loads(data[20 : 20 + struct.unpack("<I", data[12:16])[0]])["nodes"][0]
+    scale, offset = unit_cube_transform(truck)
+    forward = np.eye(4)
+    forward[:3, :3] *= scale
+    forward[:3, 3] = offset
+    written = Placement(node["scale"][0], tuple(node["translation"]))
+    assert node["scale"] == [node["scale"][0]] * 3 and "rotation" not in node and "matrix" not in node
+    assert np.abs(written.matrix() @ forward - np.eye(4)).max() < 1e-6
+    assert "scale" not in json.loads(cube.read_bytes()[20 : 20 + struct.unpack("<I", cube.read_bytes()[12:16])[0]]
+                                     )["nodes"][0]
+    assert_valid_glb(out)

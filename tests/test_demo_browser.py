@@ -111,6 +111,7 @@ def drive_browser(sync_api, url: str, image: Path, shot: Path) -> bytes:
             link = page.locator("#result-glb a").first
             link.wait_for(timeout=60_000)
             page.locator("#result-info", has_text="FoV").wait_for(timeout=60_000)
+            page.locator("#result-alignment img").wait_for(timeout=60_000)  # input vs input-camera render
             page.wait_for_timeout(3000)  # let the viewer load the GLB and draw a few frames
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import trimesh
 
 from pixal3d.eval.metrics import (
+    boundary_edge_ratio,
     chamfer_l1,
+    connected_components,
     fov_error_degrees,
     fscore,
     mean_abs_error,
     occupancy_grid,
+    occupancy_scores,
+    open_edges,
     psnr,
     sample_surface,
     silhouette_iou,
@@ -136,3 +141,62 @@ def test_ssim_rejects_small_images() -> None:
 def test_fov_error_in_degrees() -> None:
     assert fov_error_degrees(math.radians(50), math.radians(40)) == pytest.approx(10.0)
     assert fov_error_degrees(math.radians(30), math.radians(40)) == pytest.approx(10.0)
+
+
+# ------------------------------------------------------------------------------------------------ mesh topology
+def cube_without_face(axis: int) -> trimesh.Trimesh:
+    """A closed triangulated unit cube minus the two triangles of its +axis face."""
+    cube = trimesh.creation.box()
+    keep = cube.face_normals[:, axis] < 0.5
+    assert (~keep).sum() == 2
+    return trimesh.Trimesh(cube.vertices, cube.faces[keep], process=False)
+
+
+def split_per_face(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
+    """Every face with its own three vertex copies, as a UV unwrap with a seam on every edge leaves them."""
+    vertices = np.asarray(mesh.vertices)[np.asarray(mesh.faces).reshape(-1)]
+    return vertices, np.arange(len(vertices)).reshape(-1, 3)
+
+
+def test_a_closed_cube_has_no_open_edges_and_one_component() -> None:
+    cube = trimesh.creation.box()
+    assert open_edges(cube.vertices, cube.faces) == 0
+    assert boundary_edge_ratio(cube.vertices, cube.faces) == 0.0
+    assert connected_components(cube.vertices, cube.faces) == 1
+    # UV seams split vertices; the metrics are geometric, so nothing changes.
+    assert boundary_edge_ratio(*split_per_face(cube)) == 0.0
+    assert connected_components(*split_per_face(cube)) == 1
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_cube_with_one_face_removed_has_four_open_edges(axis: int) -> None:
+    open_cube = cube_without_face(axis)
+    assert open_edges(open_cube.vertices, open_cube.faces) == 4
+    # 18 edges (12 sides + 6 diagonals) minus the removed face's diagonal.
+    assert boundary_edge_ratio(open_cube.vertices, open_cube.faces) == pytest.approx(4 / 17)
+    assert open_edges(*split_per_face(open_cube)) == 4
+    assert connected_components(open_cube.vertices, open_cube.faces) == 1
+
+
+def test_components_of_disjoint_and_touching_cubes() -> None:
+    a = trimesh.creation.box()
+    apart = trimesh.util.concatenate([a, a.copy().apply_translation([3.0, 0, 0])])
+    assert connected_components(apart.vertices, apart.faces) == 2
+    assert connected_components(*split_per_face(apart)) == 2
+    corner = trimesh.util.concatenate([a, a.copy().apply_translation([1.0, 1.0, 1.0])])  # one shared corner
+    assert connected_components(corner.vertices, corner.faces) == 1
+    assert boundary_edge_ratio(apart.vertices, apart.faces) == 0.0
+
+
+def test_topology_of_an_empty_mesh() -> None:
+    vertices, faces = np.zeros((3, 3)), np.array([[0, 1, 2]])  # one triangle collapsed to a point
+    assert connected_components(vertices, faces) == 0
+    assert math.isnan(boundary_edge_ratio(vertices, faces))
+
+
+def test_occupancy_scores_of_overlapping_sets() -> None:
+    truth = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]])
+    predicted = torch.tensor([[0, 0, 0], [0, 0, 1], [1, 1, 1]])
+    scores = occupancy_scores(predicted, truth, 2)
+    assert scores == pytest.approx({"iou": 2 / 5, "precision": 2 / 3, "recall": 2 / 4})
+    assert occupancy_scores(truth, truth, 2) == {"iou": 1.0, "precision": 1.0, "recall": 1.0}

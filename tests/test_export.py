@@ -423,3 +423,60 @@ def test_alpha_mode_needs_a_real_share_of_see_through_texels():
     alpha[:8] = 100  # 12.5 % clearly see-through: BLEND
     assert is_translucent(alpha)
     assert not is_translucent(np.full((64, 64), 255, dtype=np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------ issue 17
+def glb_json(path: Path) -> dict:
+    import json
+    import struct
+
+    data = path.read_bytes()
+    (length,) = struct.unpack("<I", data[12:16])
+    return json.loads(data[20 : 20 + length])
+
+
+def edge_face_counts(mesh: trimesh.Trimesh) -> np.ndarray:
+    """Faces per undirected edge, vertices welded by position (UV-seam copies are one vertex)."""
+    welded = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    welded.merge_vertices(merge_tex=True, merge_norm=True)
+    edges = np.sort(welded.faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    return np.unique(edges, axis=0, return_counts=True)[1]
+
+
+def test_open_surfaces_are_double_sided_closed_ones_are_not(tmp_path: Path) -> None:
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+    cap = sphere.triangles_center[:, 2] > 0.3
+    open_sphere = trimesh.Trimesh(sphere.vertices, sphere.faces[~cap], process=False)  # a bowl: a 30-edge+ rim
+    options = cleanup.CleanupOptions(max_hole_edges=3)  # keep the rim open
+    for mesh, name, expected in ((sphere, "closed", False), (open_sphere, "open", True)):
+        path = mesh_to_glb(mesh, constant_sampler, tmp_path / f"{name}.glb", faces=500, texture_size=256,
+                           cleanup=options)
+        assert glb_json(path)["materials"][0]["doubleSided"] is expected, name
+    assert gltf.is_closed(sphere.vertices, sphere.faces) and not gltf.is_closed(open_sphere.vertices,
+                                                                                 open_sphere.faces)
+    for name in ("closed", "open"):
+        assert_valid_glb(tmp_path / f"{name}.glb")  # skips (last) where the validator is not installed
+
+
+def test_clean_up_drops_duplicate_triangles_and_over_shared_edges(tmp_path: Path) -> None:
+    box = trimesh.creation.box(extents=(0.6, 0.4, 0.5))
+    v, f = np.asarray(box.vertices), np.asarray(box.faces)
+    # Two fins on one box edge (4 faces on it), a duplicate triangle and a reversed duplicate.
+    a, b = f[0][0], f[0][1]
+    fins = [[a, b, len(v)], [b, a, len(v) + 1]]
+    vertices = np.vstack([v, v[a] + (0, 0.3, 0.1), v[a] + (0.1, -0.3, 0)])
+    faces = np.vstack([f, fins, f[3], f[5][::-1]])
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    assert edge_face_counts(mesh).max() > 2
+    fixed = cleanup.make_edge_manifold(mesh)
+    assert edge_face_counts(fixed).max() == 2
+    assert len(np.unique(np.sort(fixed.faces, axis=1), axis=0)) == len(fixed.faces)
+    assert len(fixed.faces) == len(f)  # the duplicates and the two smaller fins went, the box stayed
+    path = mesh_to_glb(mesh, constant_sampler, tmp_path / "fins.glb", faces=500, texture_size=256,
+                       cleanup=cleanup.CleanupOptions(drop_over_shared=True))
+    (loaded,) = trimesh.load(path).geometry.values()
+    assert edge_face_counts(loaded).max() <= 2
+    # By default over-shared edges stay (dropping faces there opens holes in dual-grid meshes); duplicates go.
+    kept = cleanup.make_edge_manifold(mesh, drop_over_shared=False)
+    assert len(kept.faces) == len(f) + 2 and edge_face_counts(kept).max() == 4
+    assert cleanup.make_edge_manifold(box).faces.tolist() == box.faces.tolist()  # nothing to do: a copy

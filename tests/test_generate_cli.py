@@ -32,7 +32,7 @@ def test_generate_one_image_with_preview(tmp_path: Path, capsys: pytest.CaptureF
     assert_valid_glb(out)
     preview = out.with_name("vase_preview.png")
     assert f"wrote {preview}" in printed
-    assert Image.open(preview).size == (5 * 256, 256)
+    assert Image.open(preview).size == (7 * 256, 256)  # input, input camera, overlay, four orbit views
     assert sorted(p.name for p in out.parent.iterdir()) == ["vase.glb", "vase_preview.png"]
 
 

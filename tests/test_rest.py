@@ -310,7 +310,7 @@ def test_failure_inside_the_model(client: TestClient, controls: Controls, result
 
 def test_bad_image_content_fails_the_job_as_input_error(client: TestClient) -> None:
     one_pixel = io.BytesIO()
-    Image.new("RGB", (1, 1), (200, 30, 30)).save(one_pixel, format="PNG")  # only background removal finds no object
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(one_pixel, format="PNG")  # only background removal finds no object
     job_id = submit(client, image=one_pixel.getvalue()).json()["id"]
     status = wait(client, job_id)
     assert status["status"] == "failed" and status["error_kind"] == "input"

@@ -59,7 +59,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         "convert",
         help="mesh (GLB/GLTF/OBJ) or saved voxels -> sparse PBR voxels -> textured GLB",
         description="Normalise a mesh into the volume cube, voxelise it at RESOLUTION, rebuild the surface, clean "
-        "and simplify it to FACES, bake base-colour, metallic-roughness and normal textures, and write a GLB. "
+        "and simplify it to FACES, bake base-colour, metallic-roughness and normal textures, and write a GLB whose "
+        "node puts the asset back at the source's size and position (--normalized: leave it in the unit cube). "
         "A .safetensors voxel file (from --save-voxels) skips the voxelisation.",
     )
     p.add_argument("input", type=Path, help="input .glb/.gltf/.obj (with .mtl, textures) or .safetensors voxels")
@@ -74,6 +75,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         help="texture image format (default png; webp needs the EXT_texture_webp glTF extension)",
     )
     p.add_argument("--save-voxels", type=Path, default=None, help="also save the voxel set (.safetensors)")
+    p.add_argument("--normalized", action="store_true",
+                   help="leave the asset in the normalised unit cube (default: the GLB node puts it back at the "
+                   "source's size and position)")
     p.set_defaults(func=_run_convert)
 
 
@@ -88,6 +92,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         texture_size=args.texture_size,
         image_format=args.format,
         save_voxels_path=args.save_voxels,
+        keep_placement=not args.normalized,
     )
     print(f"wrote {args.output}")
     return 0

@@ -31,7 +31,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                       "ranges run as separate jobs) into -o")
     p.add_argument("--views", type=int, default=4, help="condition views per asset (default 4)")
     p.add_argument("-o", "--output", type=Path, required=True, help="report folder (created)")
-    add_model_options(p, ["micro", "tiny"])
+    add_model_options(p, ["micro", "micro64", "tiny"])
+    p.add_argument("--oracle", nargs="+", default=None, metavar="VARIANT",
+                   help="score these variants instead of the full cascade alone: gt, vae-structure, vae-shape, "
+                   "vae-texture, gt-structure, gt-shape, full, or 'all' (the ceilings; oracle variants use the true "
+                   "FoV and need a model whose R_hr the voxeliser makes: not --random-weights micro, use micro64); "
+                   "also writes REPORT_DIR/ceilings.md and ceilings.json")
     p.add_argument("--fov-mode", choices=["true", "estimated", "both"], default="both",
                    help="run the pipeline with the true FoV, its estimated FoV, or both (default both)")
     p.add_argument("--samples", type=int, default=100_000, help="surface samples per mesh (default 100000)")
@@ -59,6 +64,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         data = merge_reports(args.merge, args.output)
         _print_aggregate(data)
         print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.md'}")
+        if set(data["options"].get("variants", ["full"])) != {"full"}:
+            _write_ceilings(args.output, f"merged {len(data['assets'])} assets", data)
         return 0
 
     if args.views < 1 or args.samples < 1 or args.image_size < 16:
@@ -67,26 +74,61 @@ def _run_eval(args: argparse.Namespace) -> int:
     modes = ("true", "estimated") if args.fov_mode == "both" else (args.fov_mode,)
     options = EvalOptions(views=args.views, samples=args.samples, image_size=args.image_size, fov_modes=modes,
                           seed=args.seed, silhouette=not args.no_silhouette,
-                          image_texels=not args.no_image_texels)
+                          image_texels=not args.no_image_texels, variants=oracle_variants(args.oracle))
     assets = folder_assets(args.data) if args.data is not None else procedural_assets(*_procedural_range(args.procedural))
     pipe = load_pipeline(args)
     model = f"random {args.random_weights}" if args.random_weights else (args.model or "default")
     data = evaluate(pipe, assets, args.output, options, {"model": model, "command": " ".join(sys.argv)})
     _print_aggregate(data)
     print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.md'}")
+    if args.oracle is not None:
+        _write_ceilings(args.output, _set_name(args), data)
     return 0
 
 
+def _write_ceilings(output: Path, name: str, data: dict) -> None:
+    from pixal3d.eval.ceilings import write_ceilings
+
+    md, js = write_ceilings(output, {name: data})
+    print(f"wrote {md} and {js}")
+
+
+def oracle_variants(names: list[str] | None) -> tuple[str, ...]:
+    """`--oracle` -> `EvalOptions.variants`: None = the full cascade only, "all" = every variant."""
+    from pixal3d.eval.oracles import VARIANTS
+
+    if names is None:
+        return ("full",)
+    if "all" in names:
+        return VARIANTS
+    return tuple(names)
+
+
+def _set_name(args: argparse.Namespace) -> str:
+    if args.data is not None:
+        return f"folder {args.data}"
+    return f"procedural seeds {args.procedural}"
+
+
 def _print_aggregate(data: dict) -> None:
-    """One line per FoV mode, rounded as docs/results.md rounds (F-score 3 decimals, Chamfer-L1 4)."""
+    """One line per run key (FoV mode), rounded as docs/results.md rounds (F-score 3 decimals, Chamfer-L1 4),
+    then the other headline figures the run has: means, and medians for the mesh topology."""
 
     def rounded(value: float | None, digits: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
+    extras = (("volume_iou_64", "mean", "volume IoU", 3), ("silhouette_iou", "mean", "silhouette IoU", 3),
+              ("input_psnr", "mean", "input PSNR", 2), ("base_color_psnr", "mean", "base-colour PSNR", 2),
+              ("depth_delta1", "mean", "depth delta<1.25", 3), ("components", "median", "median components", 1),
+              ("boundary_edge_ratio", "median", "median boundary-edge ratio", 4))
     for mode, stats in data["aggregate"].items():
         f05, cd = stats.get("fscore@0.05", {}).get("mean"), stats.get("chamfer_l1", {}).get("mean")
-        print(f"{mode} FoV: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {rounded(f05, 3)}, "
-              f"Chamfer-L1 {rounded(cd, 4)}")
+        label = f"{mode} FoV" if mode in ("true", "estimated") else mode  # oracle runs: the variant's name
+        line = (f"{label}: {stats['runs']} runs, {stats['failures']} failed; mean F-score@0.05 {rounded(f05, 3)}, "
+                f"Chamfer-L1 {rounded(cd, 4)}")
+        more = [f"{label} {rounded(stats[key].get(which), digits)}" for key, which, label, digits in extras
+                if key in stats]
+        print(line + ("; " + ", ".join(more) if more else ""))
 
 
 # ----------------------------------------------------------------------------------------------------- bench
@@ -168,14 +210,28 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="per-job time limit in seconds (default: 600 on a GPU, 3600 on the CPU)")
     p.add_argument("--keep-results", type=int, default=100, help="keep this many most recent results (default 100)")
     p.add_argument("--max-age-hours", type=float, default=24.0, help="delete results older than this (default 24)")
+    access = p.add_argument_group("access control", "API keys come from the PIXAL3D_API_KEYS environment variable "
+                                  "(comma-separated) and/or --api-key-file; clients send 'Authorization: Bearer KEY' "
+                                  "and see only their own jobs. Without a key the server is open, so a --host "
+                                  "other than loopback then needs --insecure-no-auth.")
+    access.add_argument("--api-key-file", type=Path, default=None, help="file of API keys, one per line")
+    access.add_argument("--insecure-no-auth", action="store_true",
+                        help="serve a non-loopback --host without any API key (something in front must guard it)")
+    access.add_argument("--jobs-per-minute", type=float, default=30.0,
+                        help="jobs each key may submit per minute (burst 10; only with keys; 0 = no limit; default 30)")
+    access.add_argument("--requests-per-minute", type=float, default=600.0,
+                        help="requests each key may make per minute, polls included (0 = no limit; default 600)")
     p.set_defaults(func=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from pixal3d.serve.auth import RateLimit, load_api_keys
     from pixal3d.serve.jobs import Retention
     from pixal3d.serve.rest import serve
 
     serve(_pipeline_factory(args), args.results_dir, host=args.host, port=args.port, queue_size=args.queue_size,
+          api_keys=load_api_keys(args.api_key_file), insecure_no_auth=args.insecure_no_auth,
+          rate_limit=RateLimit(args.jobs_per_minute, args.requests_per_minute),
           max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
           job_timeout_s=args.job_timeout, low_vram=args.low_vram,
           retention=Retention(max_results=args.keep_results, max_age_s=args.max_age_hours * 3600))
@@ -191,11 +247,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "and its download. Needs: pip install 'pixal3d[demo]'.",
     )
     _add_server_options(p, port=7860)
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB (default 20)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from pixal3d.serve.demo import run_demo
 
-    run_demo(_pipeline_factory(args), host=args.host, port=args.port, low_vram=args.low_vram)
+    run_demo(_pipeline_factory(args), host=args.host, port=args.port, low_vram=args.low_vram,
+             max_upload_bytes=int(args.max_upload_mb * 2**20))
     return 0

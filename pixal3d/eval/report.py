@@ -2,11 +2,13 @@
 
 `evaluate(pipe, assets, output, options)` runs `pixal3d.eval.runner.evaluate_asset` on every asset, then writes
 into `output/`:
-- `metrics.json`: the settings, per asset every view x FoV mode's metrics and their per-asset means, and the
-  aggregate (mean, median, min, max over all views of all assets) per FoV mode. Undefined values are `null`.
+- `metrics.json`: the settings, per asset every view x run's metrics and their per-asset means, and the
+  aggregate (mean, median, min, max over all views of all assets) per run key. Undefined values are `null`.
+  A run key is a FoV mode of the full cascade ("true", "estimated") or an oracle variant's name
+  (`EvalOptions.runs`, `pixal3d.eval.oracles`).
 - `report.md`: the aggregate table, then one section per asset, worst first (lowest mean F-score@0.05 of the
-  first FoV mode), each with a strip image: input | our render | ground-truth render | error map.
-- `images/<asset_id>_<mode>.png`: those strips (first view of each asset).
+  first run key), each with a strip image: input | our render | ground-truth render | error map.
+- `images/<asset_id>_<key>.png`: those strips (first view of each asset).
 Every file is written atomically.
 """
 
@@ -30,6 +32,7 @@ from pixal3d.atomic import write_text_atomic
 from pixal3d.bench import machine_info
 from pixal3d.config import write_json_atomic
 from pixal3d.errors import InputError
+from pixal3d.eval.oracles import check_pipeline
 from pixal3d.eval.runner import FSCORE_THRESHOLDS, EvalOptions, HeldOutAsset, evaluate_asset
 from pixal3d.preprocess import save_png
 
@@ -44,10 +47,13 @@ TILE = 128
 """Side of each image tile in the report, pixels."""
 SUMMARY_KEYS = (
     "chamfer_l1", *(f"fscore@{t:g}" for t in FSCORE_THRESHOLDS), "volume_iou_64", "silhouette_iou", "input_psnr",
-    "input_ssim", "novel_psnr", "novel_ssim", "base_color_psnr", "base_color_error", "fov_error_deg",
+    "input_ssim", "novel_psnr", "novel_ssim", "base_color_psnr", "base_color_error", "components",
+    "boundary_edge_ratio", "components_raw", "boundary_edge_ratio_raw", "coarse_iou", "fov_error_deg",
     "depth_absrel", "depth_delta1", "time_pipeline_s", "peak_memory_mb",
 )
-"""Columns of the report's tables (every numeric metric is in metrics.json)."""
+"""Rows of the report's tables (every numeric metric is in metrics.json)."""
+MEDIAN_KEYS = ("components", "boundary_edge_ratio", "components_raw", "boundary_edge_ratio_raw")
+"""Metrics whose aggregate row shows the median over runs (a few shattered meshes would dominate a mean)."""
 
 
 def evaluate(
@@ -70,6 +76,7 @@ def evaluate(
         The metrics.json content.
     """
     options = options or EvalOptions()
+    check_pipeline(pipe, options.variants)
     output = Path(output)
     (output / "images").mkdir(parents=True, exist_ok=True)
     pipe.set_progress_bar_config(disable=True)
@@ -78,8 +85,8 @@ def evaluate(
         logger.info("evaluating %s (%s)", held.asset_id, held.source)
         result = evaluate_asset(pipe, held, options)
         result["image_files"] = write_images(result.pop("images"), held.asset_id, output / "images")
-        result["mean"] = {mode: mean_metrics([v["modes"][mode] for v in result["views"]])
-                          for mode in options.fov_modes}
+        result["mean"] = {key: mean_metrics([v["modes"][key] for v in result["views"]])
+                          for key in options.run_keys()}
         results.append(result)
     run = {**(description or {}), "machine": machine_info(pipe.device)}
     options_record = {**vars(options), "fov_range_deg": [math.degrees(x) for x in options.fov_range]}
@@ -93,8 +100,8 @@ def write_report(output: Path, run: dict[str, object], options_record: dict[str,
     data = {
         "run": run,
         "options": options_record,
-        "aggregate": {mode: aggregate([v["modes"][mode] for r in results for v in r["views"]])
-                      for mode in options.fov_modes},
+        "aggregate": {key: aggregate([v["modes"][key] for r in results for v in r["views"]])
+                      for key in options.run_keys()},
         "assets": results,
     }
     write_json_atomic(output / "metrics.json", data)
@@ -134,9 +141,10 @@ def merge_reports(folders: Iterable[str | os.PathLike], output: str | os.PathLik
                     shutil.copyfile(folder / rel, output / rel)
             results.append(result)
     record = dict(first["options"])
-    fields = {k: v for k, v in record.items() if k not in ("fov_modes", "fov_range_deg")}
+    fields = {k: v for k, v in record.items() if k not in ("fov_modes", "fov_range_deg", "variants")}
     options = EvalOptions(**fields, fov_modes=tuple(record["fov_modes"]),
-                          fov_range=tuple(math.radians(x) for x in record["fov_range_deg"]))
+                          fov_range=tuple(math.radians(x) for x in record["fov_range_deg"]),
+                          variants=tuple(record.get("variants", ("full",))))
     run = dict(first["run"])
     run["merged_from"] = [str(folder) for folder, _ in parts]
     return write_report(output, run, record, results, options)
@@ -202,22 +210,27 @@ def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def _statistic(key: str) -> str:
+    return "median" if key in MEDIAN_KEYS else "mean"
+
+
 def markdown_report(data: dict[str, object], options: EvalOptions) -> str:
-    """The report's Markdown: run facts, aggregate table per FoV mode, per-asset sections worst first."""
-    modes = list(options.fov_modes)
+    """The report's Markdown: run facts, aggregate table per run key, per-asset sections worst first."""
+    modes = options.run_keys()
     run = data["run"]
     lines = ["# pixal3d evaluation", ""]
     lines += [f"- {k}: `{v}`" for k, v in run.items() if k != "machine"]
     lines += [f"- machine: {run['machine']['processor']}, {run['machine']['device']}, torch {run['machine']['torch']}",
-              f"- {len(data['assets'])} assets x {options.views} views; FoV modes: {', '.join(modes)}; "
+              f"- {len(data['assets'])} assets x {options.views} views; runs: {', '.join(modes)}; "
               f"{options.samples} surface samples; renders {options.image_size} px",
-              "- metrics: docs/evaluation.md", "", "## Aggregate (mean over all views)", ""]
+              "- metrics: docs/evaluation.md", "",
+              f"## Aggregate (mean over all views; median for {', '.join(MEDIAN_KEYS)})", ""]
     lines += ["| metric | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
     for key in SUMMARY_KEYS:
-        cells = [_cell(data["aggregate"][m].get(key, {}).get("mean")) for m in modes]
+        cells = [_cell(data["aggregate"][m].get(key, {}).get(_statistic(key))) for m in modes]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines.append("| failed runs | " + " | ".join(str(data["aggregate"][m]["failures"]) for m in modes) + " |")
-    lines += ["", f"## Assets, worst first (by {SORT_KEY}, {modes[0]} FoV)", ""]
+    lines += ["", f"## Assets, worst first (by {SORT_KEY}, {modes[0]})", ""]
 
     def score(result: dict[str, object]) -> float:
         value = result["mean"][modes[0]].get(SORT_KEY)
@@ -231,6 +244,6 @@ def markdown_report(data: dict[str, object], options: EvalOptions) -> str:
             lines.append(f"| {key} | " + " | ".join(_cell(result["mean"][m].get(key)) for m in modes) + " |")
         lines.append("")
         for mode, path in result["image_files"].items():
-            lines += [f"{mode} FoV, view 0: input | ours | ground truth | error (x4)", "",
+            lines += [f"{mode}, view 0: input | ours | ground truth | error (x4)", "",
                       f"![{result['asset_id']} {mode}]({path})", ""]
     return "\n".join(lines)

@@ -10,6 +10,10 @@ FoV modes: "true" passes the crop's FoV to the pipeline, "estimated" lets it est
 default). Every render of the prediction and of the ground truth uses the *same* camera and lighting: the true
 input camera for the input view (so a wrong FoV estimate shows up in the input-view scores), fixed orbit cameras
 for novel views, `default_lighting()` throughout. docs/evaluation.md lists every metric.
+
+Variants (`EvalOptions.variants`): "full" is the pipeline call, once per FoV mode (the run's key is the mode); each
+oracle variant of `pixal3d.eval.oracles` replaces part of the cascade by the ground truth and runs once, with the
+true FoV (its key is its name). Every run is scored by the same `score_asset`.
 """
 
 from __future__ import annotations
@@ -29,9 +33,19 @@ import trimesh
 from pixal3d.asset import Asset, preview_cameras
 from pixal3d.bench import peak_memory_mb, reset_peak_memory
 from pixal3d.camera import Camera
-from pixal3d.data.samples import Sample, make_sample, view_generator
+from pixal3d.data.samples import Sample, coarse_coords, make_sample, view_generator
 from pixal3d.errors import InputError
 from pixal3d.eval import metrics as M
+from pixal3d.eval.oracles import (
+    VARIANTS,
+    OracleTruth,
+    Variant,
+    check_variants,
+    oracle_truth,
+    run_oracle,
+    structure_metrics,
+)
+from pixal3d.geometry.cleanup import clean_mesh
 from pixal3d.geometry.dual_grid import mesh_to_voxels
 from pixal3d.models.depth_head import depth_metrics
 from pixal3d.render import (
@@ -80,6 +94,26 @@ class EvalOptions:
     """Run the pipeline with the silhouette enforced (`Pixal3DPipeline(silhouette=...)`); False for ablations."""
     image_texels: bool = True
     """Run the pipeline with the input pixels on the visible surface (`image_texels=...`); False for ablations."""
+    variants: tuple[Variant, ...] = ("full",)
+    """What makes the scored asset: "full" (the pipeline) and/or oracle variants (`pixal3d.eval.oracles.VARIANTS`)."""
+
+    def __post_init__(self) -> None:
+        check_variants(tuple(self.variants))
+
+    def runs(self) -> list[tuple[str, Variant, FovMode]]:
+        """`(key, variant, FoV mode)` of every run of a view, in `VARIANTS` order: "full" once per FoV mode (key =
+        the mode, as in reports without variants), each oracle variant once with the true FoV (key = its name)."""
+        runs: list[tuple[str, Variant, FovMode]] = []
+        for variant in (v for v in VARIANTS if v in self.variants):
+            if variant == "full":
+                runs += [(mode, variant, mode) for mode in self.fov_modes]
+            else:
+                runs.append((variant, variant, "true"))
+        return runs
+
+    def run_keys(self) -> list[str]:
+        """The keys of `runs()`: the columns of the report and the keys of `aggregate` in metrics.json."""
+        return [key for key, _, _ in self.runs()]
 
 
 @dataclass
@@ -102,14 +136,19 @@ class GroundTruth:
     """`[R, R, R] bool` solid occupancy at `iou_resolution`."""
     input_render: RenderOutput
     novel_renders: list[RenderOutput]
+    coarse: torch.Tensor | None = None
+    """`[M, 3] int32` true coarse occupancy at the structure VAE's resolution (None when that does not divide
+    `iou_resolution` and no oracle truth was made)."""
+    oracle: OracleTruth | None = None
+    """The fine ground truth at the pipeline's `R_hr`, made only when an oracle variant runs."""
 
 
 @dataclass
 class ViewResult:
-    """Metrics of one pipeline run (view x FoV mode); `None` marks an undefined value. `images` for the report."""
+    """Metrics of one run (view x run key); `None` marks an undefined value. `images` for the report."""
 
     view: int
-    mode: FovMode
+    key: str
     metrics: dict[str, float | str | None]
     images: dict[str, np.ndarray] = field(default_factory=dict)
     """"input", "prediction", "ground_truth", "error": `[S, S, 3] uint8`."""
@@ -195,6 +234,19 @@ def ground_truth(held: HeldOutAsset, sample: Sample, options: EvalOptions, devic
     )
 
 
+def with_structure_truth(gt: GroundTruth, held: HeldOutAsset, pipe: Pixal3DPipeline,
+                         options: EvalOptions) -> GroundTruth:
+    """Add the true coarse occupancy at the structure VAE's resolution and, when an oracle variant runs, the
+    oracle ground truth (`oracles.oracle_truth`, whose coarse occupancy is then the one used)."""
+    r = pipe.structure_vae.config.resolution
+    if any(variant != "full" for variant in options.variants):
+        truth = oracle_truth(held.scene, gt.sample, pipe)
+        return replace(gt, coarse=truth.coarse, oracle=truth)
+    if options.iou_resolution % r:
+        return gt
+    return replace(gt, coarse=coarse_coords(gt.sample.voxels.coords, options.iou_resolution, r))
+
+
 # ------------------------------------------------------------------------------------------------ prediction
 def prediction_render_mesh(mesh: trimesh.Trimesh, device: torch.device | str = "cpu") -> RenderMesh:
     """The pipeline's dual-grid mesh as a `RenderMesh`: vertex colours = base colour, metallic / roughness from
@@ -219,6 +271,21 @@ def run_pipeline(pipe: Pixal3DPipeline, sample: Sample, mode: FovMode, options: 
     asset = pipe(sample.image.numpy(), fov=fov, seed=options.seed, silhouette=options.silhouette,
                  image_texels=options.image_texels)
     return asset, peak_memory_mb(pipe.device)
+
+
+def predict(pipe: Pixal3DPipeline, gt: GroundTruth, variant: Variant, mode: FovMode,
+            options: EvalOptions) -> tuple[Asset, float, dict[str, float]]:
+    """The asset of one run: the pipeline ("full", with the options' switches) or an oracle variant (the raw
+    cascade pieces, no silhouette or image-texel step); with the peak memory (MB) and the metrics only the
+    variant can give (`oracles.OracleResult.metrics`)."""
+    if variant == "full":
+        asset, peak = run_pipeline(pipe, gt.sample, mode, options)
+        return asset, peak, {}
+    if gt.oracle is None:
+        raise ValueError(f"variant {variant!r} needs the oracle ground truth (with_structure_truth)")
+    reset_peak_memory(pipe.device)
+    result = run_oracle(pipe, variant, gt.sample, gt.oracle, options.seed)
+    return result.asset, peak_memory_mb(pipe.device), result.metrics
 
 
 def _rgb(render: RenderOutput) -> torch.Tensor:
@@ -273,6 +340,29 @@ def depth_head_metrics(asset: Asset, gt: GroundTruth) -> dict[str, float]:
     return depth_metrics(pred, truth, covered)
 
 
+def topology_metrics(asset: Asset) -> dict[str, float | None]:
+    """Connected components and boundary-edge ratio of the exported mesh and of the raw dual-grid mesh (`_raw`).
+
+    The exported mesh is the geometry `Asset.export` writes into the GLB: `clean_mesh` of the asset's mesh at its
+    face budget with its clean-up options (`Asset.cleanup`: floaters removed unless the silhouette rule kept every
+    fragment; holes of up to 32 edges filled; simplified); the UV bake after it only
+    splits vertices along seams, which the metrics merge back (`metrics.merge_by_position`).
+    """
+    raw = asset.mesh
+    values: dict[str, float | None] = {
+        "components_raw": M.connected_components(raw.vertices, raw.faces),
+        "boundary_edge_ratio_raw": M.boundary_edge_ratio(raw.vertices, raw.faces),
+    }
+    try:
+        exported = clean_mesh(raw, asset.faces, asset.cleanup)
+    except InputError as err:  # nothing left to export: the scores are undefined, the run is still scored
+        logger.warning("no exported mesh to measure: %s", err)
+        return {**values, "components": None, "boundary_edge_ratio": None}
+    values["components"] = M.connected_components(exported.vertices, exported.faces)
+    values["boundary_edge_ratio"] = M.boundary_edge_ratio(exported.vertices, exported.faces)
+    return values
+
+
 def error_map(a: torch.Tensor, b: torch.Tensor, gain: float = 4.0) -> np.ndarray:
     """`[S, S, 3] uint8` heat map (black -> red -> yellow -> white) of the mean absolute RGB difference x `gain`."""
     e = ((a - b).abs().mean(-1) * gain).clamp(0, 1).numpy()
@@ -284,15 +374,16 @@ def _to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def evaluate_run(pipe: Pixal3DPipeline, gt: GroundTruth, mode: FovMode, options: EvalOptions) -> ViewResult:
-    """Run the pipeline on one view in one FoV mode and score the result (module docstring)."""
+def evaluate_run(pipe: Pixal3DPipeline, gt: GroundTruth, key: str, variant: Variant, mode: FovMode,
+                 options: EvalOptions) -> ViewResult:
+    """Make one run's asset (`predict`) and score it (module docstring); `key` names the run in the report."""
     sample = gt.sample
     base = {"fov_true_deg": math.degrees(sample.fov)}
     try:
-        asset, peak = run_pipeline(pipe, sample, mode, options)
+        asset, peak, extra = predict(pipe, gt, variant, mode, options)
     except EmptyStructureError as err:
-        logger.warning("%s view %d (%s FoV): the pipeline made no voxels: %s", sample.asset_id, sample.view, mode, err)
-        return ViewResult(sample.view, mode, {**base, "failure": str(err)})
+        logger.warning("%s view %d (%s): no voxels: %s", sample.asset_id, sample.view, key, err)
+        return ViewResult(sample.view, key, {**base, "failure": str(err)})
     values: dict[str, float | str | None] = {
         **base,
         "fov_used_deg": math.degrees(asset.camera.fov),
@@ -308,18 +399,29 @@ def evaluate_run(pipe: Pixal3DPipeline, gt: GroundTruth, mode: FovMode, options:
         values["failure"] = "the predicted mesh has no faces"
     else:
         start = time.perf_counter()
-        values.update(geometry_metrics(asset.mesh, gt, options))
-        pred = prediction_render_mesh(asset.mesh, device=gt.input_render.rgba.device)
-        appearance, renders = appearance_metrics(pred, gt, options.image_size)
-        values.update(appearance)
+        scores, input_render = score_asset(asset, gt, pipe.structure_vae.config.resolution, options)
+        values.update({**scores, **extra})
         values["time_metrics_s"] = time.perf_counter() - start
-        ours, truth = _rgb(renders[0]), _rgb(gt.input_render)
+        ours, truth = _rgb(input_render), _rgb(gt.input_render)
         images = {"input": sample.image[..., :3].numpy(), "prediction": _to_uint8(ours),
                   "ground_truth": _to_uint8(truth), "error": error_map(ours, truth)}
     values.update({f"time_{k}_s": v for k, v in asset.timings.items()})
     values["time_pipeline_s"] = sum(asset.timings.values())
     values["peak_memory_mb"] = peak
-    return ViewResult(sample.view, mode, {k: _finite_or_none(v) for k, v in values.items()}, images)
+    return ViewResult(sample.view, key, {k: _finite_or_none(v) for k, v in values.items()}, images)
+
+
+def score_asset(asset: Asset, gt: GroundTruth, structure_resolution: int,
+                options: EvalOptions) -> tuple[dict[str, float | None], RenderOutput]:
+    """Every metric of one asset (with faces) against the ground truth: geometry, topology, structure (at
+    `structure_resolution`), renders; with the asset's input-view render (for the report's images)."""
+    values: dict[str, float | None] = {**geometry_metrics(asset.mesh, gt, options), **topology_metrics(asset)}
+    if gt.coarse is not None:
+        values.update(structure_metrics(asset.voxels, gt.coarse, structure_resolution))
+    pred = prediction_render_mesh(asset.mesh, device=gt.input_render.rgba.device)
+    appearance, renders = appearance_metrics(pred, gt, options.image_size)
+    values.update(appearance)
+    return values, renders[0]
 
 
 def _finite_or_none(value: object) -> object:
@@ -330,29 +432,30 @@ def _finite_or_none(value: object) -> object:
 
 
 def evaluate_asset(pipe: Pixal3DPipeline, held: HeldOutAsset, options: EvalOptions) -> dict[str, object]:
-    """Every view and FoV mode of one asset.
+    """Every view and run (`EvalOptions.runs`: FoV modes of the full cascade, oracle variants) of one asset.
 
     Returns:
-        `{"asset_id", "source", "views": [{"view", "fov_true_deg", "redraws", "modes": {mode: metrics}}],
-        "images": {mode: {name: [S, S, 3] uint8}} (first view)}`.
+        `{"asset_id", "source", "views": [{"view", "fov_true_deg", "redraws", "modes": {key: metrics}}],
+        "images": {key: {name: [S, S, 3] uint8}} (first view)}`; a key is a FoV mode or a variant's name.
     """
     device = pipe.device
     views, images = [], {}
     for view in range(options.views):
         sample = draw_view(held, view, options, device)
-        gt = ground_truth(held, sample, options, device)
+        gt = with_structure_truth(ground_truth(held, sample, options, device), held, pipe, options)
         modes = {}
-        for mode in options.fov_modes:
-            result = evaluate_run(pipe, gt, mode, options)
-            modes[mode] = result.metrics
+        for key, variant, mode in options.runs():
+            result = evaluate_run(pipe, gt, key, variant, mode, options)
+            modes[key] = result.metrics
             if view == 0:
-                images[mode] = result.images
+                images[key] = result.images
         views.append({"view": view, "fov_true_deg": math.degrees(sample.fov), "redraws": sample.redraws,
                       "modes": modes})
         logger.info("%s view %d: %s", held.asset_id, view, "; ".join(
-            f"{m}: F@0.05 {_fmt(v.get('fscore@0.05'))}, CD {_fmt(v.get('chamfer_l1'))}" for m, v in modes.items()))
+            f"{k}: F@0.05 {_fmt(v.get('fscore@0.05'))}, CD {_fmt(v.get('chamfer_l1'))}, "
+            f"components {_fmt(v.get('components'))}" for k, v in modes.items()))
     return {"asset_id": held.asset_id, "source": held.source, "views": views, "images": images}
 
 
 def _fmt(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

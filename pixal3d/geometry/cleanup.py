@@ -36,6 +36,10 @@ class CleanupOptions:
     """... and less than this fraction of the total surface area (the largest component is always kept)."""
     max_hole_edges: int = 32
     """Boundary loops with at most this many edges are closed (a fan around the loop's centroid)."""
+    drop_over_shared: bool = False
+    """Also drop the faces beyond the second on edges shared by more than two faces. Off by default: on dual-grid
+    meshes such edges are where two sheets touch, and dropping faces there opened holes (boundary-edge ratio
+    0 -> 0.14 on procedural seeds 3 and 5 at R = 64); duplicate triangles always go."""
 
 
 def check_face_budget(faces: int) -> None:
@@ -135,6 +139,55 @@ def fill_small_holes(mesh: trimesh.Trimesh, max_hole_edges: int = 32) -> trimesh
     )
 
 
+def make_edge_manifold(mesh: trimesh.Trimesh, drop_over_shared: bool = True) -> trimesh.Trimesh:
+    """Drop duplicate triangles, then (with `drop_over_shared`) faces beyond the second on any edge shared by more
+    than two faces.
+
+    A duplicate is a face with the same three vertices as an earlier one, in any order or orientation (the first
+    is kept). On an over-shared edge the two largest faces stay; the others go (each removal only lowers edge
+    counts, so one pass leaves every edge with at most two faces). The holes this opens are small and
+    `fill_small_holes` may close them.
+
+    Args:
+        mesh: `[V, 3]` vertices, `[F, 3]` faces, vertices merged.
+
+    Returns:
+        A new mesh (unused vertices dropped); a copy when nothing was wrong.
+    """
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if len(faces) == 0:
+        return mesh.copy()
+    corners = np.sort(faces, axis=1)  # (F, 3): the same triangle in any order or orientation
+    order = np.lexsort(corners.T[::-1])  # rows sorted (a 1-D sort: np.unique(axis=0) is several times slower)
+    ranked = corners[order]
+    repeat = np.zeros(len(faces), dtype=bool)
+    repeat[1:] = (ranked[1:] == ranked[:-1]).all(axis=1)
+    keep = np.ones(len(faces), dtype=bool)
+    keep[order[repeat]] = False  # lexsort is stable: the first of equal rows is the earliest face
+    n_vert = len(mesh.vertices)
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)  # (3F, 2) undirected
+    edge_face = np.repeat(np.arange(len(faces)), 3)
+    live = keep[edge_face]
+    key = edges[live, 0] * n_vert + edges[live, 1]
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    over = counts[inverse] > 2
+    if not drop_over_shared:
+        over[:] = False
+    if over.any():
+        area = np.asarray(mesh.area_faces)
+        e_key, e_face = inverse[over], edge_face[live][over]
+        order = np.lexsort((-area[e_face], e_key))  # per edge, largest face first
+        e_key, e_face = e_key[order], e_face[order]
+        rank = np.arange(len(e_key)) - np.searchsorted(e_key, e_key)  # position within its edge's group
+        keep[e_face[rank >= 2]] = False
+    dropped = int(len(faces) - keep.sum())
+    if dropped == 0:
+        return mesh.copy()
+    logger.debug("dropped %d duplicate or non-manifold faces (%d over-shared edges)", dropped,
+                 len(np.unique(inverse[over])) if over.any() else 0)
+    return _submesh(mesh, keep)
+
+
 def simplify(mesh: trimesh.Trimesh, max_faces: int, aggressiveness: float = 7.0) -> trimesh.Trimesh:
     """Quadric-error edge-collapse decimation down to at most about `max_faces` faces.
 
@@ -168,7 +221,9 @@ def simplify(mesh: trimesh.Trimesh, max_faces: int, aggressiveness: float = 7.0)
 def clean_mesh(
     mesh: trimesh.Trimesh, max_faces: int, options: CleanupOptions | None = None
 ) -> trimesh.Trimesh:
-    """Merge vertices, remove floaters, fill small holes, then simplify to the face budget.
+    """Merge vertices, drop duplicate (and optionally non-manifold) faces, remove floaters, fill small holes, simplify.
+
+    Simplification can fold new non-manifold edges, so the result goes through `make_edge_manifold` again.
 
     Args:
         mesh: a triangle mesh, e.g. from `voxels_to_mesh` (vertices need not be merged).
@@ -185,9 +240,10 @@ def clean_mesh(
     merged = _drop_degenerate(merged)
     if len(merged.faces) == 0:
         raise InputError("the mesh has no non-degenerate faces left to export; is the input empty?")
+    merged = make_edge_manifold(merged, options.drop_over_shared)
     merged = remove_small_components(merged, options.min_face_fraction, options.min_area_fraction)
     merged = fill_small_holes(merged, options.max_hole_edges)
-    return simplify(merged, max_faces)
+    return make_edge_manifold(simplify(merged, max_faces), options.drop_over_shared)
 
 
 def _drop_degenerate(mesh: trimesh.Trimesh) -> trimesh.Trimesh:

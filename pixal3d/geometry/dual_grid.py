@@ -122,20 +122,18 @@ def _check_vertices(vertices: np.ndarray, inside_cube: bool) -> None:
         )
 
 
-def normalize_to_unit_cube(
+def unit_cube_transform(
     mesh_or_scene: trimesh.Trimesh | trimesh.Scene, margin: float = 0.02
-) -> trimesh.Trimesh | trimesh.Scene:
-    """A copy of a mesh or scene centred on its bounding box and scaled into the volume cube.
-
-    The longest side of the (transformed) bounding box becomes `1 - 2 * margin`, so the asset spans
-    `[-0.5 + margin, 0.5 - margin]` along that axis. Scenes keep their graph; the root gets the transform.
+) -> tuple[float, np.ndarray]:
+    """The uniform scale and translation that `normalize_to_unit_cube` applies: `p_cube = scale * p + offset`.
 
     Args:
         mesh_or_scene: the asset, any units.
         margin: empty border left on each side, in volume units, in `[0, 0.25)`.
 
     Returns:
-        A transformed copy of the same type.
+        `(scale, offset [3] float64)`. The inverse (`gltf.Placement.from_normalization`) puts a cube-frame mesh
+        back where the source was.
     """
     if not 0.0 <= margin < 0.25:
         raise InputError(f"margin must be in [0, 0.25) volume units, got {margin}")
@@ -146,9 +144,30 @@ def normalize_to_unit_cube(
     extent = float((hi - lo).max())
     if extent <= 0.0:
         raise InputError("the mesh has zero extent (all vertices coincide); give a mesh with area")
+    scale = (1.0 - 2.0 * margin) / extent
+    return scale, -0.5 * (lo + hi) * scale
+
+
+def normalize_to_unit_cube(
+    mesh_or_scene: trimesh.Trimesh | trimesh.Scene, margin: float = 0.02
+) -> trimesh.Trimesh | trimesh.Scene:
+    """A copy of a mesh or scene centred on its bounding box and scaled into the volume cube.
+
+    The longest side of the (transformed) bounding box becomes `1 - 2 * margin`, so the asset spans
+    `[-0.5 + margin, 0.5 - margin]` along that axis. Scenes keep their graph; the root gets the transform
+    (`unit_cube_transform` gives it).
+
+    Args:
+        mesh_or_scene: the asset, any units.
+        margin: empty border left on each side, in volume units, in `[0, 0.25)`.
+
+    Returns:
+        A transformed copy of the same type.
+    """
+    scale, offset = unit_cube_transform(mesh_or_scene, margin)
     transform = np.eye(4)
-    transform[:3, :3] *= (1.0 - 2.0 * margin) / extent
-    transform[:3, 3] = -0.5 * (lo + hi) * (1.0 - 2.0 * margin) / extent
+    transform[:3, :3] *= scale
+    transform[:3, 3] = offset
     result = mesh_or_scene.copy()
     result.apply_transform(transform)
     return result

@@ -28,9 +28,10 @@ from pixal3d.geometry.dual_grid import (
     check_resolution,
     mesh_to_voxels,
     normalize_to_unit_cube,
+    unit_cube_transform,
 )
 from pixal3d.geometry.dual_mesh import sample_attributes, voxels_to_mesh
-from pixal3d.geometry.gltf import ImageFormat, check_image_format, write_glb
+from pixal3d.geometry.gltf import ImageFormat, Placement, check_image_format, write_glb
 from pixal3d.geometry.voxels import SparseVoxels, load_voxels, save_voxels
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def mesh_to_glb(
     sample_at_vertices: bool = False,
     recolor: Recolor | None = None,
     include_pbr: bool = True,
+    placement: Placement | None = None,
 ) -> Path:
     """Clean and simplify a detailed mesh, bake its attributes and normals, and write a GLB.
 
@@ -65,6 +67,7 @@ def mesh_to_glb(
         sample_at_vertices: sample attributes at the fine vertices only (see `bake.bake_textures`).
         recolor: base colour from the input image at texel points (see `bake.bake_textures`).
         include_pbr: False writes the base-colour texture only (no metallic-roughness or normal map).
+        placement: the GLB node's transform (see `gltf.Placement`); None: the volume frame as is.
 
     Returns:
         The output path.
@@ -84,7 +87,7 @@ def mesh_to_glb(
     start = time.perf_counter()
     baked = bake_textures(coarse, sampler, texture_size, fine_mesh, sample_at_vertices, recolor)
     logger.info("baked %d^2 textures in %.1f s", texture_size, time.perf_counter() - start)
-    return write_glb(path, baked, image_format, include_pbr)
+    return write_glb(path, baked, image_format, include_pbr=include_pbr, placement=placement)
 
 
 def vertex_attribute_sampler(mesh: trimesh.Trimesh) -> AttributeSampler:
@@ -114,6 +117,7 @@ def voxels_to_glb(
     texture_size: int = 2048,
     image_format: ImageFormat = "png",
     include_pbr: bool = True,
+    placement: Placement | None = None,
 ) -> Path:
     """Export a sparse PBR voxel set as a textured GLB (the decoder's output or a converted asset).
 
@@ -124,6 +128,7 @@ def voxels_to_glb(
         texture_size: side of the square textures, 256..8192.
         image_format: "png" or "webp".
         include_pbr: False writes the base-colour texture only (no metallic-roughness or normal map).
+        placement: the GLB node's transform (a converted asset's source placement); None: identity.
 
     Returns:
         The output path.
@@ -144,7 +149,7 @@ def voxels_to_glb(
     # The dual-grid mesh has one vertex per voxel: sampling the voxels at its vertices loses nothing.
     sampler = partial(sample_attributes, voxels)
     return mesh_to_glb(fine, sampler, path, faces, texture_size, image_format, sample_at_vertices=True,
-                       include_pbr=include_pbr)
+                       include_pbr=include_pbr, placement=placement)
 
 
 def convert_file(
@@ -155,8 +160,12 @@ def convert_file(
     texture_size: int = 2048,
     image_format: ImageFormat = "png",
     save_voxels_path: str | os.PathLike | None = None,
+    keep_placement: bool = True,
 ) -> Path:
     """`pixal3d convert`: a mesh file (or saved voxels) -> normalise -> voxels -> baked GLB.
+
+    The mesh is normalised into the volume cube to be voxelised; by default the GLB's node carries the exact
+    inverse of that normalisation (`gltf.Placement`), so the asset lands at the source's size and position.
 
     Args:
         input_path: `.glb`, `.gltf` or `.obj` (with its `.mtl` and textures), or `.safetensors` voxels.
@@ -165,7 +174,8 @@ def convert_file(
         faces: face budget of the exported mesh.
         texture_size: side of the square textures.
         image_format: "png" or "webp".
-        save_voxels_path: also save the voxel set here (mesh input only).
+        save_voxels_path: also save the voxel set here (mesh input only; the voxels stay in the cube frame).
+        keep_placement: write the source placement into the GLB node (mesh input); False: the normalised cube.
 
     Returns:
         The output path.
@@ -188,6 +198,8 @@ def convert_file(
         _check_output(save_voxels_path, suffixes=VOXEL_SUFFIXES)
     asset = load_mesh_file(input_path)
     start = time.perf_counter()
+    scale, offset = unit_cube_transform(asset)
+    placement = Placement.from_normalization(scale, offset) if keep_placement else None
     voxels = mesh_to_voxels(normalize_to_unit_cube(asset), resolution)
     logger.info(
         "voxelised at R=%d: %d voxels in %.1f s", resolution, len(voxels), time.perf_counter() - start
@@ -195,7 +207,7 @@ def convert_file(
     if save_voxels_path is not None:
         save_voxels(save_voxels_path, voxels)
     try:
-        return voxels_to_glb(voxels, output_path, faces, texture_size, image_format)
+        return voxels_to_glb(voxels, output_path, faces, texture_size, image_format, placement=placement)
     except BaseException:
         # No partial output: the voxel file belongs to this run's result.
         if save_voxels_path is not None:
@@ -224,9 +236,14 @@ def load_mesh_file(path: str | os.PathLike) -> trimesh.Trimesh | trimesh.Scene:
     path = Path(path)
     suffix = _check_input_suffix(path)
     _check_readable(path)
+    if suffix == ".obj":
+        _check_text(path, "OBJ")
     missing = [str(p) for p in referenced_files(path) if not p.is_file()]
     if missing:
         raise InputError(f"{str(path)!r} references files that do not exist: {missing}; copy them beside it")
+    for mtl in referenced_files(path):
+        if mtl.suffix.lower() == ".mtl":
+            _check_text(mtl, "MTL")
     try:
         asset = trimesh.load(path, process=False)
     except Exception as err:  # trimesh raises many types for a malformed file
@@ -287,6 +304,22 @@ def _statements(path: Path, keywords: tuple[str, ...]) -> list[str]:
         rest = re.sub(r"^(-\w+(\s+(on|off|[-+]?[\d.]+))*\s+)+", "", rest)
         names.append(rest.replace("\\", "/"))
     return names
+
+
+def _check_text(path: Path, kind: str) -> None:
+    """OBJ and MTL are UTF-8 (or ASCII) text: refuse binary data and other encodings with a clear message.
+
+    (trimesh would hand undecodable bytes to an optional charset detector and fail with an ImportError.)
+    """
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise InputError(f"{str(path)!r} holds binary data, not a text {kind} file; is it really {kind}? "
+                         "(a binary mesh? convert it to GLB first)")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{str(path)!r} is not UTF-8 text ({err}); re-save it as UTF-8, e.g. "
+                         f"iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}") from err
 
 
 def _check_readable(path: Path) -> None:

@@ -2,7 +2,12 @@
 
 The file holds `POSITION`, `NORMAL`, `TANGENT`, `TEXCOORD_0` and `uint32` indices, plus `baseColorTexture` (sRGB),
 `metallicRoughnessTexture` (G = roughness, B = metallic) and `normalTexture` (tangent space, OpenGL style). The
-frame is the volume frame, which is glTF's (+Y up, +Z towards the front view): no node transform is needed.
+frame is the volume frame, which is glTF's (+Y up, +Z towards the front view): a generated asset needs no node
+transform. A converted asset may carry a `Placement` (uniform scale + translation on its node, glTF TRS) that puts
+the unit-cube mesh back at the source's size and position.
+
+The material is `doubleSided` when the mesh is not closed (some edge, compared by vertex position so UV seams do
+not count, lacks its second face): an open surface must stay visible from behind in a viewer.
 
 We write the JSON and binary chunks ourselves (the format is a 12-byte header and two chunks): trimesh's exporter
 cannot write `TANGENT` or WebP textures, and pygltflib would add a dependency for what is ~150 lines here.
@@ -19,6 +24,7 @@ import json
 import logging
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +64,45 @@ def is_translucent(alpha: np.ndarray) -> bool:
     return float((np.asarray(alpha) < TRANSLUCENT_ALPHA).mean()) > TRANSLUCENT_FRACTION
 
 
+@dataclass(frozen=True)
+class Placement:
+    """A node transform `p_source = scale * p_cube + translation` (glTF TRS: no rotation), source units."""
+
+    scale: float
+    translation: tuple[float, float, float]
+
+    @classmethod
+    def from_normalization(cls, scale: float, offset: np.ndarray) -> Placement:
+        """The exact inverse of `p_cube = scale * p + offset` (`dual_grid.unit_cube_transform`)."""
+        if not (np.isfinite(scale) and scale > 0 and np.isfinite(offset).all()):
+            raise InputError(f"a placement needs a finite positive scale and offset, got {scale}, {offset}")
+        inverse = 1.0 / float(scale)
+        return cls(inverse, tuple(float(-o * inverse) for o in np.asarray(offset, dtype=np.float64)))
+
+    def matrix(self) -> np.ndarray:
+        """`[4, 4] float64` column-vector matrix of the transform."""
+        out = np.eye(4)
+        out[:3, :3] *= self.scale
+        out[:3, 3] = self.translation
+        return out
+
+
+def is_closed(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether every edge has exactly two faces, vertices compared by position (UV-seam copies are one vertex).
+
+    Args:
+        vertices: `[V, 3]` positions.
+        faces: `[F, 3]` indices.
+    """
+    if len(faces) == 0:
+        return False
+    _, index = np.unique(np.ascontiguousarray(vertices, dtype=np.float32), axis=0, return_inverse=True)
+    welded = index.reshape(-1)[np.asarray(faces, dtype=np.int64)]  # (F, 3) position ids
+    edges = np.sort(welded[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)  # (3F, 2) undirected
+    _, counts = np.unique(edges[:, 0] * (int(welded.max()) + 1) + edges[:, 1], return_counts=True)
+    return bool((counts == 2).all())
+
+
 def check_image_format(image_format: str) -> None:
     """Raise `InputError` unless `image_format` is one of `IMAGE_FORMATS`."""
     if image_format not in IMAGE_FORMATS:
@@ -75,7 +120,12 @@ def encode_image(image: np.ndarray, image_format: ImageFormat) -> bytes:
     return buf.getvalue()
 
 
-def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png", include_pbr: bool = True) -> bytes:
+def glb_bytes(
+    mesh: TexturedMesh,
+    image_format: ImageFormat = "png",
+    include_pbr: bool = True,
+    placement: Placement | None = None,
+) -> bytes:
     """The complete GLB file for a baked mesh.
 
     Args:
@@ -83,6 +133,7 @@ def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png", include_pbr
         image_format: "png" or "webp" (the latter requires `EXT_texture_webp`, see the module docstring).
         include_pbr: False writes the base colour only: no metallic-roughness or normal texture (nor `TANGENT`),
             a dielectric material (`metallicFactor` 0, `roughnessFactor` 1).
+        placement: the node's transform (a converted asset's source placement); None: identity.
 
     Returns:
         The file's bytes.
@@ -116,15 +167,21 @@ def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png", include_pbr
         },
         "normalTexture": {"index": 2},
         "alphaMode": "BLEND" if translucent else "OPAQUE",
+        "doubleSided": not is_closed(mesh.vertices, mesh.faces),
     }
     if not include_pbr:
         material = {"name": "base_color", "pbrMetallicRoughness": {"baseColorTexture": {"index": 0},
-                    "metallicFactor": 0.0, "roughnessFactor": 1.0}, "alphaMode": material["alphaMode"]}
+                    "metallicFactor": 0.0, "roughnessFactor": 1.0}, "alphaMode": material["alphaMode"],
+                    "doubleSided": material["doubleSided"]}
+    node: dict = {"mesh": 0, "name": "asset"}
+    if placement is not None:
+        node["scale"] = [float(placement.scale)] * 3
+        node["translation"] = [float(t) for t in placement.translation]
     doc: dict = {
         "asset": {"version": "2.0", "generator": "pixal3d"},
         "scene": 0,
         "scenes": [{"nodes": [0]}],
-        "nodes": [{"mesh": 0, "name": "asset"}],
+        "nodes": [node],
         "meshes": [
             {"primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}
         ],
@@ -145,7 +202,11 @@ def glb_bytes(mesh: TexturedMesh, image_format: ImageFormat = "png", include_pbr
 
 
 def write_glb(
-    path: str | os.PathLike, mesh: TexturedMesh, image_format: ImageFormat = "png", include_pbr: bool = True
+    path: str | os.PathLike,
+    mesh: TexturedMesh,
+    image_format: ImageFormat = "png",
+    include_pbr: bool = True,
+    placement: Placement | None = None,
 ) -> Path:
     """Write a baked mesh as a GLB file, atomically (temporary file in the same folder, then rename).
 
@@ -154,6 +215,7 @@ def write_glb(
         mesh: the baked mesh.
         image_format: "png" (default) or "webp" (requires `EXT_texture_webp`, see the module docstring).
         include_pbr: False writes the base-colour texture only (see `glb_bytes`).
+        placement: the node's transform; None: identity.
 
     Returns:
         The output path.
@@ -162,7 +224,7 @@ def write_glb(
     check_image_format(image_format)
     if not path.parent.is_dir():
         raise InputError(f"output folder {str(path.parent)!r} does not exist; create it first")
-    data = glb_bytes(mesh, image_format, include_pbr)
+    data = glb_bytes(mesh, image_format, include_pbr=include_pbr, placement=placement)
     write_bytes_atomic(path, data, make_parents=False)
     logger.info("wrote %s (%d faces, %.1f MiB)", path, len(mesh.faces), len(data) / 2**20)
     return path

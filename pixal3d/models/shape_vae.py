@@ -11,6 +11,10 @@ Input: the fine voxels of `SparseVoxels` (DESIGN section 4) batched as `coords [
   linear, the sparse analogue of a stride-2 transposed conv) and prunes: to the true children in training (teacher
   forcing), to `sigmoid(logit) > 0.5` at inference. At `R_hr` a head outputs the dual vertex (sigmoid) and three
   3-way edge classifications (-1 / 0 / +1).
+- `decoder_target = "corners"` adds 8 inside/outside logits per voxel (one per corner, averaged where voxels share a
+  corner) and one *open* logit: the edges of closed voxels follow from the corner signs and close by construction
+  (`pixal3d.geometry.corners`); open voxels (a sheet, a leaf) keep the edge classification. `"edges"` (the default,
+  the shipped model) uses the edge classification everywhere.
 
 `SparseEncoder` and `SparseDecoder` are shared with the texture VAE (`texture_vae.py`).
 """
@@ -19,12 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from pixal3d.errors import InputError
+from pixal3d.geometry.corners import corner_voxels
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.sparse import SparseConv3d, SparseTensor, coords_to_keys
 
@@ -68,9 +74,18 @@ class ShapeVAEConfig:
     """Training: weight of the edge-flag cross-entropy."""
     sample_posterior: bool = True
     """Training: draw z ~ N(mean, exp(logvar)); False uses z = mean (deterministic)."""
+    decoder_target: Literal["edges", "corners"] = "edges"
+    """What decides the edge flags: "edges" = per-voxel edge classification; "corners" = inside/outside at the voxel
+    corners (closed by construction), the edge classification only on voxels flagged open (docs/representation.md)."""
+    corner_weight: float = 1.0
+    """Training, "corners" only: weight of the corner inside/outside BCE (on closed voxels) and the open-flag BCE."""
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
+        if self.decoder_target not in ("edges", "corners"):
+            raise InputError(
+                f'ShapeVAEConfig: decoder_target must be "edges" or "corners", got {self.decoder_target!r}'
+            )
         check_token_levels("ShapeVAEConfig", self.resolution, self.token_resolution, self.channels)
 
 
@@ -282,6 +297,10 @@ class ShapeVAEOutput:
     """[N, 3] predicted dual vertex in [0, 1]^3 (teacher forced, so the decoded set equals the input set)."""
     edge_logits: torch.Tensor
     """[N, 3, 3] logits of the edge flag per axis, classes (-1, 0, +1)."""
+    corner_logits: torch.Tensor | None
+    """[N, 8] inside/outside logit per voxel corner (`CORNER_OFFSETS` order), before averaging; "corners" only."""
+    open_logits: torch.Tensor | None
+    """[N] logit that the voxel is open (edges from `edge_logits`); "corners" only."""
     occupancy_logits: list[torch.Tensor]
     """Per upsampling level [N_l, 8] child-occupancy logits."""
     occupancy_targets: list[torch.Tensor]
@@ -300,7 +319,8 @@ class ShapeVAE(nn.Module):
         self.config = config
         self.levels = len(config.channels) - 1
         self.encoder = SparseEncoder(7, config.channels, config.latent_channels, config.num_res_blocks)
-        self.decoder = SparseDecoder(config.latent_channels, config.channels, 3 + 9, config.num_res_blocks,
+        head = 3 + 9 + (8 + 1 if config.decoder_target == "corners" else 0)  # vertex, edges[, corners, open]
+        self.decoder = SparseDecoder(config.latent_channels, config.channels, head, config.num_res_blocks,
                                      predict_occupancy=True)
 
     def encode(self, coords: torch.Tensor, vertex: torch.Tensor, edges: torch.Tensor) -> tuple[SparseTensor, torch.Tensor]:
@@ -330,9 +350,12 @@ class ShapeVAE(nn.Module):
         # The decoded fine set equals the input set, in subdivision order: scatter its rows back to input order.
         rows = pyramid[0].lookup(dec.fine.coords)
         head = torch.zeros_like(dec.fine.feats).index_copy(0, rows, dec.fine.feats)
+        corners = self.config.decoder_target == "corners"
         return ShapeVAEOutput(
             vertex=torch.sigmoid(head[:, :3]),
-            edge_logits=head[:, 3:].reshape(-1, 3, 3),  # (N, 9) -> (N, axis, class)
+            edge_logits=head[:, 3:12].reshape(-1, 3, 3),  # (N, 9) -> (N, axis, class)
+            corner_logits=head[:, 12:20] if corners else None,
+            open_logits=head[:, 20] if corners else None,
             occupancy_logits=dec.occupancy_logits,
             occupancy_targets=dec.occupancy_targets,
             mean=mean.feats,
@@ -354,11 +377,16 @@ class ShapeVAE(nn.Module):
         out = []
         for start, end in zip(fine.batch_offsets[:-1].tolist(), fine.batch_offsets[1:].tolist(), strict=True):
             head = fine.feats[start:end]
-            out.append(SparseVoxels(
+            voxels = SparseVoxels(
                 coords=fine.coords[start:end, 1:].clone(),
                 vertex=torch.sigmoid(head[:, :3]),
-                edges=(head[:, 3:].reshape(-1, 3, 3).argmax(dim=-1) - 1).to(torch.int8),
+                edges=(head[:, 3:12].reshape(-1, 3, 3).argmax(dim=-1) - 1).to(torch.int8),
                 attrs=None,
                 resolution=self.config.resolution,
-            ))
+            )
+            if self.config.decoder_target == "corners":  # may add the voxels that crossings need (sorted by key)
+                tokens = latent.coords[latent.coords[:, 0] == len(out), 1:]
+                voxels = corner_voxels(voxels, head[:, 12:20], head[:, 20] > 0,
+                                       tokens=(tokens, self.config.token_resolution))
+            out.append(voxels)
         return out

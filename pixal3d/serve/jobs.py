@@ -5,6 +5,10 @@ the worker takes it; the worker runs `pipe(image, ...)` under a `StageTracker` (
 the per-job time limit) and writes `RESULTS_DIR/<id>.glb` atomically through `Asset.export`. Ids are uuid4 hex,
 checked against `JOB_ID` before they name a file. A failed, cancelled or timed-out job leaves no result file.
 
+Ownership: each job records its owner (`auth.owner_name` of the API key, or `auth.ANONYMOUS` on an open server);
+`snapshot` and `delete` answer None ("no such job") to anyone else. A result file whose record is gone (a restart,
+retention) has no known owner, so only an open server still serves it.
+
 Retention: after every job and at least once a minute the worker keeps the `max_results` most recent results
 younger than `max_age_s` and forgets older finished jobs; it only ever deletes files named `<32 hex>.glb`.
 """
@@ -28,6 +32,7 @@ from typing import Any, Literal
 
 from pixal3d.errors import InputError
 from pixal3d.pipeline import Pixal3DPipeline
+from pixal3d.serve.auth import ANONYMOUS
 from pixal3d.serve.progress import StageAborted, StageProgress, StageTracker
 
 logger = logging.getLogger(__name__)
@@ -84,6 +89,8 @@ class Job:
     id: str
     options: JobOptions
     image: bytes | None
+    owner: str = ANONYMOUS
+    """Who may see the job: `auth.owner_name` of the API key that submitted it."""
     status: JobStatus = "queued"
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -149,25 +156,27 @@ class JobRunner:
             self._thread.join(timeout)
 
     # ------------------------------------------------------------------------------------------ requests
-    def submit(self, options: JobOptions, image: bytes) -> Job:
-        """Queue a job; raises `QueueFull` when `queue_size` jobs wait already."""
-        job = Job(id=uuid.uuid4().hex, options=options, image=image)
+    def submit(self, options: JobOptions, image: bytes, owner: str = ANONYMOUS) -> Job:
+        """Queue a job of `owner`; raises `QueueFull` when `queue_size` jobs wait already."""
+        job = Job(id=uuid.uuid4().hex, options=options, image=image, owner=owner)
         with self._lock:
             if len(self._pending) >= self.queue_size:
                 raise QueueFull(f"the queue is full ({self.queue_size} jobs waiting); retry later")
             self._pending.append(job)
             self._jobs[job.id] = job
             self._lock.notify_all()
-        logger.info("job %s queued (%d waiting)", job.id, len(self._pending))
+        logger.info("job %s of %s queued (%d waiting)", job.id, owner, len(self._pending))
         return job
 
-    def snapshot(self, job_id: str) -> dict[str, Any] | None:
-        """The job's state as JSON-ready data, or None for an unknown id (a result file alone counts)."""
+    def snapshot(self, job_id: str, owner: str = ANONYMOUS) -> dict[str, Any] | None:
+        """The job's state as JSON-ready data, or None for an id unknown to `owner` (see the module docstring)."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
-                path = self.result_path(job_id)
+                path = self.result_path(job_id) if owner == ANONYMOUS else None
                 return {"id": job_id, "status": "succeeded"} if path is not None else None
+            if job.owner != owner:
+                return None
             position = next((i for i, j in enumerate(self._pending) if j is job), None)
             return {
                 "id": job.id,
@@ -194,10 +203,12 @@ class JobRunner:
         path = self.results_dir / f"{job_id}.glb"
         return path if path.is_file() else None
 
-    def delete(self, job_id: str) -> Literal["deleted", "cancelling"] | None:
-        """Forget a job and delete its result; a running job is cancelled at its next model call."""
+    def delete(self, job_id: str, owner: str = ANONYMOUS) -> Literal["deleted", "cancelling"] | None:
+        """Forget `owner`'s job and delete its result; a running job is cancelled at its next model call."""
         with self._lock:
             job = self._jobs.get(job_id)
+            if (job is None and owner != ANONYMOUS) or (job is not None and job.owner != owner):
+                return None
             if job is not None and job.status == "running":
                 job.forget = True
                 job.cancel.set()
@@ -220,7 +231,7 @@ class JobRunner:
                 "error": error,
                 "queued": len(self._pending),
                 "queue_size": self.queue_size,
-                "running": self._running.id if self._running is not None else None,
+                "busy": self._running is not None,  # whether a job runs; its id is its owner's business
                 "completed": self.completed,
                 **self.info,
             }
@@ -303,6 +314,8 @@ class JobRunner:
             image = Image.open(io.BytesIO(job.image or b""))
         except UnidentifiedImageError as err:
             raise InputError("the upload is not an image Pillow can read") from err
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise InputError(f"the image is truncated or corrupt ({err}); re-export it") from err
         o = job.options
         with tracker.watch(job.progress, should_stop):
             asset = pipe(image, fov=o.fov, seed=o.seed, steps=o.steps, guidance=o.guidance,

@@ -81,5 +81,5 @@ class Health(BaseModel, extra="allow"):
     error: str | None = None
     queued: int
     queue_size: int
-    running: str | None = None
+    busy: bool = Field(description="whether a job is running (its id is its owner's business, not shown)")
     completed: int

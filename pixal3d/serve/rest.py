@@ -8,22 +8,32 @@ Endpoints (the OpenAPI document is at `/openapi.json`, its viewer at `/docs`):
 - `GET /v1/jobs/{id}`: status ("queued", "running", "succeeded", "failed"), stage states, timings, error.
 - `GET /v1/jobs/{id}/result.glb`: the GLB of a succeeded job.
 - `DELETE /v1/jobs/{id}`: forget a job and delete its result (a running one is cancelled: 202).
-- `GET /healthz`: worker state, queue length, device.
+- `GET /healthz`: worker state, queue length, device (no key needed; no job ids).
 
 The response bodies are typed by the models of `responses.py`; docs/rest.md walks through submit -> poll -> download
 with curl. A fully transparent image is refused at submit (400), like every other image fault that costs no model
 time to find; the TCP port is bound before the pipeline loads, so a busy port is an immediate error.
 
-Errors answer with a JSON body `{"detail": ...}`: 400 a user mistake (`InputError`: malformed JSON, a value out of
-range, a corrupt image, a malformed job id), 404 unknown job, 409 result not ready, 413 upload over the limit
-(checked on the declared length and again while the body streams in) or image over the pixel limit, 415 not an
-image (sniffed by Pillow, whatever the client's content type says), 422 options of the wrong shape (unknown key,
-wrong JSON type), 429 queue full (with Retry-After).
+`options` is parsed by a strict pydantic model (`options_model`) after a length and nesting check: unknown keys, JSON
+types that would need coercion and values out of bounds are refused, `texture_size` is one of `TEXTURE_SIZES`.
+
+Access (`serve/auth.py`): with API keys configured (`PIXAL3D_API_KEYS`, `--api-key-file`) every route but `/healthz`
+needs `Authorization: Bearer <key>` (401 otherwise); a job is visible only to the key that made it (another key
+gets 404 on read, download and delete); each key has rate limits on jobs and on requests (429 with Retry-After).
+Without keys the server is open, and `serve` refuses a non-loopback `--host` unless `--insecure-no-auth`.
+
+Errors answer with a JSON body `{"detail": ...}`: 400 a user mistake (`InputError`: malformed JSON or oversized
+options, a value out of range, a corrupt image, a malformed job id), 401 no or unknown API key, 404 unknown job
+(or another key's), 409 result not ready, 413 upload over the limit (checked on the declared length and again
+while the body streams in) or image over the pixel limit, 415 not an image (sniffed by Pillow, whatever the
+client's content type says), 422 options of the wrong shape (not an object, unknown key, wrong JSON type), 429
+queue full or over the key's rate limit (with Retry-After).
 
 This module does not use `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime,
 and the framework's types are imported inside `create_app` (the extra stays optional).
 """
 
+import functools
 import io
 import json
 import logging
@@ -37,6 +47,7 @@ from typing import Any
 from pixal3d import __version__
 from pixal3d.errors import InputError
 from pixal3d.pipeline import Pixal3DPipeline
+from pixal3d.serve.auth import ANONYMOUS, KEYS_ENV, ApiKeys, RateLimit, RateLimited, RateLimiter, check_exposure
 from pixal3d.serve.jobs import JOB_ID, JobOptions, JobRunner, QueueFull, Retention
 
 logger = logging.getLogger(__name__)
@@ -47,16 +58,26 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 MAX_STEPS = 200
 """Upper bound on sampler steps per stage a client may ask for (bounds a job's time)."""
 
-OPTION_TYPES: dict[str, tuple[type, ...]] = {
-    "fov": (float, int, type(None)),
-    "seed": (int,),
-    "steps": (int, type(None)),
-    "guidance": (float, int, type(None)),
-    "resolution": (int, type(None)),
-    "faces": (int,),
-    "texture_size": (int,),
+TEXTURE_SIZES = (256, 512, 1024, 2048, 4096)
+"""The texture sides (pixels) a client may ask for."""
+
+MAX_OPTIONS_CHARS = 4096
+"""Longest `options` text parsed; longer is refused before parsing (a real request is ~100 characters)."""
+
+MAX_OPTIONS_DEPTH = 4
+"""Deepest bracket nesting of `options` parsed (the object itself is depth 1; no option holds a container)."""
+
+OPTION_HINTS: dict[str, str] = {
+    "fov": "fov is in DEGREES and must be a number in (0, 180), or null to estimate it",
+    "seed": "seed must be an integer in [0, 2^63)",
+    "steps": f"steps must be an integer in [1, {MAX_STEPS}], or null for the model's default",
+    "guidance": "guidance must be a number in [0, 100) (1 = no guidance), or null for the model's default",
+    "resolution": "resolution must be an integer, or null for the model's",
+    "faces": "the face budget must be an integer in [12, 10000000]",
+    "texture_size": f"the texture size must be one of {list(TEXTURE_SIZES)} pixels",
 }
-"""The keys of the `options` JSON object and the JSON types each accepts (null = the model's default)."""
+"""The keys of the `options` JSON object and what each accepts (null = the model's default)."""
+
 
 
 class OptionsShapeError(ValueError):
@@ -75,48 +96,109 @@ def _import_serve() -> Any:
     return fastapi
 
 
+@functools.cache
+def options_model() -> type:
+    """The pydantic model of `options` (built on first use: pydantic comes with the `serve` extra).
+
+    Strict: JSON types are not coerced (`"7"` is not a seed, `true` is not a step count), unknown keys are errors,
+    and every number has bounds; `fov` is in degrees here and converted once, in `parse_options`.
+    """
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from pixal3d.geometry.cleanup import MAX_FACES, MIN_FACES
+
+    class GenerateOptions(BaseModel):
+        """The `options` form field of `POST /v1/generate`."""
+
+        model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+        fov: float | None = Field(None, gt=0, lt=180, description="horizontal FoV in degrees; null: estimated")
+        seed: int = Field(0, ge=0, lt=2**63, description="seed of the sampling noise")
+        steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="sampler steps per stage")
+        guidance: float | None = Field(None, ge=0, lt=100, description="classifier-free guidance (1 = none)")
+        resolution: int | None = Field(None, ge=1, le=4096, description="fine voxel resolution (the model's)")
+        faces: int = Field(JobOptions.faces, ge=MIN_FACES, le=MAX_FACES, description="face budget")
+        texture_size: Literal[TEXTURE_SIZES] = Field(JobOptions.texture_size, description="texture side, pixels")
+
+    return GenerateOptions
+
+
+def _check_options_size(text: str) -> None:
+    """Refuse oversized or deeply nested `options` before any parser sees them (InputError, HTTP 400)."""
+    if len(text) > MAX_OPTIONS_CHARS:
+        raise InputError(f"options is {len(text)} characters long, more than the limit of {MAX_OPTIONS_CHARS}; "
+                         "send only the keys you need, e.g. {\"seed\": 1, \"fov\": 40}")
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:  # bracket depth outside strings (the text is at most MAX_OPTIONS_CHARS long)
+        if escaped:
+            escaped = False
+        elif in_string:
+            escaped, in_string = char == "\\", char != '"'
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    if deepest > MAX_OPTIONS_DEPTH:
+        raise InputError(f"options nests {deepest} levels deep, more than {MAX_OPTIONS_DEPTH}; it must be one flat "
+                         "JSON object, e.g. {\"seed\": 1, \"fov\": 40}")
+
+
+def _shown(value: Any) -> str:
+    """A short, always-printable form of a client's value (a huge int's `repr` can itself raise)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_options(text: str, resolution: int | None = None) -> JobOptions:
     """The `options` form field -> `JobOptions` (fov converted from degrees to radians, here, once).
 
     Raises:
-        InputError: malformed JSON, or a value out of range (HTTP 400).
+        InputError: too long or too deep, malformed JSON, or a value out of range (HTTP 400).
         OptionsShapeError: not an object, an unknown key, a wrong JSON type (HTTP 422).
     """
-    from pixal3d.geometry.bake import check_texture_size
-    from pixal3d.geometry.cleanup import check_face_budget
+    from pydantic import ValidationError
 
+    text = text or "{}"
+    _check_options_size(text)
     try:
-        data = json.loads(text or "{}")
-    except json.JSONDecodeError as err:
-        raise InputError(f"options is not valid JSON ({err}); send e.g. {{\"seed\": 1, \"fov\": 40}}") from err
-    if not isinstance(data, dict):
-        raise OptionsShapeError(f"options must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(OPTION_TYPES))
-    if unknown:
-        raise OptionsShapeError(f"unknown option(s) {unknown}; valid options: {sorted(OPTION_TYPES)}")
-    for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, OPTION_TYPES[key]):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in OPTION_TYPES[key])
-            raise OptionsShapeError(f"option {key!r} must be {names}, got {value!r}")
-    fov, seed, steps, guidance = (data.get(k) for k in ("fov", "seed", "steps", "guidance"))
-    if fov is not None and not (math.isfinite(fov) and 0 < fov < 180):
-        raise InputError(f"fov is in DEGREES and must be in (0, 180), got {fov}; or null to estimate it")
-    if seed is not None and not 0 <= seed < 2**63:
-        raise InputError(f"seed must be an integer in [0, 2^63), got {seed}")
-    if steps is not None and not 1 <= steps <= MAX_STEPS:
-        raise InputError(f"steps must be in [1, {MAX_STEPS}], got {steps}")
-    if guidance is not None and not (math.isfinite(guidance) and 0 <= guidance < 100):
-        raise InputError(f"guidance must be in [0, 100) (1 = no guidance), got {guidance}")
-    if data.get("resolution") is not None and resolution is not None and data["resolution"] != resolution:
-        raise InputError(f"this server's model decodes at resolution {resolution} only, got {data['resolution']}; "
+        data = options_model().model_validate_json(text)
+    except ValidationError as err:
+        raise _options_error(err) from None
+    if data.resolution is not None and resolution is not None and data.resolution != resolution:
+        raise InputError(f"this server's model decodes at resolution {resolution} only, got {data.resolution}; "
                          "omit resolution")
-    options = JobOptions(fov=None if fov is None else math.radians(fov), seed=seed or 0, steps=steps,
-                         guidance=None if guidance is None else float(guidance),
-                         resolution=data.get("resolution"), faces=data.get("faces", JobOptions.faces),
-                         texture_size=data.get("texture_size", JobOptions.texture_size))
-    check_face_budget(options.faces)
-    check_texture_size(options.texture_size)
-    return options
+    return JobOptions(fov=None if data.fov is None else math.radians(data.fov), seed=data.seed, steps=data.steps,
+                      guidance=data.guidance, resolution=data.resolution, faces=data.faces,
+                      texture_size=int(data.texture_size))
+
+
+def _options_error(err: Any) -> ValueError:
+    """The first problem of a pydantic `ValidationError` as `InputError` (400) or `OptionsShapeError` (422)."""
+    first = err.errors(include_url=False)[0]
+    kind, loc = first["type"], first["loc"]
+    if kind == "json_invalid":
+        return InputError(f"options is not valid JSON ({first['msg']}); send e.g. {{\"seed\": 1, \"fov\": 40}}")
+    if not loc:
+        return OptionsShapeError(f"options must be a JSON object, got {type(first.get('input')).__name__}; "
+                                 "send e.g. {\"seed\": 1, \"fov\": 40}")
+    key = str(loc[0])
+    if kind == "extra_forbidden":
+        return OptionsShapeError(f"unknown option(s) [{key!r}]; valid options: {sorted(OPTION_HINTS)}")
+    if kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "none_required"):
+        return OptionsShapeError(f"option {key!r} must be {_json_type(key)}, got {_shown(first.get('input'))}")
+    return InputError(f"{OPTION_HINTS[key]}; got {_shown(first.get('input'))}")
+
+
+def _json_type(key: str) -> str:
+    return {"fov": "float or int or null", "guidance": "float or int or null", "seed": "int",
+            "faces": "int", "texture_size": "int"}.get(key, "int or null")
 
 
 def sniff_image(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]]:
@@ -243,6 +325,8 @@ def create_app(
     retention: Retention | None = None,
     max_pixels: int = 16_000_000,
     low_vram: bool = False,
+    api_keys: ApiKeys | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Any:
     """Build the FastAPI app. The pipeline is built by the worker thread when the app starts (its lifespan).
 
@@ -256,6 +340,8 @@ def create_app(
         retention: how many results to keep and for how long.
         max_pixels: largest image, pixels (413 beyond).
         low_vram: run the pipeline with `low_vram=True`.
+        api_keys: the accepted keys (`auth.load_api_keys`); None or none: an open server (loopback use).
+        rate_limit: per-key request budgets (None: `RateLimit()`); only applied when keys are set.
     """
     fastapi = _import_serve()
     from contextlib import asynccontextmanager
@@ -266,6 +352,10 @@ def create_app(
     from pixal3d.serve.responses import ErrorResponse, Health, JobAccepted, JobDeleted, JobStatus
     from pixal3d.serve.responses import ValidationErrorResponse as Invalid
 
+    keys = api_keys or ApiKeys()
+    # Limits are per key; an open server (loopback, no keys) has one shared owner, so it is not limited.
+    limiter = RateLimiter((rate_limit or RateLimit()) if keys.enabled else RateLimit(0, 0))
+    Owner = Annotated[str, fastapi.Depends(_owner_dependency(keys, limiter))]  # noqa: N806 (a type, for FastAPI)
     runner = JobRunner(pipeline_factory, results_dir, queue_size, job_timeout_s, retention, low_vram)
 
     @asynccontextmanager
@@ -284,6 +374,8 @@ def create_app(
     for code, kind in errors.items():
         app.add_exception_handler(kind, _error_handler(code, JSONResponse))
     app.add_exception_handler(QueueFull, _error_handler(429, JSONResponse, {"Retry-After": "5"}))
+    app.add_exception_handler(RateLimited, _rate_limited_handler(JSONResponse))
+    app.add_exception_handler(Unauthorized, _error_handler(401, JSONResponse, {"WWW-Authenticate": "Bearer"}))
 
     def job_id_or_400(job_id: str) -> str:
         if not JOB_ID.fullmatch(job_id):
@@ -291,10 +383,11 @@ def create_app(
         return job_id
 
     @app.post("/v1/generate", status_code=202, response_model=JobAccepted,
-              responses={**_error_docs(ErrorResponse, 400, 413, 415, 429), **_error_docs(Invalid, 422)})
+              responses={**_error_docs(ErrorResponse, 400, 401, 413, 415, 429), **_error_docs(Invalid, 422)})
     def generate(
+        who: Owner,
         image: Annotated[fastapi.UploadFile, fastapi.File(description="the input image")],
-        options: Annotated[str, fastapi.Form(description="JSON object: " + ", ".join(OPTION_TYPES)
+        options: Annotated[str, fastapi.Form(description="JSON object: " + ", ".join(OPTION_HINTS)
                                              + " (fov in degrees)")] = "{}",
     ) -> dict:
         """Queue one image -> GLB job; returns its id."""
@@ -302,15 +395,16 @@ def create_app(
         data = image.file.read(max_upload_bytes + 1)
         sniff_image(data, max_pixels)
         check_has_object(data)
-        job = runner.submit(parsed, data)
+        limiter.jobs.take(who)  # only well-formed requests spend the job budget
+        job = runner.submit(parsed, data, who)
         return {"id": job.id, "status": job.status, "status_url": f"/v1/jobs/{job.id}",
                 "result_url": f"/v1/jobs/{job.id}/result.glb"}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus, response_model_exclude_unset=True,
-             responses=_error_docs(ErrorResponse, 400, 404))
-    def job_status(job_id: str) -> dict:
+             responses=_error_docs(ErrorResponse, 400, 401, 404, 429))
+    def job_status(job_id: str, who: Owner) -> dict:
         """Status, stage states ("pending", "running", "done"), timings in seconds, error."""
-        snapshot = runner.snapshot(job_id_or_400(job_id))
+        snapshot = runner.snapshot(job_id_or_400(job_id), who)
         if snapshot is None:
             raise fastapi.HTTPException(404, f"no job {job_id} (finished jobs are kept for a limited time)")
         return snapshot
@@ -319,10 +413,10 @@ def create_app(
                  "content": {"model/gltf-binary": {"schema": {"type": "string", "format": "binary"}}}}}
 
     @app.get("/v1/jobs/{job_id}/result.glb", response_class=FileResponse,
-             responses={**glb, **_error_docs(ErrorResponse, 400, 404, 409)})
-    def job_result(job_id: str) -> FileResponse:
+             responses={**glb, **_error_docs(ErrorResponse, 400, 401, 404, 409, 429)})
+    def job_result(job_id: str, who: Owner) -> FileResponse:
         """The binary glTF of a succeeded job."""
-        snapshot = runner.snapshot(job_id_or_400(job_id))
+        snapshot = runner.snapshot(job_id_or_400(job_id), who)
         if snapshot is None:
             raise fastapi.HTTPException(404, f"no job {job_id}")
         path = runner.result_path(job_id)
@@ -332,17 +426,17 @@ def create_app(
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobDeleted,
                 responses={202: {"model": JobDeleted, "description": "a running job: cancelling"},
-                           **_error_docs(ErrorResponse, 400, 404)})
-    def job_delete(job_id: str) -> JSONResponse:
+                           **_error_docs(ErrorResponse, 400, 401, 404, 429)})
+    def job_delete(job_id: str, who: Owner) -> JSONResponse:
         """Forget a job and delete its result; a running job is cancelled (202) and then forgotten."""
-        outcome = runner.delete(job_id_or_400(job_id))
+        outcome = runner.delete(job_id_or_400(job_id), who)
         if outcome is None:
             raise fastapi.HTTPException(404, f"no job {job_id}")
         return JSONResponse({"id": job_id, "status": outcome}, status_code=202 if outcome == "cancelling" else 200)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "not serving"}})
     def healthz() -> JSONResponse:
-        """Worker state ("ok" or "error"), queue, device."""
+        """Worker state ("ok" or "error"), queue, device; no key needed, and no job ids shown."""
         health = runner.health()
         return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
 
@@ -356,13 +450,56 @@ def _error_handler(status: int, response_class: type, headers: dict[str, str] | 
     return handler
 
 
-_ERROR_MEANINGS = {400: "a user mistake (the message says which and how to fix it)", 404: "no such job",
-                   409: "the job has no result (yet)", 413: "upload or image too large", 415: "not an image",
-                   422: "options of the wrong shape", 429: "queue full; retry after Retry-After seconds"}
+_ERROR_MEANINGS = {400: "a user mistake (the message says which and how to fix it)",
+                   401: "no or unknown API key (send 'Authorization: Bearer <key>')",
+                   404: "no such job (or another key's)", 409: "the job has no result (yet)",
+                   413: "upload or image too large", 415: "not an image", 422: "options of the wrong shape",
+                   429: "queue full or over the key's rate limit; retry after Retry-After seconds"}
 
 
 def _error_docs(model: type, *codes: int) -> dict[int, dict]:
     return {code: {"model": model, "description": _ERROR_MEANINGS[code]} for code in codes}
+
+
+def _owner_dependency(keys: ApiKeys, limiter: RateLimiter) -> Callable[..., str]:
+    """The FastAPI dependency naming the caller's owner: 401 without a valid key on a keyed server, 429 over the
+    key's request budget (without a valid key: over the client address's failure budget). Its `HTTPBearer`
+    parameter puts the bearer scheme into the OpenAPI document."""
+    from typing import Annotated
+
+    import fastapi
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+    bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
+                        description="Authorization: Bearer <API key>; required when the server has keys "
+                        f"({KEYS_ENV} or --api-key-file). Jobs are visible only to the key that made them.")
+
+    def owner(request: fastapi.Request,
+              credentials: Annotated[HTTPAuthorizationCredentials | None, fastapi.Security(bearer)]) -> str:
+        if not keys.enabled:
+            name = ANONYMOUS
+        else:
+            name = keys.owner(credentials.credentials if credentials is not None else None)
+            if name is None:
+                limiter.auth_failures.take(request.client.host if request.client else "unknown")
+                raise Unauthorized("missing or unknown API key: send 'Authorization: Bearer <key>'"
+                                   if credentials is None else "unknown API key")
+        limiter.requests.take(name)
+        return name
+
+    return owner
+
+
+def _rate_limited_handler(response_class: type) -> Callable:
+    async def handler(request: Any, exc: RateLimited) -> Any:
+        return response_class({"detail": str(exc)}, status_code=429,
+                              headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+    return handler
+
+
+class Unauthorized(Exception):
+    """No API key, or an unknown one, on a server that has keys (HTTP 401)."""
 
 
 def serve(
@@ -370,9 +507,15 @@ def serve(
     results_dir: str | os.PathLike,
     host: str = "127.0.0.1",
     port: int = 8000,
+    insecure_no_auth: bool = False,
     **app_options: Any,
 ) -> None:
-    """Run the app with uvicorn until interrupted (`app_options` go to `create_app`)."""
+    """Run the app with uvicorn until interrupted (`app_options` go to `create_app`).
+
+    Raises:
+        InputError: `host` is not a loopback address, no API key is set and `insecure_no_auth` is False.
+    """
+    check_exposure(host, app_options.get("api_keys") or ApiKeys(), insecure_no_auth)
     try:
         import uvicorn
     except ImportError as err:

@@ -14,7 +14,12 @@ to its pieces and shape. A checkpoint folder is written under a temporary name a
 `latest.json` is replaced, so a crash at any moment leaves the previous checkpoint intact.
 
 Loading never unpickles: a `torch.save`/pickle file offered as weights, a truncated file, or tensors whose shapes
-do not match the model each raise one `InputError` that names the file and the problem.
+do not match the model each raise one `InputError` that names the file and the problem. A checkpoint's index may
+only name plain file names inside its own folder (no paths), checked before anything is opened.
+
+Crash leftovers (issue 17): a process killed while writing leaves a `.step_*` temporary folder or a
+`.latest.json.*.tmp` file; `remove_stale_temps` deletes them when training starts. `resumable_checkpoint` is what
+resume uses: the checkpoint `latest.json` names if it is intact, else (with a warning) the newest intact `step_*`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -108,9 +114,29 @@ def save_sharded(tensors: dict[str, torch.Tensor], folder: Path, prefix: str, ma
     return index
 
 
+SHARD_NAME = re.compile(r"[A-Za-z0-9_]+-\d{5}\.safetensors")
+"""A shard's file name as `save_sharded` writes it: a plain name, never a path."""
+
+
+def _index_files(folder: Path, index: Any) -> set[str]:
+    """The shard names an index refers to, each checked to be a plain `SHARD_NAME` inside `folder` (else InputError).
+
+    Checked before any file is opened: a crafted `checkpoint.json` must not make us read `/etc/hostname`.
+    """
+    try:
+        files = {file for entry in index.values() for file, _ in entry["pieces"]}
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise InputError(f"checkpoint {folder} has a malformed tensor index ({err!r})") from err
+    bad = sorted(str(f) for f in files if not isinstance(f, str) or not SHARD_NAME.fullmatch(f))
+    if bad:
+        raise InputError(f"checkpoint {folder} names files outside its folder or of foreign names: {bad[:3]}; "
+                         f"a checkpoint only refers to its own shards (like model-00000.safetensors)")
+    return files
+
+
 def load_sharded(folder: Path, index: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Inverse of `save_sharded`: read the files named in `index` and reassemble split tensors."""
-    files = {file for entry in index.values() for file, _ in entry["pieces"]}
+    files = _index_files(folder, index)
     loaded = {file: read_safetensors(folder / file) for file in sorted(files)}
     out = {}
     for name, entry in index.items():
@@ -277,12 +303,97 @@ def latest_checkpoint(run_dir_or_checkpoints: str | os.PathLike) -> Path | None:
     if not pointer.is_file():
         return None
     try:
-        folder = root / json.loads(pointer.read_text())["path"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise InputError(f"{pointer} is damaged ({err}); delete it to fall back to no checkpoint") from err
+        name = json.loads(pointer.read_text())["path"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise InputError(f"{pointer} is damaged ({err!r}); delete it to fall back to no checkpoint") from err
+    if not isinstance(name, str) or not re.fullmatch(r"step_\d{8}", name):
+        raise InputError(f"{pointer} names {str(name)[:80]!r}, not a step_NNNNNNNN folder beside it")
+    folder = root / name
     if not folder.is_dir():
         raise InputError(f"{pointer} points to {folder}, which does not exist")
     return folder
+
+
+def remove_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete what a crashed checkpoint write leaves behind: `.step_*` folders, `.latest.json.*.tmp` files.
+
+    Call it when training starts, before any checkpoint is written (one writer per run folder).
+
+    Returns:
+        The paths removed (each also logged).
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.iterdir() if (p.name.startswith(".step_") and p.is_dir())
+             or (p.name.startswith(".latest.json.") and p.name.endswith(".tmp") and p.is_file())]
+    for path in stale:
+        logger.warning("removing %s, left by an interrupted checkpoint write", path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
+def check_checkpoint(folder: str | os.PathLike) -> None:
+    """Check a checkpoint folder is whole without loading it: its JSON, its index, every shard's header and length.
+
+    Raises:
+        InputError: what is wrong (missing or truncated JSON or shard, a foreign file name, a missing tensor piece).
+    """
+    folder = Path(folder)
+    meta = _read_meta(folder)
+    if not isinstance(meta.get("index"), dict):
+        raise InputError(f"checkpoint {folder} has no tensor index")
+    for group, index in meta["index"].items():
+        keys: dict[str, set[str]] = {}
+        for file in sorted(_index_files(folder, index)):
+            try:
+                with safetensors.safe_open(str(folder / file), framework="pt") as f:  # reads the header only
+                    keys[file] = set(f.keys())
+            except (safetensors.SafetensorError, OSError) as err:
+                raise InputError(f"checkpoint {folder}: {group} shard {file} is missing or truncated ({err})") \
+                    from err
+        missing = [key for entry in index.values() for file, key in entry["pieces"] if key not in keys[file]]
+        if missing:
+            raise InputError(f"checkpoint {folder}: {group} tensor pieces {missing[:3]} are missing")
+
+
+def resumable_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint a resumed run starts from: `latest.json`'s if intact, else the newest intact `step_*`.
+
+    Each unusable checkpoint passed over is logged as a warning with its problem. Returns None when the run has
+    no checkpoint at all (no `latest.json` and no `step_*` folder).
+
+    Raises:
+        InputError: checkpoints exist but none is intact.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    candidates: list[Path] = []
+    try:
+        latest = latest_checkpoint(root)
+        if latest is not None:
+            candidates.append(latest)
+    except InputError as err:
+        logger.warning("%s; looking for an earlier checkpoint", err)
+    candidates += [p for p in sorted(root.glob("step_*"), reverse=True) if p.is_dir() and p not in candidates]
+    problems = []
+    for folder in candidates:
+        try:
+            check_checkpoint(folder)
+        except InputError as err:
+            logger.warning("checkpoint %s is unusable (%s); falling back to an earlier one", folder.name, err)
+            problems.append(str(err))
+            continue
+        if problems:
+            logger.warning("resuming from %s, not from the latest checkpoint", folder.name)
+        return folder
+    if problems:
+        raise InputError(f"no intact checkpoint in {root}: " + " | ".join(problems[:3]))
+    return None
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:

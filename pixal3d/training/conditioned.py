@@ -86,7 +86,7 @@ class ConditionedFlow(nn.Module):
             generator: dropout, timestep and noise source.
             concat: stage 3's shape latent on the voxels of `x0`.
             fov: `[B]` radians, the FoV head's target (needed when the head exists).
-            cond_dropout: probability of the unconditional branch per element.
+            cond_dropout: probability of the unconditional branch per element (training mode only).
             timesteps: "logit_normal" or "uniform".
             depth: `[B, 1, S/4, S/4]` volume-frame z of the visible surface (`splat_depth`, `-inf` where none), the
                 depth head's target and, with a `depth_lift` flow, the lift's depth map (needed when either exists).
@@ -102,7 +102,10 @@ class ConditionedFlow(nn.Module):
         if self.train_flow:
             depths = ([lift_depth(depth, cameras, depth_noise, generator)] if self.flow.config.depth_lift
                       else None)
-            cond = make_condition([features], [cameras], depths).with_dropout(cond_dropout, generator)
+            # In eval mode (the held-out metric) every element keeps its condition: the score is the conditional
+            # prediction's, which sampling relies on, not a mix with the unconditional branch.
+            dropout = cond_dropout if self.training else 0.0
+            cond = make_condition([features], [cameras], depths).with_dropout(dropout, generator)
             kwargs = {"concat": concat} if concat is not None else {}
             out["mse"] = flow_matching_loss(self.flow, x0, cond, generator, timesteps, model_kwargs=kwargs)
             out["keep"] = cond.keep.float().mean()
@@ -193,7 +196,9 @@ def stage_latents(stage: str, vaes: dict[str, nn.Module], batch: dict[str, Any],
     if stage == "shape":
         return shape, None
     tex_mean, tex_logvar = vaes["texture_vae"].encode(batch["coords"], batch["attrs"])
-    if not torch.equal(tex_mean.coords, shape.coords):
+    # Both encoders pool the same fine voxels to R_tok (check_stage makes their token_resolution equal), so the
+    # token sets agree; comparing shapes keeps a guard without reading the coordinates back (a sync per step).
+    if tex_mean.coords.shape != shape.coords.shape:
         raise InputError("the shape and texture VAEs put their tokens on different voxels; their token_resolution "
                          "must be equal")
     return tex_mean.replace(feats=_posterior(tex_mean.feats, tex_logvar, mode, generator)), shape
@@ -226,7 +231,8 @@ def make_flow_objective(flow_config: FlowTrainConfig, vaes: dict[str, nn.Module]
         loss = sum(weights[name] * value for name, value in out.items() if name in weights)
         metrics = {name: value.detach() for name, value in out.items()}
         if x0 is not None:
-            metrics["tokens"] = torch.tensor(float(_tokens(x0, inner.config.flow)), device=loss.device)
+            # A fill kernel, not a host-to-device copy (`torch.tensor(x, device=cuda)` synchronises the stream).
+            metrics["tokens"] = torch.full((), float(_tokens(x0, inner.config.flow)), device=loss.device)
         return loss, metrics
 
     return flow_objective
@@ -349,6 +355,11 @@ def check_stage(model: ConditionedFlowConfig, vaes: dict[str, nn.Module], config
                   (f"{STAGE_VAE[stage]}.resolution", vae.resolution, "data.resolution", data.resolution),
                   ("flow.cond_channels", flow.cond_channels, "shape latent channels",
                    vaes["shape_vae"].config.latent_channels if stage == "texture" else 0)]
+        if stage == "texture":
+            shape_vae = vaes["shape_vae"].config
+            pairs += [("texture_vae.token_resolution", vae.token_resolution, "shape_vae.token_resolution",
+                       shape_vae.token_resolution),
+                      ("shape_vae.resolution", shape_vae.resolution, "data.resolution", data.resolution)]
     if model.depth_head is not None:
         pairs.append(("depth_head.feature_channels", model.depth_head.feature_channels, "encoder.channels",
                       model.encoder.channels))

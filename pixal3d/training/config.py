@@ -184,6 +184,21 @@ class TrainConfig:
     """`auto`: the rank's GPU when CUDA is available, else CPU."""
     progress: bool = True
     """Show a progress bar on rank 0."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step: each rank draws `batch_size / (ranks * grad_accum_steps)` samples per
+    forward/backward, so the same global batch fits a smaller GPU (nanoGPT's gradient accumulation)."""
+    optimizer_impl: Literal["default", "foreach", "fused"] = "default"
+    """AdamW implementation: torch's default choice, `foreach` (multi-tensor kernels) or `fused` (one kernel per
+    parameter group; fewest launches on a GPU). The update is the same up to float rounding."""
+    compile: bool = False
+    """Run the model through `torch.compile` (the dense models gain most; the first steps pay the compilation)."""
+    eval_interval: int = 0
+    """Steps between held-out evaluations (a multiple of log_interval; also at max_steps); 0 disables them."""
+    eval_batches: int = 4
+    """Batches in the fixed held-out set, each of the micro-batch size (batch_size / grad_accum_steps samples)."""
+    heldout_data: DataConfig | None = None
+    """The held-out set's source; None: unseen objects at the training data's sizes (procedural and shard data:
+    procedural objects from seed 1,000,000 on, one view each, made on the run's device; synthetic: seed + 1)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -198,6 +213,9 @@ class TrainConfig:
             "checkpoint_interval": self.checkpoint_interval >= 1,
             "keep_checkpoints": self.keep_checkpoints >= 1,
             "max_shard_mib": self.max_shard_mib > 0,
+            "grad_accum_steps": self.grad_accum_steps >= 1 and self.batch_size % self.grad_accum_steps == 0,
+            "eval_interval": self.eval_interval >= 0 and self.eval_interval % self.log_interval == 0,
+            "eval_batches": self.eval_batches >= 1,
         }
         if (self.model == "flow") != (self.flow is not None):
             raise InputError('TrainConfig: "flow" (the stage, VAE checkpoint, encoder) is required for model '
@@ -207,5 +225,6 @@ class TrainConfig:
             values = {name: getattr(self, name) for name in bad}
             raise InputError(
                 f"TrainConfig: invalid value(s) {values}; need batch_size >= 1, lr > 0, 0 <= min_lr <= lr, "
-                "0 <= ema_decay < 1, intervals >= 1, max_shard_mib > 0"
+                "0 <= ema_decay < 1, intervals >= 1, max_shard_mib > 0, grad_accum_steps >= 1 dividing batch_size, "
+                "eval_interval >= 0 a multiple of log_interval (0: no held-out evaluation), eval_batches >= 1"
             )

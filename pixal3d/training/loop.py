@@ -2,8 +2,10 @@
 
 Single process: `pixal3d train configs/x.json`. Several processes: `torchrun --nproc_per_node=N -m pixal3d train
 configs/x.json`; torchrun's `RANK` / `WORLD_SIZE` / `LOCAL_RANK` / `MASTER_ADDR` / `MASTER_PORT` select DDP
-(NCCL on GPUs, gloo on CPU). `batch_size` is global: every rank draws `batch_size / world_size` samples, and the
-global batch at each step is the same whatever the rank count.
+(NCCL on GPUs, gloo on CPU). `batch_size` is global: every rank draws `batch_size / world_size` samples per
+optimizer step (in `grad_accum_steps` micro-batches), and the global batch at each step is the same whatever the
+rank count. Every `eval_interval` steps the EMA weights are evaluated on a fixed held-out set
+(`pixal3d.training.heldout`), logged beside the training loss in `metrics.jsonl`.
 
 Exact resume: a checkpoint holds the weights, the EMA, the optimizer state, every rank's RNG states and the data
 position, so `max_steps = 20` in one go equals `stop_at = 10`, then `resume`, bitwise on CPU. `stop_at` trains
@@ -19,6 +21,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,14 +43,18 @@ from pixal3d.training.checkpoint import (
     load_checkpoint,
     load_weights,
     optimizer_tensors,
+    remove_stale_temps,
     restore_optimizer,
     restore_rng_state,
+    resumable_checkpoint,
     rng_state,
     save_checkpoint,
 )
 from pixal3d.training.conditioned import build_conditioned_flow, pipeline_init_tensors
 from pixal3d.training.config import DataConfig, TrainConfig
 from pixal3d.training.data import ProceduralSource, ShardSource
+from pixal3d.training.heldout import estimate_heldout, fixed_batches, heldout_data_config
+from pixal3d.training.metrics_log import LogWindow, append_metrics, truncate_metrics
 from pixal3d.training.objectives import OBJECTIVES, Objective
 from pixal3d.training.synthetic import SyntheticSource
 
@@ -125,21 +132,35 @@ def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def configure_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices and kernels only (biases, norms and 1-D gains are not decayed)."""
+    """AdamW; weight decay on matrices and kernels only (biases, norms and 1-D gains are not decayed).
+
+    `config.optimizer_impl` picks torch's implementation: "default" (its own choice), "foreach" or "fused".
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    impl = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    if config.optimizer_impl not in impl:
+        raise InputError(f"unknown optimizer_impl {config.optimizer_impl!r}; known: {sorted(impl)}")
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, **impl[config.optimizer_impl])
 
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """`ema = decay * ema + (1 - decay) * model` for parameters; buffers are copied."""
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p.detach(), 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
-        e.copy_(b)
+    """`ema = decay * ema + (1 - decay) * model` for parameters; buffers are copied.
+
+    Multi-tensor (`torch._foreach_*`) ops: a few kernel launches per step instead of one per tensor, and the
+    same values as a per-tensor `lerp_` (tests/test_training.py checks it).
+    """
+    ema_params, params = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    if len(ema_params) != len(params):
+        raise ValueError(f"EMA has {len(ema_params)} parameters, the model {len(params)}")
+    if params:
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    ema_buffers, buffers = list(ema.buffers()), list(model.buffers())
+    if buffers:
+        torch._foreach_copy_(ema_buffers, buffers)
 
 
 def _check_data(name: str, model_config: Any, data: DataConfig) -> None:
@@ -166,24 +187,11 @@ def _gather_json(obj: Any, device: torch.device) -> list[Any]:
     return [json.loads(bytes(o[: int(s.item())].tolist()).decode()) for o, s in zip(out, sizes, strict=True)]
 
 
-def _append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines logged after the checkpoint (they will be logged again)."""
-    if not path.is_file():
-        return
-    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
-
-
 def restore_training_state(folder: Path, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer,
-                           data: DataSource, generator: torch.Generator, rank: int, world_size: int) -> int:
-    """Load weights, EMA, optimizer state, data position and this rank's RNG from a checkpoint; return its step.
+                           data: DataSource, generator: torch.Generator, rank: int, world_size: int,
+                           window: LogWindow | None = None) -> int:
+    """Load weights, EMA, optimizer state, data position, this rank's RNG and the open log window from a
+    checkpoint; return its step.
 
     Every tensor's shape is checked against the model first: a mismatch raises one `InputError` naming them.
     """
@@ -196,6 +204,8 @@ def restore_training_state(folder: Path, model: nn.Module, ema: nn.Module | None
         module.load_state_dict(tensors[group], strict=True)
     restore_optimizer(optimizer, tensors["optimizer"], meta["optimizer"])
     data.load_state_dict(meta["data"])
+    if window is not None and "log_window" in meta:  # older checkpoints have none: the first window is shorter
+        window.load_state_dict(meta["log_window"], generator.device)
     if len(meta["rng"]) == world_size:
         restore_rng_state(meta["rng"][rank], generator)
     else:
@@ -225,6 +235,41 @@ def _out_of_time(mine: bool, ddp: bool, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def train_step(model: nn.Module, raw_model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
+               ema: nn.Module | None, batches: Iterator[dict[str, Any]], generator: torch.Generator,
+               config: TrainConfig, autocast: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimizer step over `config.grad_accum_steps` micro-batches; no host sync (the values stay on device).
+
+    Under DDP the gradients are all-reduced once, on the last micro-batch. The losses of the micro-batches are
+    averaged, so `grad_accum_steps` micro-batches of B samples give the update of one batch of `grad_accum_steps * B`
+    wherever the loss is a mean over samples (the dense models); sparse losses weight each micro-batch's voxels
+    by that micro-batch, as nanoGPT weights its micro-batches' tokens.
+
+    Returns:
+        The mean loss and the mean of each metric over the micro-batches (detached, on device), with
+        `"grad_norm"` among the metrics when clipping is on.
+    """
+    accum = config.grad_accum_steps
+    loss_sum, metric_sums = None, {}
+    for micro in range(accum):
+        batch = batch_to(next(batches), device)
+        sync = micro == accum - 1 or not isinstance(model, DistributedDataParallel)
+        with nullcontext() if sync else model.no_sync(), autocast:
+            loss, metrics = objective(model, batch, generator)
+        (loss / accum if accum > 1 else loss).backward()
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+        for name, value in metrics.items():
+            metric_sums[name] = value if name not in metric_sums else metric_sums[name] + value
+    metrics = {name: value / accum for name, value in metric_sums.items()}
+    if config.grad_clip:  # the gradient is the mean over the micro-batches: its norm is the whole batch's
+        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if ema is not None:
+        update_ema(ema, raw_model, config.ema_decay)
+    return loss_sum / accum, metrics
+
+
 def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
           time_limit: float | None = None) -> TrainResult:
     """Train `config.model` on `config.data`; see the module docstring.
@@ -251,9 +296,10 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
     if owns_group:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     master = rank == 0
-    if config.batch_size % world_size:
-        raise InputError(f"batch_size {config.batch_size} must be divisible by the {world_size} ranks")
-    local_batch = config.batch_size // world_size
+    if config.batch_size % (world_size * config.grad_accum_steps):
+        raise InputError(f"batch_size {config.batch_size} must be divisible by the {world_size} ranks times "
+                         f"grad_accum_steps {config.grad_accum_steps}")
+    local_batch = config.batch_size // (world_size * config.grad_accum_steps)  # samples per rank and micro-batch
     run_dir = Path(config.out_dir)
     stop = config.max_steps if stop_at is None else min(stop_at, config.max_steps)
 
@@ -265,6 +311,10 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
     ema = copy.deepcopy(raw_model).requires_grad_(False).eval() if config.ema_decay > 0 else None
     optimizer = configure_optimizer(raw_model, config)
     data = make_data_source(config.data, local_batch, rank, world_size, device)
+    heldout = []  # the fixed held-out set: this rank's share, drawn once (pixal3d.training.heldout)
+    if config.eval_interval:
+        heldout_source = make_data_source(heldout_data_config(config, device), local_batch, rank, world_size, device)
+        heldout = fixed_batches(heldout_source, config.eval_batches)
     # Training noise (posterior samples, timesteps) differs per rank; its state is saved per rank.
     torch.manual_seed(config.seed + 1 + rank)
     np.random.seed(config.seed + rank)
@@ -273,23 +323,28 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
 
     # ---------------------------------------------------------------------------------------- resume
     step = 0
-    existing = latest_checkpoint(run_dir)
+    window = LogWindow()
+    if master:
+        remove_stale_temps(run_dir)  # what a write killed mid-way left behind
+    existing = resumable_checkpoint(run_dir) if resume else latest_checkpoint(run_dir)
     if existing is not None and not resume:
         raise InputError(f"{run_dir} already holds a checkpoint ({existing.name}); pass --resume to continue "
                          "it, or choose another out_dir")
     if resume and existing is None:
         logger.warning("--resume: no checkpoint in %s yet, starting at step 0", run_dir)
     if resume and existing is not None:
-        step = restore_training_state(existing, raw_model, ema, optimizer, data, generator, rank, world_size)
+        step = restore_training_state(existing, raw_model, ema, optimizer, data, generator, rank, world_size,
+                                      window)
 
-    model = DistributedDataParallel(raw_model, device_ids=[local_rank] if use_cuda else None) if ddp else raw_model
+    model = torch.compile(raw_model) if config.compile else raw_model
+    model = DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None) if ddp else model
     model.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else nullcontext()
     metrics_path = run_dir / "metrics.jsonl"
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.json")
-        _truncate_metrics(metrics_path, step)
+        truncate_metrics(metrics_path, step)
         n_params = sum(p.numel() for p in raw_model.parameters())
         logger.info("%s: %.2fM parameters, %d rank(s), global batch %d, device %s",
                     config.model, n_params / 1e6, world_size, config.batch_size, device)
@@ -304,44 +359,39 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
         lr = get_lr(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = batch_to(next(batches), device)
-        with autocast:
-            loss, metrics = objective(model, batch, generator)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip) if config.grad_clip else None
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            update_ema(ema, raw_model, config.ema_decay)
+        loss, metrics = train_step(model, raw_model, objective, optimizer, ema, batches, generator, config, autocast,
+                                   device)
+        window.add({"loss": loss, **metrics})
         step += 1
         bar.update(1)
 
         if step % config.log_interval == 0 or step == stop:
-            values = torch.stack([loss.detach().float(), *(m.float() for m in metrics.values())])
-            if grad_norm is not None:
-                values = torch.cat([values, grad_norm.detach().float().reshape(1)])
-            if ddp:  # gloo has no AVG: sum, then divide
-                dist.all_reduce(values, op=dist.ReduceOp.SUM)
-                values = values / world_size
-            names = ["loss", *metrics, *(["grad_norm"] if grad_norm is not None else [])]
-            record = dict(zip(names, values.tolist(), strict=True))
+            record = window.means(ddp)  # the one host sync of a logging step
+            window.reset()
             if not math.isfinite(record["loss"]):
                 raise RuntimeError(f"loss is {record['loss']} at step {step}; lower lr or check the data")
             now = time.perf_counter()
             record.update(step=step, lr=lr, samples_per_s=(step - step_last) * config.batch_size / (now - t_last))
-            t_last, step_last = now, step
+            if heldout and (step % config.eval_interval == 0 or step == config.max_steps):
+                # Same samples and noise every time (a fresh generator), EMA weights, no_grad.
+                eval_generator = torch.Generator(device=device).manual_seed(config.seed * 7919 + 17 + rank)
+                record.update(estimate_heldout(ema if ema is not None else raw_model, config.model, objective,
+                                               heldout, eval_generator, autocast, lambda b: batch_to(b, device)))
+                record["eval_s"] = time.perf_counter() - now
+            t_last, step_last = time.perf_counter(), step  # evaluation time is not training throughput
             result.metrics = record
             if master:
-                _append_metrics(metrics_path, record)
+                append_metrics(metrics_path, record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
             if time_limit is not None and _out_of_time(now - t_start >= time_limit, ddp, device):
                 stop = step
 
         if step % config.checkpoint_interval == 0 or step == stop:
             rng = _gather_json(rng_state(generator), device)  # every rank takes part in the gather
+            log_window = window.state_dict(ddp)
             if master:
                 meta = {"config": config_to_dict(config), "model_config": config_to_dict(model_config), "rng": rng,
-                        "data": data.state_dict()}
+                        "data": data.state_dict(), "log_window": log_window}
                 result.checkpoint = save_training_state(run_dir, step, raw_model, ema, optimizer, meta, config)
             if ddp:
                 dist.barrier()

@@ -22,6 +22,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pixal3d.geometry.corners import average_corners, corner_index, corner_targets
+from pixal3d.models.shape_vae import ShapeVAEOutput
 from pixal3d.sampling import flow_matching_loss
 from pixal3d.sparse import SparseTensor
 
@@ -36,7 +38,8 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 def global_means(sums: list[torch.Tensor], counts: list[int]) -> list[torch.Tensor]:
     """`sums[i] / counts[i]`, with each count replaced by its mean over DDP ranks (see the module docstring)."""
-    denominators = torch.tensor(counts, dtype=torch.float64, device=sums[0].device)
+    # Built on the host and copied without waiting: `torch.tensor(..., device=cuda)` would synchronise the stream.
+    denominators = torch.tensor(counts, dtype=torch.float64).to(sums[0].device, non_blocking=True)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(denominators)
         denominators = denominators / dist.get_world_size()
@@ -73,7 +76,12 @@ def structure_vae_loss(model: nn.Module, batch: dict[str, torch.Tensor],
 
 def shape_vae_loss(model: nn.Module, batch: dict[str, torch.Tensor],
                    generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Stage-2 VAE: child-occupancy BCE (all levels) + dual-vertex L1 + edge-flag CE + KL on the fine voxels."""
+    """Stage-2 VAE: child-occupancy BCE (all levels) + dual-vertex L1 + edge-flag CE + KL on the fine voxels.
+
+    With `decoder_target = "corners"` also `corner_weight` * (corner inside/outside BCE on the closed voxels' corners,
+    logits averaged over the voxels sharing a corner as at decode, + open-flag BCE on every voxel); the targets come
+    from the batch's coords and edge flags (`pixal3d.geometry.corners.corner_targets`), so every data source has them.
+    """
     config = _unwrap(model).config
     out = model(batch["coords"], batch["vertex"], batch["edges"], generator=generator)
     occ_logits = torch.cat([x.reshape(-1) for x in out.occupancy_logits]).float()
@@ -93,8 +101,36 @@ def shape_vae_loss(model: nn.Module, batch: dict[str, torch.Tensor],
     with torch.no_grad():
         occ_acc = ((occ_logits > 0) == (occ_target > 0.5)).float().mean()
         edge_acc = (out.edge_logits.reshape(-1, 3).argmax(-1) == edge_target).float().mean()
-    return loss, {"occupancy": occupancy.detach(), "vertex": vertex.detach(), "edge": edge.detach(),
-                  "kl": kl.detach(), "occupancy_acc": occ_acc, "edge_acc": edge_acc}
+    metrics = {"occupancy": occupancy.detach(), "vertex": vertex.detach(), "edge": edge.detach(),
+               "kl": kl.detach(), "occupancy_acc": occ_acc, "edge_acc": edge_acc}
+    if config.decoder_target == "corners":
+        corner_loss, corner_metrics = _corner_loss(out, batch, config.resolution)
+        loss = loss + config.corner_weight * corner_loss
+        metrics.update(corner_metrics)
+    return loss, metrics
+
+
+def _corner_loss(out: ShapeVAEOutput, batch: dict[str, torch.Tensor],
+                 resolution: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Corner BCE on closed voxels + open-flag BCE (both means over the global batch), and their accuracies."""
+    with torch.no_grad():
+        inside, open_voxel = corner_targets(batch["coords"], batch["edges"], resolution)
+        index, num_corners = corner_index(batch["coords"], resolution)
+    logits = out.corner_logits.float()
+    shared = average_corners(index, num_corners, logits)[index]  # (N, 8): what decoding thresholds
+    closed = ~open_voxel
+    corner, open_bce = global_means(
+        [
+            F.binary_cross_entropy_with_logits(shared[closed], inside[closed].float(), reduction="sum"),
+            F.binary_cross_entropy_with_logits(out.open_logits.float(), open_voxel.float(), reduction="sum"),
+        ],
+        [int(closed.sum()) * 8, open_voxel.numel()],
+    )
+    with torch.no_grad():
+        corner_acc = ((shared[closed] > 0) == inside[closed]).float().sum() / max(int(closed.sum()) * 8, 1)
+        open_acc = ((out.open_logits > 0) == open_voxel).float().mean()
+    return corner + open_bce, {"corner": corner.detach(), "open": open_bce.detach(), "corner_acc": corner_acc,
+                               "open_acc": open_acc, "open_fraction": open_voxel.float().mean()}
 
 
 def texture_vae_loss(model: nn.Module, batch: dict[str, torch.Tensor],

@@ -1,0 +1,95 @@
+"""The silhouette as a hard fact (pixal3d.silhouette): carving and covering on synthetic masks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import trimesh
+
+from pixal3d.camera import Camera
+from pixal3d.silhouette import (
+    boxes_touch_mask,
+    carve_coords,
+    carve_mesh,
+    cover_coords,
+    fill_mesh,
+    ray_hits,
+    render_coverage,
+    view_mask,
+)
+
+S = 32
+
+
+def disk_alpha(radius: float = 7.0, centre: tuple[float, float] = (16.0, 16.0)) -> torch.Tensor:
+    v, u = torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij")
+    return (((u - centre[0]) ** 2 + (v - centre[1]) ** 2) < radius**2).float()
+
+
+def all_coords(r: int) -> torch.Tensor:
+    ijk = torch.stack(torch.meshgrid(*[torch.arange(r)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    return torch.cat([torch.zeros(len(ijk), 1, dtype=torch.int64), ijk], 1).to(torch.int32)
+
+
+def test_carve_keeps_exactly_the_voxels_whose_footprint_meets_the_mask() -> None:
+    camera = Camera(fov=math.radians(40), size=S)
+    view = view_mask(disk_alpha(), camera, dilation=0)
+    coords = all_coords(8)
+    kept = carve_coords(coords, 8, view)
+    assert 0 < len(kept) < len(coords)
+    # Brute force: a voxel stays iff some mask pixel lies in its projected box (8 corners' bounding box).
+    corners = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=torch.float32)
+    mask = view.mask.numpy()
+    expected = []
+    for row in coords[:, 1:].float():
+        uv, _ = camera.project((row + corners) / 8 - 0.5)
+        lo, hi = np.floor(uv.min(0).values.numpy()).astype(int), np.floor(uv.max(0).values.numpy()).astype(int)
+        lo, hi = np.clip(lo, 0, S), np.clip(hi + 1, 0, S)
+        expected.append(bool(mask[lo[1]:hi[1], lo[0]:hi[0]].any()))
+    assert torch.equal(boxes_touch_mask(coords[:, 1:], 8, view), torch.tensor(expected))
+
+
+def test_cover_makes_every_mask_ray_hit_a_voxel() -> None:
+    camera = Camera(fov=math.radians(40), size=S)
+    depth = torch.full((S // 4, S // 4), camera.eye_distance)  # the plane z = 0, at the depth head's /4
+    view = view_mask(disk_alpha(), camera, dilation=1, depth=depth)
+    coords = torch.tensor([[0, 4, 4, 4]], dtype=torch.int32)
+    occupied = torch.zeros(16, 16, 16, dtype=torch.bool)
+    occupied[4, 4, 4] = True
+    assert not bool(ray_hits(occupied, view)[view.mask].all())
+    covered = cover_coords(coords, 16, view)
+    occupied = torch.zeros(16, 16, 16, dtype=torch.bool)
+    occupied[covered[:, 1].long(), covered[:, 2].long(), covered[:, 3].long()] = True
+    assert bool(ray_hits(occupied, view)[view.mask].all())  # every mask pixel's ray meets the structure
+    added = covered[:, 1:].long()
+    assert ((added[:, 2] == 7) | (added[:, 2] == 8) | ((added == 4).all(1))).all()  # at the plane z = 0
+
+
+def test_mesh_carved_to_the_mask_and_patched_where_it_sees_through() -> None:
+    camera = Camera(fov=math.radians(40), size=S)
+    alpha = disk_alpha(radius=9.0)
+    view = view_mask(alpha, camera, dilation=1)
+    # A plane z = 0 much wider than the disk, with a square hole in the middle.
+    plane = trimesh.creation.box(extents=(0.9, 0.9, 0.02)).subdivide().subdivide().subdivide()
+    centre = plane.triangles_center
+    plane.update_faces(~((np.abs(centre[:, 0]) < 0.12) & (np.abs(centre[:, 1]) < 0.12)))  # a hole through it
+    plane.remove_unreferenced_vertices()
+    plane.visual.vertex_colors = np.tile([[200, 50, 50, 255]], (len(plane.vertices), 1)).astype(np.uint8)
+    carved = carve_mesh(plane, view)
+    assert len(carved.faces) < len(plane.faces)
+    from pixal3d.silhouette import points_in_mask
+
+    corners_in = points_in_mask(torch.as_tensor(carved.vertices, dtype=torch.float32), view).numpy()
+    assert corners_in[carved.faces].any(1).all()  # no face lies wholly outside the dilated mask
+    image = torch.rand(S, S, 3)
+    filled = fill_mesh(carved, view, image)
+    covered, _ = render_coverage(filled, camera)
+    before, _ = render_coverage(carved, camera)
+    mask = view.mask
+    assert not bool(before[mask].all())
+    interior = torch.from_numpy(
+        __import__("cv2").erode(mask.numpy().astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    assert bool(covered[interior].all())  # every mask pixel off the rim is covered now
+    assert float(covered[mask].float().mean()) > 0.95
