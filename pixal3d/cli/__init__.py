@@ -57,3 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"pixal3d {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C (or SIGINT from a supervisor): stop quietly, no traceback
+        print(f"pixal3d {args.command}: interrupted", file=sys.stderr)
+        return 130
