@@ -27,13 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import trimesh
 
 from pixal3d.asset import Asset, FovSource
 from pixal3d.camera import Camera
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
-from pixal3d.geometry.cleanup import CleanupOptions
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.image_texels import ImageTexelOptions, recolor_mesh
 from pixal3d.models.depth_head import DepthHead, DepthHeadConfig
@@ -45,17 +43,14 @@ from pixal3d.models.texture_vae import TextureVAE, TextureVAEConfig
 from pixal3d.preprocess import Background, ImageInput, check_background, preprocess_image
 from pixal3d.sampling import SamplerConfig
 from pixal3d.silhouette import (
-    SilhouetteOptions,
-    ViewMask,
-    carve_coords,
-    carve_mesh,
+    KEEP_FRAGMENTS,
     carve_voxels,
-    cover_coords,
-    fill_mesh,
+    SilhouetteOptions,
+    constrain_mesh,
+    constrain_structure,
     view_mask,
 )
 from pixal3d.stages import (
-    EmptyStructureError,
     decode,
     encode_images,
     estimate_fov,
@@ -545,36 +540,6 @@ class Pixal3DPipeline:
                      depth=None if depth is None else depth.float().cpu(),
                      image_texels=image_texels if image_texels.enabled else None,
                      cleanup=KEEP_FRAGMENTS if silhouette.enabled else None)
-
-
-KEEP_FRAGMENTS = CleanupOptions(min_face_fraction=0.0, min_area_fraction=0.0)
-"""Export clean-up of a silhouette-constrained asset: no floater removal (see `Asset.cleanup`)."""
-
-
-def constrain_structure(coords: torch.Tensor, resolution: int, view: ViewMask) -> torch.Tensor:
-    """Stage 1's voxels carved to the silhouette and covering it (`pixal3d.silhouette`); `[N, 4]`, key-sorted."""
-    carved = carve_coords(coords, resolution, view)
-    covered = cover_coords(carved, resolution, view)
-    if len(covered) == 0:
-        raise EmptyStructureError(
-            "no stage-1 voxel projects into the input's silhouette and there is no depth map to place one; "
-            "check the image's alpha, or pass silhouette=False (command line: --no-silhouette)"
-        )
-    logger.info("silhouette: %d structure voxels -> %d carved -> %d covered", len(coords), len(carved), len(covered))
-    return covered
-
-
-def constrain_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor,
-                   options: SilhouetteOptions) -> trimesh.Trimesh:
-    """The mesh carved to the silhouette and, with `options.fill_mesh`, patched where mask pixels see through it.
-
-    `image` is the preprocessed input `[4, S, S]` (its colours start the patch's vertex colours).
-    """
-    mesh = carve_mesh(mesh, view)
-    if options.fill_mesh:
-        rgba = image.permute(1, 2, 0).float()
-        mesh = fill_mesh(mesh, view, rgba[..., :3] / rgba[..., 3:].clamp_min(1e-3))
-    return mesh
 
 
 def _options(value: object, cls: type, name: str) -> object:

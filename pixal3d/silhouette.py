@@ -26,7 +26,9 @@ import torch.nn.functional as F
 import trimesh
 
 from pixal3d.camera import Camera
+from pixal3d.geometry.cleanup import CleanupOptions
 from pixal3d.geometry.voxels import SparseVoxels
+from pixal3d.stages import EmptyStructureError
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +179,36 @@ def cover_coords(coords: torch.Tensor, resolution: int, view: ViewMask) -> torch
     out = torch.nonzero(occupied).to(torch.int32)  # raster order = key order
     batch = torch.zeros(len(out), 1, dtype=torch.int32)
     return torch.cat([batch, out], dim=1).to(coords.device)
+
+
+KEEP_FRAGMENTS = CleanupOptions(min_face_fraction=0.0, min_area_fraction=0.0)
+"""Export clean-up of a silhouette-constrained asset: no floater removal (see `Asset.cleanup`)."""
+
+
+def constrain_structure(coords: torch.Tensor, resolution: int, view: ViewMask) -> torch.Tensor:
+    """Stage 1's voxels carved to the silhouette and covering it ; `[N, 4]`, key-sorted."""
+    carved = carve_coords(coords, resolution, view)
+    covered = cover_coords(carved, resolution, view)
+    if len(covered) == 0:
+        raise EmptyStructureError(
+            "no stage-1 voxel projects into the input's silhouette and there is no depth map to place one; "
+            "check the image's alpha, or pass silhouette=False (command line: --no-silhouette)"
+        )
+    logger.info("silhouette: %d structure voxels -> %d carved -> %d covered", len(coords), len(carved), len(covered))
+    return covered
+
+
+def constrain_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor,
+                   options: SilhouetteOptions) -> trimesh.Trimesh:
+    """The mesh carved to the silhouette and, with `options.fill_mesh`, patched where mask pixels see through it.
+
+    `image` is the preprocessed input `[4, S, S]` (its colours start the patch's vertex colours).
+    """
+    mesh = carve_mesh(mesh, view)
+    if options.fill_mesh:
+        rgba = image.permute(1, 2, 0).float()
+        mesh = fill_mesh(mesh, view, rgba[..., :3] / rgba[..., 3:].clamp_min(1e-3))
+    return mesh
 
 
 def render_coverage(mesh: trimesh.Trimesh, camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
