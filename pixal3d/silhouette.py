@@ -271,13 +271,10 @@ def _fill_depth(view: ViewMask, covered: torch.Tensor, mesh_depth: torch.Tensor)
         return view.depth + shift
     if not bool(both.any()):
         return torch.full_like(mesh_depth, float("nan"))
-    empty = (~both).numpy().astype(np.uint8)
-    _, labels = cv2.distanceTransformWithLabels(empty, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-    source = np.zeros(int(labels.max()) + 1, dtype=np.int64)
-    flat_both = both.numpy().reshape(-1)
-    source[labels.reshape(-1)[flat_both]] = np.flatnonzero(flat_both)
-    nearest = torch.from_numpy(source[labels.reshape(-1)])
-    return mesh_depth.reshape(-1)[nearest].view_as(mesh_depth)
+    # The mesh depth carried to every pixel from its nearest covered one: the bake's seam dilation does exactly that.
+    from pixal3d.geometry.bake import fill_empty_texels
+
+    return torch.from_numpy(fill_empty_texels(mesh_depth.numpy()[..., None], both.numpy())[..., 0])
 
 
 def _grid_patch(region: torch.Tensor, depth: torch.Tensor, camera: Camera, image: torch.Tensor) -> trimesh.Trimesh | None:
