@@ -13,9 +13,16 @@
 # The depth-aware lift (issue 14, item 2): the three flows widened with depth_lift, from the shipped weights:
 #   scripts/train_tiny.sh depthlift MINUTES                # on data/tiny_mix (finetune-data), side by side
 #   scripts/train_tiny.sh depthlift-assemble DIR           # shipped VAEs + encoder + heads + depth-lift flows -> DIR
+# Fidelity round (issues 14-16): the decoders fine-tuned with their encoders frozen (the latent spaces, and so the
+# shipped flows, stay valid), the shape decoder widened to the "corners" target, and the depth-lift flows:
+#   scripts/train_tiny.sh fidelity-data SECONDS            # procedural seeds from SEED_OFFSET (default 2155) -> data/tiny_mix
+#   scripts/train_tiny.sh fidelity MINUTES                 # the six runs side by side (resumable)
+#   scripts/train_tiny.sh fidelity-assemble DIR            # shipped encoder + heads + fine-tuned decoders + depth-lift flows
 # Every phase resumes where the last one stopped; held-out evaluation seeds start at 1000000.
 set -uo pipefail
-phase=${1:?phase: data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble | depthlift | depthlift-assemble}
+phases="data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble | depthlift | depthlift-assemble |
+ fidelity-data | fidelity | fidelity-assemble"
+phase=${1:?phase: $phases}
 limit=${2:?seconds (data), minutes (vaes, flows, finetune) or a folder (assemble)}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 mkdir -p runs logs
@@ -90,9 +97,23 @@ depthlift-assemble)  # the structure run carries the shipped FoV and depth heads
         --texture-vae $shipped/texture_vae --structure-flow runs/structure_flow_tiny_depthlift \
         --shape-flow runs/shape_flow_tiny_depthlift --texture-flow runs/texture_flow_tiny_depthlift
     ;;
+fidelity-data)
+    generate_for "$limit" data/tiny_mix "${SEED_OFFSET:-2155}"
+    ;;
+fidelity)
+    train_all "$limit" configs/shape_vae_tiny_corners_ft.json configs/shape_vae_tiny_decoder_ft.json \
+        configs/texture_vae_tiny_decoder_ft.json configs/structure_flow_tiny_depthlift.json \
+        configs/shape_flow_tiny_depthlift.json configs/texture_flow_tiny_depthlift.json
+    ;;
+fidelity-assemble)  # SHAPE_VAE=runs/shape_vae_tiny_decoder_ft picks the edges decoder instead of the corners one
+    shipped=pixal3d/weights/default
+    python -m pixal3d assemble -o "$limit" --structure-vae $shipped/structure_vae \
+        --shape-vae "${SHAPE_VAE:-runs/shape_vae_tiny_corners_ft}" --texture-vae runs/texture_vae_tiny_decoder_ft \
+        --structure-flow runs/structure_flow_tiny_depthlift --shape-flow runs/shape_flow_tiny_depthlift \
+        --texture-flow runs/texture_flow_tiny_depthlift
+    ;;
 *)
-    echo "unknown phase $phase (data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble |" \
-        "depthlift | depthlift-assemble)" >&2
+    echo "unknown phase $phase ($phases)" >&2
     exit 2
     ;;
 esac

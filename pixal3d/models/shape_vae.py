@@ -268,6 +268,31 @@ class SparseDecoder(nn.Module):
         return out
 
 
+OPEN_BIAS_AT_WIDENING = 4.0
+"""The open logit's bias when an "edges" decoder is widened to "corners" (`widen_corner_head`): sigmoid(4) = 0.98,
+so every voxel starts open (edges from the trained edge classification) and the widened decoder starts at the old
+decoder's output."""
+
+
+def widen_corner_head(tensors: dict[str, torch.Tensor], config: ShapeVAEConfig) -> dict[str, torch.Tensor]:
+    """A trained `"edges"` shape VAE's tensors -> the same VAE with `decoder_target = "corners"` (`config`).
+
+    The decoder's output layer gains the 8 corner logits (zero weights and bias: no opinion yet) and the open logit
+    (zero weights, bias `OPEN_BIAS_AT_WIDENING`: every voxel open), so the widened model decodes the same surface as
+    the old one and the corner rows start learning from there. Every other tensor is kept as it is.
+    """
+    if config.decoder_target != "corners":
+        raise ValueError('widen_corner_head builds a "corners" decoder; config.decoder_target is '
+                         f"{config.decoder_target!r}")
+    weight, bias = tensors["decoder.proj_out.weight"], tensors["decoder.proj_out.bias"]
+    if weight.shape[0] != 12 or bias.shape != (12,):
+        raise ValueError(f'the source decoder must be an "edges" decoder (12 outputs), got {tuple(weight.shape)}')
+    out = dict(tensors)
+    out["decoder.proj_out.weight"] = torch.cat([weight, weight.new_zeros(9, weight.shape[1])])
+    out["decoder.proj_out.bias"] = torch.cat([bias, bias.new_zeros(8), bias.new_full((1,), OPEN_BIAS_AT_WIDENING)])
+    return out
+
+
 def check_sorted_coords(coords: torch.Tensor, resolution: int) -> None:
     """Raise `ValueError` unless `coords [N, 4] int (b, i, j, k)` lie in `[0, R)` and are strictly key-sorted."""
     if coords.ndim != 2 or coords.shape[1] != 4:

@@ -36,6 +36,7 @@ from pixal3d.models import model_classes
 from pixal3d.models.depth_head import DepthHead, DepthHeadConfig, depth_loss, splat_depth
 from pixal3d.models.flow import FlowConfig, FlowTransformer, widen_lift_weight
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
+from pixal3d.models.shape_vae import ShapeVAEConfig, widen_corner_head
 from pixal3d.sampling import flow_matching_loss
 from pixal3d.sparse import SparseTensor
 from pixal3d.stages import make_condition
@@ -293,6 +294,9 @@ def pipeline_init_tensors(folder: str | Path, config: TrainConfig) -> dict[str, 
         if prefix == "flow.":
             target = config_from_dict(FlowConfig, config.model_config, where="flow model_config")
             part = widen_lift_weights(part, load_config(FlowConfig, folder / component / CONFIG_FILE), target)
+        elif component == "shape_vae":
+            part = widen_shape_decoder(part, load_config(ShapeVAEConfig, folder / component / CONFIG_FILE),
+                                       config_from_dict(ShapeVAEConfig, config.model_config, where="shape_vae"))
         tensors.update({prefix + k: v for k, v in part.items()})
     return tensors
 
@@ -317,6 +321,21 @@ def widen_lift_weights(tensors: dict[str, torch.Tensor], source: FlowConfig,
     logger.info("init_weights: depth_lift flow from a flow without it; the depth columns of every block's lift "
                 "start at zero")
     return out
+
+
+def widen_shape_decoder(tensors: dict[str, torch.Tensor], source: ShapeVAEConfig,
+                        target: ShapeVAEConfig) -> dict[str, torch.Tensor]:
+    """A shape VAE's tensors for `target`: as they are, or, from an `"edges"` decoder to a `"corners"` one, the
+    output layer widened so that the run starts at the trained decoder's surface (`models.shape_vae.widen_corner_head`).
+    The other way round raises: dropping the trained corner rows would change the model."""
+    if source.decoder_target == target.decoder_target:
+        return tensors
+    if source.decoder_target == "corners":
+        raise InputError('init_weights: the pipeline\'s shape VAE decodes "corners" but this run\'s decodes '
+                         f'{target.decoder_target!r}; set "decoder_target": "corners" in model_config')
+    logger.info('init_weights: "corners" shape VAE from an "edges" one; the corner and open rows of the output '
+                "layer start at zero (every voxel open)")
+    return widen_corner_head(tensors, target)
 
 
 def build_conditioned_flow(config: TrainConfig, device: torch.device) -> tuple[ConditionedFlow, Callable, Any]:

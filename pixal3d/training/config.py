@@ -180,6 +180,10 @@ class TrainConfig:
     init_weights: str | None = None
     """Optional start: a safetensors file, a checkpoint folder, or a pipeline folder (fine-tune a shipped model:
     a flow run takes its encoder, flow and FoV head, a VAE run its VAE); shapes must match."""
+    freeze: list[str] = field(default_factory=list)
+    """Parameter-name prefixes to keep fixed (e.g. `["encoder."]`: a VAE run then trains its decoder alone, so the
+    latent space that the shipped flows sample stays exactly as it was). Frozen parameters get no gradient, no
+    optimizer state and no EMA drift; they are still saved in every checkpoint."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: the rank's GPU when CUDA is available, else CPU."""
     progress: bool = True

@@ -126,6 +126,22 @@ def init_weights(model: nn.Module, config: TrainConfig) -> None:
         load_weights(model, path)
 
 
+def freeze_parameters(model: nn.Module, prefixes: list[str]) -> None:
+    """Stop the gradient of every parameter whose name starts with one of `prefixes` (`TrainConfig.freeze`)."""
+    if not prefixes:
+        return
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(name.startswith(p) for name in names)]
+    if unknown:
+        roots = sorted({name.split(".")[0] + "." for name in names})
+        raise InputError(f"freeze: no parameter name starts with {unknown}; the model's top-level parts are {roots}")
+    for name, parameter in model.named_parameters():
+        if name.startswith(tuple(prefixes)):
+            parameter.requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise InputError(f"freeze: {prefixes} freezes every parameter; nothing would train")
+
+
 def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Move a batch's tensors to `device` (other values, e.g. the `Camera` list, stay as they are)."""
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -308,6 +324,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
     raw_model, objective, model_config = build_model(config, device)
     if config.init_weights:
         init_weights(raw_model, config)
+    freeze_parameters(raw_model, config.freeze)
     ema = copy.deepcopy(raw_model).requires_grad_(False).eval() if config.ema_decay > 0 else None
     optimizer = configure_optimizer(raw_model, config)
     data = make_data_source(config.data, local_batch, rank, world_size, device)
