@@ -1,0 +1,91 @@
+"""Fine-tuning a VAE's decoder alone (`TrainConfig.freeze`) and widening an "edges" shape decoder to "corners"."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from pixal3d.config import config_to_dict, load_config
+from pixal3d.errors import InputError
+from pixal3d.models.shape_vae import ShapeVAE, ShapeVAEConfig, widen_corner_head
+from pixal3d.training.checkpoint import load_checkpoint
+from pixal3d.training.config import DataConfig, TrainConfig
+from pixal3d.training.loop import train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def micro_shape_run(out_dir: Path, **overrides) -> TrainConfig:
+    config = load_config(TrainConfig, CONFIGS / "shape_vae_micro.json")
+    fields = dict(out_dir=str(out_dir), max_steps=3, progress=False, log_interval=1, checkpoint_interval=3)
+    return dataclasses.replace(config, **(fields | overrides))
+
+
+def test_freeze_keeps_the_encoder_and_trains_the_decoder(tmp_path):
+    start = train(micro_shape_run(tmp_path / "start", max_steps=1))
+    groups, _ = load_checkpoint(start.checkpoint)
+    before = groups["model"]
+    result = train(micro_shape_run(tmp_path / "ft", init_weights=str(start.checkpoint), freeze=["encoder."]))
+    after, _ = load_checkpoint(result.checkpoint)
+    encoder = [k for k in before if k.startswith("encoder.")]
+    decoder = [k for k in before if k.startswith("decoder.")]
+    assert encoder and decoder
+    assert all(torch.equal(before[k], after["model"][k]) for k in encoder)
+    assert all(torch.equal(before[k], after["ema"][k]) for k in encoder)
+    assert not any(k.removeprefix("param.").startswith("encoder") for k in after.get("optimizer", {}))
+    assert sum(not torch.equal(before[k], after["model"][k]) for k in decoder) > len(decoder) // 2
+
+
+def test_freeze_names_unknown_or_total_prefixes(tmp_path):
+    with pytest.raises(InputError, match="no parameter name starts with"):
+        train(micro_shape_run(tmp_path / "a", freeze=["encodr."]))
+    with pytest.raises(InputError, match="freezes every parameter"):
+        train(micro_shape_run(tmp_path / "b", freeze=["encoder.", "decoder."]))
+
+
+def test_widened_corner_decoder_starts_at_the_edges_decoder():
+    """Every voxel starts open, so the widened decoder decodes exactly the old surface (same voxels and flags)."""
+    torch.manual_seed(0)
+    edges = ShapeVAEConfig(resolution=32, token_resolution=8, latent_channels=8, channels=(16, 32, 32))
+    old = ShapeVAE(edges).eval()
+    corners = dataclasses.replace(edges, decoder_target="corners")
+    new = ShapeVAE(corners).eval()
+    new.load_state_dict(widen_corner_head(old.state_dict(), corners))
+    from pixal3d.training.synthetic import SyntheticSource
+
+    data = DataConfig(kind="synthetic", resolution=32, coarse_resolution=8, max_primitives=2)
+    batch = next(iter(SyntheticSource(data, 1, 0, 1, torch.device("cpu"))))
+    with torch.no_grad():
+        latent, _ = old.encode(batch["coords"], batch["vertex"], batch["edges"])
+        a, b = old.decode(latent)[0], new.decode(latent)[0]
+    assert len(a.coords) > 0
+    assert torch.equal(a.coords, b.coords) and torch.equal(a.edges, b.edges) and torch.equal(a.vertex, b.vertex)
+    with pytest.raises(ValueError, match="corners"):
+        widen_corner_head(old.state_dict(), edges)
+    with pytest.raises(ValueError, match="edges"):
+        widen_corner_head(new.state_dict(), corners)
+
+
+def test_pipeline_init_widens_a_shipped_edges_decoder_and_refuses_the_reverse(tmp_path):
+    from pixal3d.training.conditioned import pipeline_init_tensors, widen_shape_decoder
+
+    edges = ShapeVAEConfig(resolution=32, token_resolution=8, latent_channels=8, channels=(16, 32, 32))
+    corners = dataclasses.replace(edges, decoder_target="corners")
+    tensors = ShapeVAE(edges).state_dict()
+    wide = widen_shape_decoder(tensors, edges, corners)
+    assert wide["decoder.proj_out.weight"].shape[0] == 21
+    assert widen_shape_decoder(tensors, edges, edges) is tensors
+    with pytest.raises(InputError, match="corners"):
+        widen_shape_decoder(wide, corners, edges)
+    shipped = tmp_path / "pipe" / "shape_vae"
+    shipped.mkdir(parents=True)
+    from pixal3d.weights import save_component
+
+    save_component(ShapeVAE(edges), shipped)
+    (tmp_path / "pipe" / "pipeline.json").write_text("{}")
+    run = dataclasses.replace(micro_shape_run(tmp_path / "run"), model_config=config_to_dict(corners))
+    loaded = pipeline_init_tensors(tmp_path / "pipe", run)
+    assert loaded["decoder.proj_out.bias"][-1] > 0 and loaded["decoder.proj_out.weight"].shape[0] == 21
