@@ -238,6 +238,60 @@ def gather_neighbours(x: SparseTensor, neighbours: torch.Tensor) -> torch.Tensor
     return rows * (neighbours >= 0).unsqueeze(-1).to(rows.dtype)
 
 
+def _padded_gather(table: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """`table [N, C]`, `neighbours [n, K]` -> `[n, K, C]`: row `neighbours[i, k]`, zeros where it is -1 (an appended
+    zero row is read instead, so no mask product is made)."""
+    padded = torch.cat([table, table.new_zeros(1, table.shape[1])])
+    rows = torch.where(neighbours >= 0, neighbours, table.shape[0])
+    return padded.index_select(0, rows.reshape(-1)).reshape(*neighbours.shape, table.shape[1])
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would give a matmul of `x` here (`x.dtype` outside autocast)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+class _SubmanifoldConv(torch.autograd.Function):
+    """`y = im2col(x) @ w` over a submanifold neighbour table, with a backward that only gathers.
+
+    The gradient of a gather is a scatter-add (`index_add_`), which on a GPU serialises on atomics: every voxel is
+    read by up to `K` = 27 neighbours. A submanifold table is symmetric: voxel `m` is neighbour `k` of voxel `n`
+    exactly when `n` is neighbour `K - 1 - k` of `m` (`kernel_offsets` lists opposite offsets mirrored), so
+    `grad_x[m] = sum_k grad_cols[neighbours[m, K - 1 - k], k]`: a gather over the flipped table, deterministic and
+    atomic-free. The columns are re-gathered in the backward instead of being kept from the forward, so a layer holds
+    `[N, C_in]`, not `[N, K, C_in]`, between the passes. Matmuls run in the autocast dtype, like `nn.Linear`.
+    """
+
+    @staticmethod
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        dtype = _compute_dtype(feats)
+        x, w = feats.to(dtype), weight.to(dtype)  # w: (K*C_in, C_out)
+        with torch.autocast(feats.device.type, enabled=False):
+            y = _padded_gather(x, neighbours).flatten(1) @ w  # (N, K*C_in) @ (K*C_in, C_out)
+        ctx.save_for_backward(x, w, neighbours)
+        ctx.dtypes = (feats.dtype, weight.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        x, w, neighbours = ctx.saved_tensors
+        feats_dtype, weight_dtype = ctx.dtypes
+        grad_y = grad_y.to(x.dtype)
+        n, k = neighbours.shape
+        grad_feats = grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (_padded_gather(x, neighbours).flatten(1).t() @ grad_y).to(weight_dtype)
+        if ctx.needs_input_grad[0]:
+            grad_cols = (grad_y @ w.t()).reshape(n * k, -1)  # (N, K*C_in) -> (N*K, C_in), row n*K + k
+            flipped = neighbours.flip(1)  # voxel m's (n = neighbour K-1-k of m) for each k
+            slots = torch.where(flipped >= 0, flipped * k + torch.arange(k, device=flipped.device), -1)
+            grad_feats = _padded_gather(grad_cols, slots).sum(dim=1).to(feats_dtype)
+        return grad_feats, grad_weight, None
+
+
 class SparseConv3d(nn.Module):
     """Submanifold 3D convolution: outputs on the input's voxels, inputs from their `k^3` neighbourhoods.
 
@@ -267,11 +321,14 @@ class SparseConv3d(nn.Module):
         if neighbours is None:
             neighbours = x.neighbours(self.kernel_size)
         w = self.weight.flatten(2).permute(2, 1, 0).reshape(-1, self.weight.shape[0])  # (K*C_in, C_out)
-        out = []
-        for start in range(0, neighbours.shape[0], self.chunk_size):
-            cols = gather_neighbours(x, neighbours[start : start + self.chunk_size])  # (n, K, C_in)
-            out.append(cols.flatten(1) @ w.to(cols.dtype))  # (n, K*C_in) @ (K*C_in, C_out)
-        y = torch.cat(out, dim=0) if out else x.feats.new_zeros(0, self.weight.shape[0])
+        if torch.is_grad_enabled() and (x.feats.requires_grad or w.requires_grad):
+            y = _SubmanifoldConv.apply(x.feats, w, neighbours)  # whole table: the backward gathers across rows
+        else:
+            out = []
+            for start in range(0, neighbours.shape[0], self.chunk_size):
+                cols = gather_neighbours(x, neighbours[start : start + self.chunk_size])  # (n, K, C_in)
+                out.append(cols.flatten(1) @ w.to(cols.dtype))  # (n, K*C_in) @ (K*C_in, C_out)
+            y = torch.cat(out, dim=0) if out else x.feats.new_zeros(0, self.weight.shape[0])
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return x.replace(feats=y)

@@ -107,6 +107,41 @@ def test_sparse_conv_backward_and_chunks():
     assert torch.allclose(full(x).feats, conv(x).feats, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_sparse_conv_gradients_equal_the_dense_conv3d_gradients(kernel_size):
+    """The training path's backward (a gather over the mirrored table, no scatter) gives the dense conv's gradients
+    for the input at the active voxels and for the weight and bias."""
+    x, grid = random_sparse(batch=2, resolution=7, channels=4, fill=0.4, seed=3)
+    conv = SparseConv3d(4, 3, kernel_size=kernel_size)
+    feats = x.feats.clone().requires_grad_(True)
+    out = torch.randn(x.feats.shape[0], 3, generator=torch.Generator().manual_seed(1))
+    (conv(x.replace(feats=feats)).feats * out).sum().backward()
+    dense_in = grid.clone().requires_grad_(True)
+    weight = conv.weight.detach().clone().requires_grad_(True)
+    bias = conv.bias.detach().clone().requires_grad_(True)
+    y = F.conv3d(dense_in, weight, bias, padding=kernel_size // 2)
+    c = x.coords.long()
+    (y.permute(0, 2, 3, 4, 1)[c[:, 0], c[:, 1], c[:, 2], c[:, 3]] * out).sum().backward()
+    assert torch.allclose(feats.grad, dense_in.grad.permute(0, 2, 3, 4, 1)[c[:, 0], c[:, 1], c[:, 2], c[:, 3]],
+                          atol=1e-5)
+    assert torch.allclose(conv.weight.grad, weight.grad, atol=1e-4)
+    assert torch.allclose(conv.bias.grad, bias.grad, atol=1e-4)
+
+
+def test_sparse_conv_training_path_runs_in_the_autocast_dtype():
+    x, _ = random_sparse(channels=4)
+    conv = SparseConv3d(4, 2)
+    feats = x.feats.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x.replace(feats=feats)).feats
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert feats.grad.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
+    with torch.no_grad():
+        reference = conv(x).feats
+    assert torch.allclose(y.float(), reference, atol=0.05)
+
+
 def test_replace_checks_the_row_count():
     x, _ = random_sparse()
     with pytest.raises(ValueError, match="feats must be"):
