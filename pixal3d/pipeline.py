@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import math
 import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +59,7 @@ from pixal3d.stages import (
     sample_structure,
     sample_texture,
 )
+from pixal3d.timing import StepTimer
 from pixal3d.weights import PipelineSettings, read_pipeline, resolve_pretrained, write_pipeline
 
 logger = logging.getLogger(__name__)
@@ -489,7 +489,7 @@ class Pixal3DPipeline:
         used_seed = seed if generator is None else None
         if generator is None:
             generator = torch.Generator().manual_seed(seed)
-        timer = _StepTimer(self._device)
+        timer = StepTimer(self._device, logger)
         self._place_weights(low_vram)
         s, progress = self.settings, self._progress
         with self._autocast():
@@ -556,20 +556,3 @@ def _alias(name: str, value: object, alias: str, alias_value: object) -> object:
     if value is not None and alias_value is not None and value != alias_value:
         raise InputError(f"{name}={value!r} and {alias}={alias_value!r} name the same setting; give only {name}")
     return value if value is not None else alias_value
-
-
-class _StepTimer:
-    """`with timer("name"):` records the block's wall time in seconds (synchronising CUDA first)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.timings: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.timings[name] = time.perf_counter() - start
-        logger.info("%s: %.2f s", name, self.timings[name])

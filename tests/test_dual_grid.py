@@ -25,7 +25,8 @@ from pixal3d.geometry.dual_grid import (
     meshes_to_voxels,
     normalize_to_unit_cube,
 )
-from pixal3d.geometry.dual_mesh import sample_attributes, voxel_centres, voxels_to_mesh
+from pixal3d.camera import coords_to_centers as voxel_centres
+from pixal3d.geometry.dual_mesh import sample_attributes, voxels_to_mesh
 from pixal3d.geometry.voxels import SparseVoxels, load_voxels, save_voxels
 
 R = 64

@@ -157,7 +157,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _run_bench(args: argparse.Namespace) -> int:
 
     from pixal3d.bench import bench_image, format_table, run_bench
-    from pixal3d.config import write_json_atomic
+    from pixal3d.atomic import write_json_atomic
 
     if args.fov is not None and not 0 < args.fov < 180:
         raise InputError(f"--fov is in degrees and must be in (0, 180), got {args.fov}")

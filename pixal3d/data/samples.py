@@ -22,9 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +40,7 @@ from pixal3d.render import (
     render_meshes,
     sample_view,
 )
+from pixal3d.timing import timed
 from pixal3d.transfer import to_device, to_host
 
 logger = logging.getLogger(__name__)
@@ -103,26 +101,6 @@ class Sample:
 
 STEPS = ("generate", "render_mesh", "view", "render", "preprocess", "align", "voxelise", "attributes", "coarse")
 """Step names of `make_sample(..., timings=...)` (plus "generate", timed by callers that generate the asset)."""
-
-
-@contextmanager
-def timed(timings: dict[str, float] | None, step: str, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Add the seconds the block takes to `timings[step]` (no-op when `timings` is None).
-
-    On CUDA the device is synchronised before and after, so queued kernels are charged to their step; this
-    costs two syncs per step, so only pass `timings` when profiling.
-    """
-    if timings is None:
-        yield
-        return
-    cuda = torch.device(device).type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    yield
-    if cuda:
-        torch.cuda.synchronize(device)
-    timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
 
 
 def view_generator(asset_id: str, view: int, seed: int = 0) -> torch.Generator:

@@ -37,7 +37,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from pixal3d.atomic import atomic_path, write_bytes_atomic
+from pixal3d.atomic import atomic_path, write_json_atomic
 from pixal3d.data.samples import (
     AssetViews,
     Sample,
@@ -45,7 +45,6 @@ from pixal3d.data.samples import (
     ViewRequest,
     align_views,
     check_sample_options,
-    timed,
     used_points,
     view_generator,
     voxelise_assets,
@@ -54,6 +53,7 @@ from pixal3d.errors import InputError
 from pixal3d.geometry.dual_grid import BadItemError
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.render import mesh_from_trimesh
+from pixal3d.timing import timed
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +139,6 @@ class RunSummary:
 # ------------------------------------------------------------------------------------------- atomic files
 
 
-def atomic_write_json(path: Path, value: object) -> None:
-    write_bytes_atomic(path, json.dumps(value, indent=1, sort_keys=True).encode())
-
-
-# ------------------------------------------------------------------------------------------- sample <-> tensors
 def sample_scalars(sample: Sample) -> dict[str, object]:
     """The JSON-able scalars of a sample (index entries and shard metadata)."""
     return {
@@ -504,12 +499,12 @@ def write_shards(
             for result in results:
                 _record(result, index, summary)
                 bar.update(views.get(str(result["unit"]), 0))
-            atomic_write_json(own_path, index)
+            write_json_atomic(own_path, index, indent=1, sort_keys=True)
             bar.set_postfix_str(f"{summary.samples_written} written, {len(summary.skipped)} skipped, "
                                 f"{len(summary.failed)} failed", refresh=False)
     summary.seconds = time.perf_counter() - start
     summary_name = "summary.json" if world_size == 1 else f"summary.rank{rank:03d}.json"
-    atomic_write_json(out / summary_name, asdict(summary))
+    write_json_atomic(out / summary_name, asdict(summary), indent=1, sort_keys=True)
     logger.info("%s: %s", out, summary.line())
     return summary
 

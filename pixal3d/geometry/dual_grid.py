@@ -17,17 +17,16 @@ The other direction (voxels -> mesh, attribute lookup) is `pixal3d.geometry.dual
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import trimesh
 
+from pixal3d.camera import coords_to_centers
 from pixal3d.errors import InputError
-from pixal3d.geometry.dual_mesh import sample_attributes, voxel_centres
+from pixal3d.geometry.dual_mesh import sample_attributes
 from pixal3d.geometry.intersect import (
     candidate_voxels,
     closest_point_barycentric,
@@ -42,6 +41,7 @@ from pixal3d.geometry.intersect import (
 from pixal3d.geometry.materials import MaterialTables
 from pixal3d.geometry.part_materials import PartMaterials, part_materials
 from pixal3d.geometry.voxels import SparseVoxels
+from pixal3d.timing import timed
 from pixal3d.transfer import to_device
 
 logger = logging.getLogger(__name__)
@@ -63,25 +63,6 @@ TOUCH_WEIGHT = 1e-6
 # Per-voxel statistics accumulated over (triangle, voxel) pairs, columns of the `[U, STATS]` table.
 _QEF, _RHS, _WEIGHT, _CENTROID, _ATTRS = slice(0, 6), slice(6, 9), 9, slice(10, 13), slice(13, 19)
 STATS = 19
-
-
-@contextmanager
-def _timed(timings: dict[str, float] | None, step: str, device: torch.device) -> Iterator[None]:
-    """Add the block's seconds to `timings[step]`, syncing CUDA around it; no-op when `timings` is None.
-
-    The same contract as `pixal3d.data.samples.timed` (the data engine's profiler), kept here so the geometry
-    layer does not import the data layer.
-    """
-    if timings is None:
-        yield
-        return
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
 
 
 def check_resolution(resolution: int) -> None:
@@ -338,7 +319,7 @@ def _voxel_statistics(
     stats[:, _CENTROID] = weight[:, None] * centroid
     group = batch.group[rows][tri]
     if materials is not None:
-        with _timed(timings, "attributes", sub.device):
+        with timed(timings, "attributes", sub.device):
             point_bary = (bary[:, :, None] * batch.bary[rows][tri]).sum(1)  # in the source face
             values = materials.sample(batch.source[rows][tri], point_bary, group)
             stats[:, _ATTRS] = weight[:, None] * values
@@ -498,7 +479,7 @@ def meshes_to_voxels(
     batch = _batch(grid, faces)
     materials = None
     if with_attributes:
-        with _timed(timings, "attributes", device):
+        with timed(timings, "attributes", device):
             shared: dict[int, dict] = {}  # per-call caches, one per asset object
             caches = [c if c is not None else shared.setdefault(id(item[0]), {})
                       for c, item in zip(material_caches or [None] * len(items), items, strict=True)]
@@ -626,5 +607,5 @@ def _fill_untouched(voxels: SparseVoxels, has: torch.Tensor, view: torch.Tensor)
     if bool(lonely.any()):
         known = SparseVoxels(v.coords[has], v.vertex[has], v.edges[has], known_attrs, v.resolution)
         rest = torch.nonzero(missing).squeeze(1)[lonely]
-        filled[lonely] = sample_attributes(known, voxel_centres(v.coords[rest], v.resolution), (view[has], view[rest]))
+        filled[lonely] = sample_attributes(known, coords_to_centers(v.coords[rest], v.resolution), (view[has], view[rest]))
     v.attrs[missing] = filled

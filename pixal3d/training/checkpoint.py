@@ -39,8 +39,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from pixal3d.atomic import make_temp_dir, save_safetensors
-from pixal3d.config import write_json_atomic
+from pixal3d.atomic import atomic_folder, save_safetensors, write_json_atomic
+from pixal3d.config import read_json
 from pixal3d.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -273,20 +273,13 @@ def save_checkpoint(
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
-    tmp = make_temp_dir(root, prefix=f".{name}.")
-    try:
+    with atomic_folder(root / name) as tmp:  # re-saving a step (a resumed run) replaces the old folder
         index = {group: save_sharded(t, tmp, group, max_shard_bytes) for group, t in tensors.items()}
         # Compact JSON: the RNG states are long int lists (one per line would be ~10x larger). The folder is
         # still temporary here, so a plain write is atomic from the reader's point of view.
         record = {"format": FORMAT, "version": VERSION, "step": step, **meta, "index": index}
         (tmp / "checkpoint.json").write_text(json.dumps(record, separators=(",", ":")) + "\n")
-        final = root / name
-        if final.exists():  # re-saving a step (a resumed run): replace the old folder
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    final = root / name
     write_json_atomic(root / "latest.json", {"step": step, "path": name})
     for old in sorted(root.glob("step_*"))[:-keep]:
         if old.name != name:
@@ -397,16 +390,8 @@ def resumable_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
-    path = folder / "checkpoint.json"
-    if not path.is_file():
-        raise InputError(f"{folder} is not a pixal3d checkpoint (no checkpoint.json)")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is truncated or not JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise InputError(f"{path} is not a version-{VERSION} {FORMAT} file")
-    return meta
+    return read_json(folder / "checkpoint.json", missing=f"{folder} is not a pixal3d checkpoint (no checkpoint.json)",
+                     format=FORMAT, version=VERSION)
 
 
 def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
