@@ -12,9 +12,9 @@ encoder/model.safetensors     its weights; above 16 MiB they are sharded instead
 structure_vae/ ...            one folder per component
 ```
 
-`pipeline.json` names each component's model kind, a key of `pixal3d.models.MODELS`. Sharding reuses the training
-checkpoint's helpers (`pixal3d.training.checkpoint`), so a tensor bigger than a shard is split into pieces and every
-file stays under 16 MiB. Loading is strict and never unpickles: a missing folder or file, a truncated file, a pickle
+`pipeline.json` names each component's model kind, a key of `pixal3d.models.MODELS`. Sharding is
+`pixal3d.tensor_files` (shared with training checkpoints), so a tensor bigger than a shard is split into pieces
+and every file stays under 16 MiB. Loading is strict and never unpickles: a missing folder or file, a truncated file, a pickle
 offered as weights, or a missing / unexpected / mis-shaped tensor each raise one `InputError` naming it.
 
 `"default"` is the weights folder shipped inside the package (`pixal3d/weights/default/`); a hub name is fetched
@@ -40,7 +40,7 @@ from pixal3d.config import config_from_dict, config_to_dict, load_config, read_j
 from pixal3d.errors import InputError
 from pixal3d.models import model_classes
 from pixal3d.sampling import SamplerConfig
-from pixal3d.training.checkpoint import check_tensors, load_sharded, read_safetensors, save_sharded
+from pixal3d.tensor_files import check_tensors, load_sharded, read_safetensors, save_sharded
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from pixal3d.data.samples import (
     used_points,
     view_generator,
 )
-from pixal3d.data.shards import SampleOptions, sample_scalars, sample_tensors
+from pixal3d.data.shard_format import sample_scalars, sample_tensors
+from pixal3d.data.units import SampleOptions
 from pixal3d.errors import InputError
 from pixal3d.eval.metrics import silhouette_iou
 

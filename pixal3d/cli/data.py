@@ -77,7 +77,7 @@ def _add_sample_options(p: argparse.ArgumentParser) -> None:
 
 
 def _sample_options(args: argparse.Namespace) -> object:
-    from pixal3d.data.shards import SampleOptions
+    from pixal3d.data.units import SampleOptions
 
     return SampleOptions(image_size=args.size, resolution=args.resolution, coarse=args.coarse)
 
@@ -92,7 +92,8 @@ def _print_summary(summary: object, output: Path) -> int:
 
 
 def _run_data_generate(args: argparse.Namespace) -> int:
-    from pixal3d.data.shards import procedural_units, write_shards
+    from pixal3d.data.shards import write_shards
+    from pixal3d.data.units import procedural_units
 
     units = procedural_units(args.procedural, args.views, args.seed_offset)
     summary = write_shards(units, args.output, _sample_options(args), workers=args.workers, rank=args.rank,
@@ -115,7 +116,7 @@ def _add_data_ingest(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_data_ingest(args: argparse.Namespace) -> int:
-    from pixal3d.data.ingest import ingest_folder
+    from pixal3d.data.shards import ingest_folder
 
     summary = ingest_folder(args.mesh_dir, args.output, args.views, _sample_options(args), workers=args.workers,
                             rank=args.rank, world_size=args.world_size, device=args.device, batch=args.batch)
