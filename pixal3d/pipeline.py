@@ -20,7 +20,6 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +28,17 @@ import torch.nn as nn
 
 from pixal3d.asset import Asset, FovSource
 from pixal3d.camera import Camera
-from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
+from pixal3d.encoder import FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.image_texels import ImageTexelOptions, recolor_mesh
-from pixal3d.models.depth_head import DepthHead, DepthHeadConfig
-from pixal3d.models.flow import FlowConfig, FlowTransformer, flow_preset
-from pixal3d.models.fov_head import FovHead, FovHeadConfig
-from pixal3d.models.shape_vae import ShapeVAE, ShapeVAEConfig
-from pixal3d.models.structure_vae import StructureVAE, StructureVAEConfig
-from pixal3d.models.texture_vae import TextureVAE, TextureVAEConfig
+from pixal3d.models.depth_head import DepthHead
+from pixal3d.models.flow import FlowTransformer
+from pixal3d.models.fov_head import FovHead
+from pixal3d.models.shape_vae import ShapeVAE
+from pixal3d.models.structure_vae import StructureVAE
+from pixal3d.models.texture_vae import TextureVAE
+from pixal3d.presets import PipelineConfig, check_compatible, pipeline_preset
 from pixal3d.preprocess import Background, ImageInput, check_background, preprocess_image
 from pixal3d.sampling import SamplerConfig
 from pixal3d.silhouette import (
@@ -63,123 +63,6 @@ from pixal3d.timing import StepTimer
 from pixal3d.weights import PipelineSettings, read_pipeline, resolve_pretrained, write_pipeline
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PipelineConfig:
-    """Every component's config plus the pipeline settings: what `from_config` builds with random weights."""
-
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    structure_vae: StructureVAEConfig = field(default_factory=StructureVAEConfig)
-    structure_flow: FlowConfig = field(default_factory=lambda: flow_preset("structure", "tiny"))
-    shape_vae: ShapeVAEConfig = field(default_factory=ShapeVAEConfig)
-    shape_flow: FlowConfig = field(default_factory=lambda: flow_preset("shape", "tiny"))
-    texture_vae: TextureVAEConfig = field(default_factory=TextureVAEConfig)
-    texture_flow: FlowConfig = field(default_factory=lambda: flow_preset("texture", "tiny"))
-    fov_head: FovHeadConfig | None = field(default_factory=FovHeadConfig)
-    depth_head: DepthHeadConfig | None = field(default_factory=DepthHeadConfig)
-    settings: PipelineSettings = field(default_factory=PipelineSettings)
-
-
-def micro_config() -> PipelineConfig:
-    """A few-second CPU pipeline for tests: 64 px input, 16^3 structure, 32^3 fine voxels, 2 sampler steps."""
-    width = dict(dim=32, depth=1, heads=2, feature_channels=16)
-    sampler = SamplerConfig(steps=2, guidance=2.0)
-    return PipelineConfig(
-        encoder=EncoderConfig(channels=16, global_grid=1, pretrained=False),
-        structure_vae=StructureVAEConfig(resolution=16, latent_resolution=4, latent_channels=4,
-                                         channels=(8, 16, 16), norm_groups=4),
-        structure_flow=FlowConfig(tokens="dense", in_channels=4, resolution=4, patch_size=2, **width),
-        shape_vae=ShapeVAEConfig(resolution=32, token_resolution=16, latent_channels=8, channels=(16, 16)),
-        shape_flow=FlowConfig(tokens="sparse", in_channels=8, resolution=16, **width),
-        texture_vae=TextureVAEConfig(resolution=32, token_resolution=16, latent_channels=8, channels=(16, 16)),
-        texture_flow=FlowConfig(tokens="sparse", in_channels=8, cond_channels=8, resolution=16, **width),
-        fov_head=FovHeadConfig(feature_channels=16, tokens=2, hidden=16),
-        depth_head=DepthHeadConfig(feature_channels=16, hidden=16, layers=2),
-        settings=PipelineSettings(image_size=64, min_structure_voxels=32, max_structure_voxels=256,
-                                  structure_sampler=sampler, shape_sampler=sampler, texture_sampler=sampler),
-    )
-
-
-def tiny_config() -> PipelineConfig:
-    """The shipped default's architecture (DESIGN section 9): 256 px, 32^3 structure, 128^3 fine voxels.
-
-    Sized for the budgets of DESIGN section 9 (image -> GLB in <= 60 s on a 2-core CPU): 512 dense stage-1 tokens
-    (an 8^3 latent of the 32^3 occupancy) and one stage-2/3 token per active 32^3 voxel, capped at 4096.
-    The encoder starts from random weights here: a pipeline's encoder weights always come from its own checkpoint
-    (training initialises from ImageNet; see `pixal3d/training`), so inference never needs the ImageNet package.
-    """
-    flows = {stage: flow_preset(stage, "tiny") for stage in ("structure", "shape", "texture")}
-    return PipelineConfig(
-        encoder=EncoderConfig(pretrained=False),
-        structure_flow=flows["structure"],
-        shape_flow=flows["shape"],
-        texture_flow=flows["texture"],
-        settings=PipelineSettings(min_structure_voxels=64, max_structure_voxels=4096,
-                                  structure_sampler=flows["structure"].sampler,
-                                  shape_sampler=flows["shape"].sampler,
-                                  texture_sampler=flows["texture"].sampler),
-    )
-
-
-def micro64_config() -> PipelineConfig:
-    """`micro` decoding at R_hr = 64, the smallest resolution the voxeliser makes ground truth at.
-
-    For tests that need the ground truth at the pipeline's own resolution (`pixal3d eval --oracle`); its shape
-    and texture VAEs have the sizes of configs/*_vae_micro_procedural.json.
-    """
-    config = micro_config()
-    config.shape_vae = ShapeVAEConfig(resolution=64, token_resolution=16, latent_channels=8, channels=(16, 16, 32))
-    config.texture_vae = TextureVAEConfig(resolution=64, token_resolution=16, latent_channels=8,
-                                          channels=(16, 16, 16))
-    return config
-
-
-PRESETS = {"micro": micro_config, "micro64": micro64_config, "tiny": tiny_config}
-"""Preset name -> `PipelineConfig` builder, for `from_config("micro")` and the CLI's `--random-weights`."""
-
-
-def check_compatible(modules: dict[str, nn.Module]) -> None:
-    """Raise `InputError` unless the components' sizes chain (resolutions, latent widths, feature widths)."""
-    c = {name: m.config for name, m in modules.items() if m is not None}
-    pairs = [
-        ("structure_flow.resolution", c["structure_flow"].resolution, "structure_vae.latent_resolution",
-         c["structure_vae"].latent_resolution),
-        ("structure_flow.in_channels", c["structure_flow"].in_channels, "structure_vae.latent_channels",
-         c["structure_vae"].latent_channels),
-        ("shape_vae.token_resolution", c["shape_vae"].token_resolution, "structure_vae.resolution",
-         c["structure_vae"].resolution),
-        ("shape_flow.resolution", c["shape_flow"].resolution, "shape_vae.token_resolution",
-         c["shape_vae"].token_resolution),
-        ("shape_flow.in_channels", c["shape_flow"].in_channels, "shape_vae.latent_channels",
-         c["shape_vae"].latent_channels),
-        ("texture_vae.resolution", c["texture_vae"].resolution, "shape_vae.resolution", c["shape_vae"].resolution),
-        ("texture_vae.token_resolution", c["texture_vae"].token_resolution, "shape_vae.token_resolution",
-         c["shape_vae"].token_resolution),
-        ("texture_flow.resolution", c["texture_flow"].resolution, "shape_vae.token_resolution",
-         c["shape_vae"].token_resolution),
-        ("texture_flow.in_channels", c["texture_flow"].in_channels, "texture_vae.latent_channels",
-         c["texture_vae"].latent_channels),
-        ("texture_flow.cond_channels", c["texture_flow"].cond_channels, "shape_vae.latent_channels",
-         c["shape_vae"].latent_channels),
-    ]
-    for flow in ("structure_flow", "shape_flow", "texture_flow"):
-        pairs.append((f"{flow}.feature_channels", c[flow].feature_channels, "encoder.channels", c["encoder"].channels))
-    lifting = [flow for flow in ("structure_flow", "shape_flow", "texture_flow") if c[flow].depth_lift]
-    if lifting and "depth_head" not in c:
-        raise InputError(f"the pipeline's {', '.join(lifting)} lift(s) depth (depth_lift) but it has no depth_head; "
-                         "add one (pixal3d assemble --add-heads RUN) or use flows without depth_lift")
-    if "depth_head" in c:
-        pairs.append(("depth_head.feature_channels", c["depth_head"].feature_channels, "encoder.channels",
-                      c["encoder"].channels))
-    if "fov_head" in c:
-        pairs.append(("fov_head.feature_channels", c["fov_head"].feature_channels, "encoder.channels",
-                      c["encoder"].channels))
-        pairs.append(("fov_head.tokens", c["fov_head"].tokens, "encoder.global_grid^2 + 1",
-                      c["encoder"].global_grid ** 2 + 1))
-    bad = [f"{a} = {x} but {b} = {y}" for a, x, b, y in pairs if x != y]
-    if bad:
-        raise InputError("the pipeline's components do not fit together: " + "; ".join(bad))
 
 
 class Pixal3DPipeline:
@@ -244,13 +127,12 @@ class Pixal3DPipeline:
         """Build a pipeline with randomly initialised weights (reproducible from `seed`).
 
         Args:
-            config: a `PipelineConfig` or a preset name in `PRESETS` ("micro" for tests, "tiny" the default size).
+            config: a `PipelineConfig` or a preset name in `pixal3d.presets.PIPELINES` ("micro" for tests, "tiny"
+                the default size).
             seed: seed of the weight initialisation (the global RNG is left untouched).
         """
         if isinstance(config, str):
-            if config not in PRESETS:
-                raise InputError(f"unknown pipeline preset {config!r}; known presets: {sorted(PRESETS)}")
-            config = PRESETS[config]()
+            config = pipeline_preset(config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             modules = {
