@@ -17,19 +17,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from pixal3d.arguments import aliased, as_options, check_call
 from pixal3d.asset import Asset, FovSource
 from pixal3d.camera import Camera
 from pixal3d.encoder import FeatureMaps, ImageEncoder
-from pixal3d.errors import InputError
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.image_texels import ImageTexelOptions, recolor_mesh
 from pixal3d.models.depth_head import DepthHead
@@ -50,6 +50,8 @@ from pixal3d.silhouette import (
     view_mask,
 )
 from pixal3d.stages import (
+    STEPS,
+    SamplerCallback,
     decode,
     encode_images,
     estimate_fov,
@@ -63,6 +65,9 @@ from pixal3d.timing import StepTimer
 from pixal3d.weights import PipelineSettings, read_pipeline, resolve_pretrained, write_pipeline
 
 logger = logging.getLogger(__name__)
+
+StepCallback = Callable[[str, dict[str, Any]], None]
+"""`callback(step, info)` of `Pixal3DPipeline.__call__`: `step` a name in `pixal3d.stages.STEPS`."""
 
 
 class Pixal3DPipeline:
@@ -219,48 +224,9 @@ class Pixal3DPipeline:
         cameras: Sequence[Camera] | None,
         generator: torch.Generator | None,
     ) -> list[ImageInput]:
-        """Validate every argument before any work; returns the views as a list. Raises `InputError`."""
-        from pixal3d.geometry.bake import check_texture_size
-        from pixal3d.geometry.cleanup import check_face_budget
-
-        views = list(image) if isinstance(image, (list, tuple)) else [image]
-        if not views:
-            raise InputError("no image given")
-        for view in views:
-            if isinstance(view, (str, os.PathLike)) and not Path(view).is_file():
-                raise InputError(f"{os.fspath(view)}: no such image file; check the path")
-        if fov is not None:
-            if isinstance(fov, bool) or not isinstance(fov, (int, float)) or not math.isfinite(fov) or fov <= 0:
-                raise InputError(f"fov must be a number in (0, pi) radians, got {fov!r}")
-            if fov >= math.pi:
-                raise InputError(f"fov must be in (0, pi) radians, got {fov}; degrees? use math.radians({fov})")
-        if cameras is not None:
-            if len(cameras) != len(views) or not all(isinstance(c, Camera) for c in cameras):
-                raise InputError(f"cameras must be one Camera per view: {len(views)} views, got {len(cameras)} items")
-            if fov is not None:
-                raise InputError("give the FoV through the cameras (cameras[0].fov), not both fov and cameras")
-        elif len(views) > 1:
-            raise InputError(
-                f"{len(views)} images were given without cameras: multi-view input needs one Camera per view "
-                "(relative to view 0); for different objects call the pipeline once per image"
-            )
-        if generator is None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise InputError(f"seed must be an integer >= 0, got {seed!r}")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise InputError(f"steps must be an integer >= 1, got {steps!r}")
-        if guidance is not None and (
-            isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance < 100
-        ):
-            raise InputError(f"guidance must be a number in [0, 100) (1 = no guidance), got {guidance!r}")
-        r_hr = self.shape_vae.config.resolution
-        if resolution is not None and resolution != r_hr:
-            raise InputError(
-                f"this pipeline decodes at resolution {r_hr} only (its shape VAE's R_hr), got {resolution!r}; "
-                "omit resolution (--resolution) or load a pipeline trained at that resolution"
-            )
-        check_face_budget(faces)
-        check_texture_size(texture_size)
-        return views
+        """Validate every argument before any work (`pixal3d.arguments.check_call`); returns the views as a list."""
+        return check_call(image, fov, seed, steps, guidance, resolution, faces, texture_size, cameras, generator,
+                          self.shape_vae.config.resolution)
 
     def stage_samplers(self, steps: int | None, guidance: float | None) -> dict[str, SamplerConfig]:
         """Per-stage sampler settings: the pipeline's defaults with `steps` / `guidance` overridden when given."""
@@ -325,6 +291,7 @@ class Pixal3DPipeline:
         guidance_scale: float | None = None,
         compile_sparse_grid: bool | None = None,
         background: Background = "auto",
+        callback: StepCallback | None = None,
     ) -> Asset:
         """Generate an asset from one image (or several views of one object with known cameras).
 
@@ -342,6 +309,11 @@ class Pixal3DPipeline:
             compile_sparse_grid: on CUDA, replay the flow calls from CUDA graphs (None = `self.cuda_graphs`;
                 the same results, fewer launches); no effect on the CPU.
             background: background removal of opaque images (`preprocess_image`): "auto", "grabcut" or "none".
+            callback: called as `callback(step, info)` when each step of `pixal3d.stages.STEPS` starts, and
+                before every sampler step of the three flow stages (in the spirit of diffusers'
+                `callback_on_step_end`). `info` holds `step_index` and `num_steps` (the step's place in `STEPS`),
+                and during sampling `sampler_step` (0-based) and `sampler_steps`. Raise from it to stop the call
+                (a server's cancel or time limit): nothing runs after the exception.
             steps: alias of `num_inference_steps`.
             guidance: alias of `guidance_scale`.
             resolution: fine voxel resolution; None or the shape VAE's `R_hr` (the only one a checkpoint decodes).
@@ -359,52 +331,54 @@ class Pixal3DPipeline:
             The `Asset` (CPU tensors), with the time of each step in `timings`.
         """
         # 1. check inputs (the diffusers-style names are aliases of ours)
-        steps = _alias("num_inference_steps", num_inference_steps, "steps", steps)
-        guidance = _alias("guidance_scale", guidance_scale, "guidance", guidance)
+        steps = aliased("num_inference_steps", num_inference_steps, "steps", steps)
+        guidance = aliased("guidance_scale", guidance_scale, "guidance", guidance)
         cuda_graphs = self.cuda_graphs if compile_sparse_grid is None else bool(compile_sparse_grid)
         check_background(background)
         views = self.check_inputs(image, fov, seed, steps, guidance, resolution, faces, texture_size, cameras,
                                   generator)
         samplers = self.stage_samplers(steps, guidance)
-        silhouette = _options(silhouette, SilhouetteOptions, "silhouette")
-        image_texels = _options(image_texels, ImageTexelOptions, "image_texels")
+        silhouette = as_options(silhouette, SilhouetteOptions, "silhouette")
+        image_texels = as_options(image_texels, ImageTexelOptions, "image_texels")
         used_seed = seed if generator is None else None
         if generator is None:
             generator = torch.Generator().manual_seed(seed)
         timer = StepTimer(self._device, logger)
+        step = _reporting_steps(timer, callback)
         self._place_weights(low_vram)
         s, progress = self.settings, self._progress
         with self._autocast():
             # 2. preprocess: square RGBA crops on black
-            with timer("preprocess"):
+            with step("preprocess"):
                 crops, images = self.preprocess(views, background)
             # 3. encode every view
-            with timer("encode"), self._weights_on_device(low_vram, "encoder"):
+            with step("encode"), self._weights_on_device(low_vram, "encoder"):
                 features = encode_images(self.encoder, images.to(self._device))
             # 4. camera: given cameras / given FoV / FoV head / default
-            with timer("camera"), self._weights_on_device(low_vram, "fov_head", "depth_head"):
+            with step("camera"), self._weights_on_device(low_vram, "fov_head", "depth_head"):
                 cams, fov_source = self.make_cameras(features[0], fov, cameras)
                 depth = predict_depth(self.depth_head, features[0], cams[0]) if self.depth_head else None
                 cond = make_condition(features, cams, self.lift_depths(features, cams, depth))
                 view = (view_mask(images[0, 3], cams[0], silhouette.dilation, depth) if silhouette.enabled
                         else None)
             # 5. stage 1: sparse structure (carved to the silhouette, covering every mask pixel)
-            with timer("structure"), self._weights_on_device(low_vram, "structure_flow", "structure_vae"):
+            with step("structure"), self._weights_on_device(low_vram, "structure_flow", "structure_vae"):
                 coords = sample_structure(self.structure_flow, self.structure_vae, cond, generator,
                                           samplers["structure"], s.structure_threshold, s.min_structure_voxels,
-                                          s.max_structure_voxels, progress, cuda_graphs)
+                                          s.max_structure_voxels, progress, cuda_graphs,
+                                          _sampler_callback(callback, "structure"))
                 if view is not None:
                     coords = constrain_structure(coords, self.structure_vae.config.resolution, view)
             # 6. stage 2: shape latent on the active voxels
-            with timer("shape"), self._weights_on_device(low_vram, "shape_flow"):
+            with step("shape"), self._weights_on_device(low_vram, "shape_flow"):
                 shape = sample_shape(self.shape_flow, cond, coords, generator, samplers["shape"], progress,
-                                     cuda_graphs)
+                                     cuda_graphs, _sampler_callback(callback, "shape"))
             # 7. stage 3: PBR latent (noise || shape latent)
-            with timer("texture"), self._weights_on_device(low_vram, "texture_flow"):
+            with step("texture"), self._weights_on_device(low_vram, "texture_flow"):
                 texture = sample_texture(self.texture_flow, cond, shape, generator, samplers["texture"], progress,
-                                         cuda_graphs)
+                                         cuda_graphs, _sampler_callback(callback, "texture"))
             # 8. decode: fine PBR voxels -> dual-grid mesh (carved and patched to the silhouette)
-            with timer("decode"), self._weights_on_device(low_vram, "shape_vae", "texture_vae"):
+            with step("decode"), self._weights_on_device(low_vram, "shape_vae", "texture_vae"):
                 voxels = decode(self.shape_vae, self.texture_vae, shape, texture).to("cpu")
                 if view is not None:
                     voxels = carve_voxels(voxels, view)
@@ -424,17 +398,24 @@ class Pixal3DPipeline:
                      cleanup=KEEP_FRAGMENTS if silhouette.enabled else None)
 
 
-def _options(value: object, cls: type, name: str) -> object:
-    """`True` -> `cls()`, `False` -> `cls(enabled=False)`, an instance of `cls` as it is; else `InputError`."""
-    if isinstance(value, bool):
-        return cls(enabled=value)
-    if isinstance(value, cls):
-        return value
-    raise InputError(f"{name} must be True, False or a {cls.__name__}, got {value!r}")
+def _reporting_steps(timer: StepTimer,
+                     callback: StepCallback | None) -> Callable[[str], contextlib.AbstractContextManager[None]]:
+    """`with step("encode"):` tells `callback` the step starts, then times the block (`timer`)."""
+    def step(name: str) -> contextlib.AbstractContextManager[None]:
+        if callback is not None:
+            callback(name, _step_info(name))
+        return timer(name)
+
+    return step
 
 
-def _alias(name: str, value: object, alias: str, alias_value: object) -> object:
-    """One argument under two names (the diffusers name and ours): the one given, and never two different values."""
-    if value is not None and alias_value is not None and value != alias_value:
-        raise InputError(f"{name}={value!r} and {alias}={alias_value!r} name the same setting; give only {name}")
-    return value if value is not None else alias_value
+def _sampler_callback(callback: StepCallback | None, name: str) -> SamplerCallback | None:
+    """The sampler's `(i, steps)` callback of flow stage `name`, reporting to `callback` (None: none)."""
+    if callback is None:
+        return None
+    info = _step_info(name)
+    return lambda i, steps: callback(name, {**info, "sampler_step": i, "sampler_steps": steps})
+
+
+def _step_info(name: str) -> dict[str, Any]:
+    return {"step_index": STEPS.index(name), "num_steps": len(STEPS)}

@@ -259,6 +259,7 @@ def sample(
     progress: bool = True,
     desc: str = "sampling",
     cuda_graphs: bool = False,
+    callback: Callable[[int, int], None] | None = None,
 ) -> Latent:
     """Integrate `dx/dt = v(x, t)` from `noise` at t = 1 to t = 0 with Euler steps.
 
@@ -272,6 +273,8 @@ def sample(
         desc: the bar's label (the pipeline names the stage).
         cuda_graphs: replay the model calls from CUDA graphs (`GraphedVelocity`; CUDA latents only, else
             ignored). The same result as eager calls up to kernel choice (float rounding).
+        callback: called as `callback(i, steps)` before Euler step `i` (0-based) computes anything: progress
+            reports, and an exception raised there stops the sampler between model calls.
 
     Returns:
         `x_0`, the same type, shape and dtype as `noise`.
@@ -282,6 +285,8 @@ def sample(
     if cuda_graphs and x.device.type == "cuda" and config.steps > 1:
         graphed = GraphedVelocity(model, noise, cond, config, model_kwargs)
     for i in tqdm(range(config.steps), desc=desc, disable=not progress, leave=False):
+        if callback is not None:
+            callback(i, config.steps)
         t, t_next = times[i], times[i + 1]
         if graphed is not None:
             v = graphed(x, t)

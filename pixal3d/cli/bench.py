@@ -16,7 +16,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="time and peak memory of each inference stage (warm-up, then the median of several runs)",
         description="Run the pipeline on a fixed procedural input: one warm-up, then RUNS timed runs; print a "
-        "table of per-stage median times (preprocess, encode, fov, structure, shape, texture, decode, export) and "
+        "table of per-stage median times (preprocess, encode, camera, structure, shape, texture, decode, export) and "
         "peak memory, and write them as JSON.",
     )
     add_model_options(p, ["micro", "tiny"])
@@ -28,7 +28,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faces", type=int, default=100_000, help="export face budget (default 100000)")
     p.add_argument("--texture-size", type=int, default=2048, help="export texture side (default 2048)")
     p.add_argument("--fov", type=float, default=None,
-                   help="input FoV in DEGREES (default: estimated, so the fov stage does its real work)")
+                   help="input FoV in DEGREES (default: estimated, so the camera stage does its real work)")
     p.add_argument("-o", "--output", type=Path, default=Path("bench.json"), help="JSON file (default bench.json)")
     p.set_defaults(func=_run_bench)
 
