@@ -15,7 +15,7 @@ from pixal3d.models import MODELS, model_classes
 from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer, patchify, unpatchify
 from pixal3d.presets import FLOW_SIZES, flow_preset
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
-from pixal3d.sampling import SamplerConfig, flow_matching_loss, randn_like, sample
+from pixal3d.sampling import SamplerConfig, TokenCache, flow_matching_loss, randn_like, sample
 from pixal3d.sparse import SparseTensor
 
 FEAT = 16
@@ -214,17 +214,18 @@ def test_lift_is_cached_only_without_grad(features, camera):
     model = FlowTransformer(dense_config(tokens="sparse"))
     perturb(model)
     x, t = sparse_tokens(), torch.rand(2)
-    cond = FlowCondition(features, camera)
+    cond, cache = FlowCondition(features, camera), TokenCache()  # the sampler's cache of one run
     with torch.no_grad():
-        first = model(x, t, cond)
-        assert len(cond._lift_cache) == 1
-        again = model(x, t, cond)
+        first = model(x, t, cond, cache=cache)
+        assert len([key for key in cache._entries if key[0] == "lift"]) == 1
+        again = model(x, t, cond, cache=cache)
         other = sparse_tokens(seed=5)
-        model(other, t, cond)  # new coords: recomputed, never a stale hit
+        model(other, t, cond, cache=cache)  # new coords: recomputed, never a stale hit
     assert torch.equal(first.feats, again.feats)
-    fresh = FlowCondition(features, camera)
-    assert torch.allclose(model(other, t, fresh).feats, model(other, t, cond).feats, atol=1e-6)
-    assert len(fresh._lift_cache) == 0  # with gradients on, nothing is cached
+    fresh = TokenCache()
+    assert torch.allclose(model(other, t, cond, cache=fresh).feats, model(other, t, cond, cache=cache).feats,
+                          atol=1e-6)
+    assert not [key for key in fresh._entries if key[0] == "lift"]  # with gradients on, no lift is cached
 
 
 def test_condition_dropout_keeps_about_ninety_percent(features, camera):
