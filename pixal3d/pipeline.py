@@ -211,23 +211,6 @@ class Pixal3DPipeline:
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------------------ the steps
-    def check_inputs(
-        self,
-        image: ImageInput | Sequence[ImageInput],
-        fov: float | None,
-        seed: int,
-        steps: int | None,
-        guidance: float | None,
-        resolution: int | None,
-        faces: int,
-        texture_size: int,
-        cameras: Sequence[Camera] | None,
-        generator: torch.Generator | None,
-    ) -> list[ImageInput]:
-        """Validate every argument before any work (`pixal3d.arguments.check_call`); returns the views as a list."""
-        return check_call(image, fov, seed, steps, guidance, resolution, faces, texture_size, cameras, generator,
-                          self.shape_vae.config.resolution)
-
     def stage_samplers(self, steps: int | None, guidance: float | None) -> dict[str, SamplerConfig]:
         """Per-stage sampler settings: the pipeline's defaults with `steps` / `guidance` overridden when given."""
         s = self.settings
@@ -335,8 +318,8 @@ class Pixal3DPipeline:
         guidance = aliased("guidance_scale", guidance_scale, "guidance", guidance)
         cuda_graphs = self.cuda_graphs if compile_sparse_grid is None else bool(compile_sparse_grid)
         check_background(background)
-        views = self.check_inputs(image, fov, seed, steps, guidance, resolution, faces, texture_size, cameras,
-                                  generator)
+        views = check_call(image, fov, seed, steps, guidance, resolution, faces, texture_size, cameras, generator,
+                           self.shape_vae.config.resolution)
         samplers = self.stage_samplers(steps, guidance)
         silhouette = as_options(silhouette, SilhouetteOptions, "silhouette")
         image_texels = as_options(image_texels, ImageTexelOptions, "image_texels")
