@@ -13,18 +13,9 @@ from pathlib import Path
 
 import torch
 
+from pixal3d.data.align import ViewDoesNotFitError, ViewRequest, align_views, used_points
 from pixal3d.data.ingest import asset_id_of, find_meshes, load_asset
-from pixal3d.data.samples import (
-    AssetViews,
-    Sample,
-    ViewDoesNotFitError,
-    ViewRequest,
-    align_views,
-    check_sample_options,
-    used_points,
-    view_generator,
-    voxelise_assets,
-)
+from pixal3d.data.samples import AssetViews, Sample, check_sample_options, view_generator, voxelise_assets
 from pixal3d.errors import InputError
 from pixal3d.geometry.dual_grid import BadItemError
 from pixal3d.render import mesh_from_trimesh
