@@ -255,42 +255,39 @@ def pipeline_preset(name: str) -> PipelineConfig:
 
 
 # ------------------------------------------------------------------------------------------------ chaining
+CHAINS: tuple[tuple[str, str], ...] = (
+    ("structure_flow.resolution", "structure_vae.latent_resolution"),
+    ("structure_flow.in_channels", "structure_vae.latent_channels"),
+    ("shape_vae.token_resolution", "structure_vae.resolution"),
+    ("shape_flow.resolution", "shape_vae.token_resolution"),
+    ("shape_flow.in_channels", "shape_vae.latent_channels"),
+    ("texture_vae.resolution", "shape_vae.resolution"),
+    ("texture_vae.token_resolution", "shape_vae.token_resolution"),
+    ("texture_flow.resolution", "shape_vae.token_resolution"),
+    ("texture_flow.in_channels", "texture_vae.latent_channels"),
+    ("texture_flow.cond_channels", "shape_vae.latent_channels"),
+    *((f"{flow}.feature_channels", "encoder.channels") for flow in FLOWS),
+    ("depth_head.feature_channels", "encoder.channels"),
+    ("fov_head.feature_channels", "encoder.channels"),
+)
+"""Config fields that must be equal for the components to fit together (`component.field`); a pair naming a head
+the pipeline lacks is skipped."""
+
+
 def check_compatible(modules: dict[str, nn.Module]) -> None:
-    """Raise `InputError` unless the components' sizes chain (resolutions, latent widths, feature widths)."""
+    """Raise `InputError` unless the components' sizes chain (`CHAINS`: resolutions, latent and feature widths)."""
     c = {name: m.config for name, m in modules.items() if m is not None}
-    pairs = [
-        ("structure_flow.resolution", c["structure_flow"].resolution, "structure_vae.latent_resolution",
-         c["structure_vae"].latent_resolution),
-        ("structure_flow.in_channels", c["structure_flow"].in_channels, "structure_vae.latent_channels",
-         c["structure_vae"].latent_channels),
-        ("shape_vae.token_resolution", c["shape_vae"].token_resolution, "structure_vae.resolution",
-         c["structure_vae"].resolution),
-        ("shape_flow.resolution", c["shape_flow"].resolution, "shape_vae.token_resolution",
-         c["shape_vae"].token_resolution),
-        ("shape_flow.in_channels", c["shape_flow"].in_channels, "shape_vae.latent_channels",
-         c["shape_vae"].latent_channels),
-        ("texture_vae.resolution", c["texture_vae"].resolution, "shape_vae.resolution", c["shape_vae"].resolution),
-        ("texture_vae.token_resolution", c["texture_vae"].token_resolution, "shape_vae.token_resolution",
-         c["shape_vae"].token_resolution),
-        ("texture_flow.resolution", c["texture_flow"].resolution, "shape_vae.token_resolution",
-         c["shape_vae"].token_resolution),
-        ("texture_flow.in_channels", c["texture_flow"].in_channels, "texture_vae.latent_channels",
-         c["texture_vae"].latent_channels),
-        ("texture_flow.cond_channels", c["texture_flow"].cond_channels, "shape_vae.latent_channels",
-         c["shape_vae"].latent_channels),
-    ]
-    for flow in ("structure_flow", "shape_flow", "texture_flow"):
-        pairs.append((f"{flow}.feature_channels", c[flow].feature_channels, "encoder.channels", c["encoder"].channels))
-    lifting = [flow for flow in ("structure_flow", "shape_flow", "texture_flow") if c[flow].depth_lift]
+
+    def value(path: str) -> Any:
+        component, name = path.split(".")
+        return getattr(c[component], name)
+
+    lifting = [flow for flow in FLOWS if c[flow].depth_lift]
     if lifting and "depth_head" not in c:
         raise InputError(f"the pipeline's {', '.join(lifting)} lift(s) depth (depth_lift) but it has no depth_head; "
                          "add one (pixal3d assemble --add-heads RUN) or use flows without depth_lift")
-    if "depth_head" in c:
-        pairs.append(("depth_head.feature_channels", c["depth_head"].feature_channels, "encoder.channels",
-                      c["encoder"].channels))
+    pairs = [(a, value(a), b, value(b)) for a, b in CHAINS if a.split(".")[0] in c]
     if "fov_head" in c:
-        pairs.append(("fov_head.feature_channels", c["fov_head"].feature_channels, "encoder.channels",
-                      c["encoder"].channels))
         pairs.append(("fov_head.tokens", c["fov_head"].tokens, "encoder.global_grid^2 + 1",
                       c["encoder"].global_grid ** 2 + 1))
     bad = [f"{a} = {x} but {b} = {y}" for a, x, b, y in pairs if x != y]
