@@ -39,8 +39,8 @@ from pixal3d.sampling import SamplerConfig
 from pixal3d.weights import PipelineSettings
 
 Stage = Literal["structure", "shape", "texture"]
-STAGES: tuple[Stage, ...] = ("structure", "shape", "texture")
-FLOWS = tuple(f"{stage}_flow" for stage in STAGES)
+FLOW_STAGES: tuple[Stage, ...] = ("structure", "shape", "texture")
+FLOWS = tuple(f"{stage}_flow" for stage in FLOW_STAGES)
 
 
 # ------------------------------------------------------------------------------------------------ flows
@@ -162,7 +162,7 @@ PRESETS: dict[str, dict[str, Callable[[], Any]]] = {
                   "tiny_corners": _variant(_SHAPE_VAES["tiny"], decoder_target="corners")},
     "texture_vae": {**_TEXTURE_VAES, "micro_procedural": _TEXTURE_VAES["micro64"],
                     "tiny_procedural": _TEXTURE_VAES["tiny"]},
-    **{f"{stage}_flow": _flows(stage) for stage in STAGES},
+    **{f"{stage}_flow": _flows(stage) for stage in FLOW_STAGES},
 }
 """Component name -> preset name -> a builder of its config. A preset name is a size ("micro", "tiny", ...),
 optionally with a variant ("tiny_cross": the cross-attention-only ablation, "tiny_depthlift", "micro_corners"...)."""
@@ -196,7 +196,7 @@ class PipelineConfig:
 
 def settings_from_flows(settings: PipelineSettings, flows: dict[str, FlowConfig]) -> PipelineSettings:
     """`settings` with each stage's sampler taken from its flow config (`flows`: "structure_flow"... -> config)."""
-    return dataclasses.replace(settings, **{f"{stage}_sampler": flows[f"{stage}_flow"].sampler for stage in STAGES})
+    return dataclasses.replace(settings, **{f"{stage}_sampler": flows[f"{stage}_flow"].sampler for stage in FLOW_STAGES})
 
 
 def _build_pipeline(components: dict[str, str], settings: PipelineSettings) -> PipelineConfig:

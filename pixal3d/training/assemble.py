@@ -63,7 +63,7 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
     for name in ("structure_vae", "shape_vae", "texture_vae"):
         modules[name] = load_frozen_vae(name, str(runs[name]), {}, weights, torch.device("cpu"))
     encoders: dict[str, nn.Module] = {}
-    for name in ("structure_flow", "shape_flow", "texture_flow"):
+    for name in FLOWS:
         parts = flow_run_components(runs[name], weights)
         if name not in parts:
             raise InputError(f"assemble: {runs[name]} trained {sorted(k for k in parts if k.endswith('_flow'))}, "
