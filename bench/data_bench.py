@@ -47,10 +47,12 @@ import unittest.mock
 
 import torch
 
+from pixal3d.data import align as align_module
 from pixal3d.data import samples as samples_module
-from pixal3d.data import shards as shards_module
+from pixal3d.data import units as units_module
 from pixal3d.data.samples import STEPS
-from pixal3d.data.shards import SampleOptions, WorkUnit, engine_batch, gpu_worker_setup, make_units
+from pixal3d.data.shards import gpu_worker_setup
+from pixal3d.data.units import SampleOptions, WorkUnit, engine_batch, make_units
 from pixal3d.geometry import dual_grid
 
 
@@ -78,7 +80,7 @@ def _init(threads: int, render_batch: int | None = None, batch_triangles: int | 
     gpu_worker_setup()
     torch.set_num_threads(threads)
     if render_batch:
-        samples_module.RENDER_BATCH_CUDA = render_batch
+        align_module.RENDER_BATCH_CUDA = render_batch
     if batch_triangles:
         dual_grid.BATCH_TRIANGLES_CUDA = batch_triangles
 
@@ -113,7 +115,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=1, help="views per asset, voxelised in one batch")
     parser.add_argument("--batch", type=int, default=None,
                         help="assets per job, all their views rendered and voxelised together (default: "
-                        "pixal3d.data.shards.engine_batch: 8 on a GPU, 1 on the CPU)")
+                        "pixal3d.data.units.engine_batch: 8 on a GPU, 1 on the CPU)")
     parser.add_argument("--profile", action="store_true", help="print the mean time of each step")
     parser.add_argument("--render-batch", type=int, default=None,
                         help="views per render pass on a GPU (default: pixal3d.data.samples.RENDER_BATCH_CUDA)")
@@ -156,8 +158,8 @@ def main() -> None:
                 dual_grid.part_materials = lambda *a, **k: dataclasses.replace(materials(*a, **k), fused=True)
                 samples_module.meshes_to_voxels = functools.partial(
                     samples_module.meshes_to_voxels, batch_triangles=dual_grid.BATCH_TRIANGLES_CUDA)
-                shards_module.align_views = functools.partial(
-                    shards_module.align_views, render_batch=samples_module.RENDER_BATCH_CUDA)
+                units_module.align_views = functools.partial(
+                    units_module.align_views, render_batch=align_module.RENDER_BATCH_CUDA)
             count_ops(jobs)
         start = time.perf_counter()
         results = map(one_job, jobs)
@@ -182,7 +184,7 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     memory = "GPU reserved" if args.device.startswith("cuda") else "RSS"
-    render_batch = args.render_batch or samples_module.RENDER_BATCH_CUDA
+    render_batch = args.render_batch or align_module.RENDER_BATCH_CUDA
     batch_triangles = args.batch_triangles or dual_grid.BATCH_TRIANGLES_CUDA
     gpu = f"{render_batch} / {batch_triangles // dual_grid.CHUNK_TRIANGLES}" if args.device != "cpu" else "- / -"
     print(f"| device | workers | S | R_hr | views / asset | assets / job | GPU render batch / voxeliser chunks "
@@ -258,8 +260,8 @@ def count_ops(jobs: list[tuple]) -> None:
     samples = counted_jobs = 0
     with (unittest.mock.patch.object(samples_module, "meshes_to_voxels",
                                      counted("voxelise", samples_module.meshes_to_voxels)),
-          unittest.mock.patch.object(samples_module, "render_meshes",
-                                     counted("render", samples_module.render_meshes)),
+          unittest.mock.patch.object(align_module, "render_meshes",
+                                     counted("render", align_module.render_meshes)),
           unittest.mock.patch.object(samples_module, "coarse_occupancy",
                                      counted("coarse", samples_module.coarse_occupancy)),
           Counter()):

@@ -6,18 +6,22 @@ or interrupted write leaves nothing behind and never clobbers an existing file w
 
 Permissions: `tempfile.mkstemp` creates its file owner-only (0o600); before the rename the file gets the mode a
 plain `open(path, "w")` would have given it: an existing destination's mode, else 0o666 less the process umask.
-Folders filled and then renamed into place come from `make_temp_dir`, with the mode `os.mkdir` would give.
+Folders filled and then renamed into place come from `make_temp_dir` (the mode `os.mkdir` would give), through
+`atomic_folder`. JSON goes through `write_json_atomic`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -104,3 +108,33 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, make_parents: bool 
 def write_text_atomic(path: str | os.PathLike, text: str, make_parents: bool = True) -> None:
     """Write UTF-8 `text` to `path` atomically."""
     write_bytes_atomic(path, text.encode("utf-8"), make_parents)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """Write `data` as JSON (indented by `indent`, ending in a newline) to `path` atomically."""
+    write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of `folder` to fill; when the block succeeds it replaces `folder`.
+
+    An existing `folder` is first renamed aside (a `.NAME.old.*` sibling) and deleted after the rename, so at every
+    moment either the old or the new folder is complete. On any error the temporary folder is removed and `folder`
+    is left as it was. Temporary names start with `.NAME.`, so a crash leaves only dot-folders beside `folder`.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(folder.parent, prefix=f".{folder.name}.")
+    try:
+        yield tmp
+        old = None
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))
+            os.replace(folder, old / "x")
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,9 +1,9 @@
 """`pixal3d bench`: wall time and peak memory of each inference stage, warm-up then the median of several runs.
 
-Stages (DESIGN section 1): preprocess, encode, fov, structure, shape, texture, decode, export. The first seven are
-the pipeline's own step timings (`Asset.timings`; "fov" is its "camera" step: the FoV head's estimate plus the
-flows' condition), which synchronise CUDA at every step boundary; "export" times `Asset.export` (clean-up,
-simplification, UV bake, GLB) when asked.
+Stages (DESIGN section 1): the pipeline's steps (`pixal3d.stages.STEPS`: preprocess, encode, camera, structure,
+shape, texture, decode; "camera" is the FoV head's estimate, the depth map and the flows' condition), timed by the
+pipeline itself (`Asset.timings`, synchronising CUDA at every step boundary), then "export": `Asset.export`
+(clean-up, simplification, UV bake, GLB) when asked.
 
 Peak memory: on CUDA, `torch.cuda.max_memory_allocated` over one run (reset before each run); on the CPU, the
 process's resident-set high-water mark (`resource.getrusage`, never reset, so it covers loading too).
@@ -26,16 +26,15 @@ import numpy as np
 import torch
 
 from pixal3d.errors import InputError
+from pixal3d.stages import STEPS
 
 if TYPE_CHECKING:
     from pixal3d.pipeline import Pixal3DPipeline
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("preprocess", "encode", "fov", "structure", "shape", "texture", "decode", "export")
-"""Benchmark stage names, in pipeline order."""
-STEP_NAMES = {"camera": "fov"}
-"""Pipeline step name (`Asset.timings`) -> stage name, where they differ."""
+STAGES = (*STEPS, "export")
+"""Benchmark stage names, in pipeline order: the pipeline's steps, then the export."""
 
 
 def reset_peak_memory(device: torch.device | str) -> None:
@@ -112,7 +111,7 @@ def run_bench(
         runs: timed runs (>= 1); stage times are their medians.
         warmup: untimed runs first (kernel selection, allocator, caches).
         export: also time `Asset.export` (written to a temporary folder, then deleted).
-        fov: the input FoV in radians; None runs the FoV head (the "fov" stage's real work).
+        fov: the input FoV in radians; None runs the FoV head (the "camera" stage's real work).
         seed: sampling seed (the same in every run).
         resolution: fine voxel resolution passed to the pipeline (None = the model's own).
         faces, texture_size: export settings.
@@ -130,7 +129,7 @@ def run_bench(
         for i in range(warmup + runs):
             reset_peak_memory(pipe.device)
             asset = pipe(image, fov=fov, seed=seed, resolution=resolution, faces=faces, texture_size=texture_size)
-            timings = {STEP_NAMES.get(k, k): v for k, v in asset.timings.items()}
+            timings = dict(asset.timings)
             if export:
                 start = time.perf_counter()
                 asset.export(Path(tmp) / "bench.glb")

@@ -216,7 +216,7 @@ def voxel_centers(
     resolution: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Centres of every voxel of an `R^3` grid: `[R, R, R, 3]`, indexed `[i, j, k]` (x, y, z)."""
-    axis = -0.5 + (torch.arange(resolution, device=device, dtype=dtype) + 0.5) / resolution
+    axis = coords_to_centers(torch.arange(resolution, device=device), resolution, dtype)
     gi, gj, gk = torch.meshgrid(axis, axis, axis, indexing="ij")
     return torch.stack([gi, gj, gk], dim=-1)
 

@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pixal3d.atomic import write_text_atomic
+from pixal3d.atomic import write_json_atomic
 from pixal3d.errors import InputError
 
 T = TypeVar("T")
@@ -103,21 +103,35 @@ def config_from_dict(cls: type[T], data: dict[str, Any], where: str | None = Non
         raise InputError(f"{where}: {err}") from err
 
 
-def load_config(cls: type[T], path: str | os.PathLike) -> T:
-    """Read a JSON config file into dataclass `cls` (strict: see `config_from_dict`)."""
+def read_json(path: str | os.PathLike, missing: str, format: str | None = None,
+              version: int | None = None) -> Any:
+    """Read a JSON file; with `format`, it must be an object whose "format" and "version" are these.
+
+    Args:
+        path: the file.
+        missing: the `InputError` message when `path` is not a file (say what the folder should have held).
+        format, version: the expected header of a pixal3d JSON file (`pipeline.json`, `checkpoint.json`).
+
+    Raises:
+        InputError: the file is missing, truncated, not JSON, or of another format or version.
+    """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"config file not found: {path}")
+        raise InputError(missing)
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"config file {path} is not valid JSON: {err}") from err
+        raise InputError(f"{path} is truncated or not valid JSON ({err})") from err
+    if format is not None and (not isinstance(data, dict) or data.get("format") != format
+                               or data.get("version") != version):
+        raise InputError(f"{path} is not a version-{version} {format} file")
+    return data
+
+
+def load_config(cls: type[T], path: str | os.PathLike) -> T:
+    """Read a JSON config file into dataclass `cls` (strict: see `config_from_dict`)."""
+    data = read_json(path, missing=f"config file not found: {path}")
     return config_from_dict(cls, data, where=str(path))
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write `data` as indented JSON to `path` through a temporary file and a rename."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_config(config: Any, path: str | os.PathLike) -> None:

@@ -254,15 +254,3 @@ class ImageEncoder(nn.Module):
         cells = F.adaptive_avg_pool2d(deepest, g).flatten(2)  # (B, 320, g, g) -> (B, 320, g^2)
         pooled = torch.cat([cells, deepest.mean(dim=(2, 3))[:, :, None]], dim=2)  # (B, 320, T)
         return self.global_proj(pooled.transpose(1, 2)) + self.global_embed  # (B, T, C)
-
-
-def encoder_preset(size: str = "tiny") -> EncoderConfig:
-    """Encoder config at `size`: "micro" (C = 16, random weights, for tests), "tiny" (C = 64), "base" (C = 256)."""
-    presets = {
-        "micro": EncoderConfig(channels=16, pretrained=False),
-        "tiny": EncoderConfig(channels=64),
-        "base": EncoderConfig(channels=256, global_grid=4),
-    }
-    if size not in presets:
-        raise InputError(f"unknown encoder preset {size!r}; sizes {list(presets)}")
-    return presets[size]

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from pixal3d.camera import Camera, coords_to_centers, voxel_centers
+from pixal3d.encoder import FeatureMaps
 
 # grid_sample has no half-precision CPU kernel on every torch build; sample in float32 there and cast back.
 _CPU_SAMPLE_DTYPES = (torch.float32, torch.float64)
@@ -281,3 +282,46 @@ def average_views(lifted: Sequence[torch.Tensor], channel_dim: int = -1) -> torc
     feats, mask = stacked.split([stacked.shape[dim] - 1, 1], dim=dim)
     mean = (feats * mask).sum(dim=0) / mask.sum(dim=0).clamp_min(1.0)
     return torch.cat([mean, mask.mean(dim=0)], dim=dim - 1)
+
+
+def lift_views(
+    views: Sequence[tuple[FeatureMaps, Camera | Sequence[Camera]]],
+    resolution: int,
+    coords: torch.Tensor | None = None,
+    depths: Sequence[torch.Tensor | None] | None = None,
+) -> torch.Tensor:
+    """The flows' lift of a condition: every view's `FeatureMaps` at the active voxels or the whole grid, averaged.
+
+    Args:
+        views: `(features, cameras)` per view, view 0 first (`FlowCondition.views`).
+        resolution: grid resolution `R`.
+        coords: `[N, 4] (b, i, j, k)` active voxels (`lift_sparse`), or None for every voxel (`lift_dense`).
+        depths: for the depth-aware lift, one `[B, 1, h, w]` depth map per view (`FlowCondition.depths`); the alpha
+            is channel 3 of each view's raw RGBA map (`maps[0]`). None: the plain lift.
+
+    Returns:
+        `[N, C_out]` (sparse) or `[B, C_out, R, R, R]` (dense); one view is lifted as it is, several are averaged
+        (`lift_sparse_multiview`, `lift_dense_multiview`).
+    """
+    if depths is None:
+        per_view = [(feats.maps, cams) for feats, cams in views]
+    else:
+        per_view = [(feats.maps, cams, *_depth_and_alpha(feats, depth))
+                    for (feats, cams), depth in zip(views, depths, strict=True)]
+    if len(per_view) == 1:
+        maps, cams, depth = _unpack(per_view[0])
+        if coords is not None:
+            return lift_sparse(maps, cams, coords, resolution, **depth)
+        return lift_dense(maps, cams, resolution, **depth)
+    if coords is not None:
+        return lift_sparse_multiview(per_view, coords, resolution)
+    return lift_dense_multiview(per_view, resolution)
+
+
+def _depth_and_alpha(feats: FeatureMaps, depth: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The depth-aware lift's `depth` and `alpha` (channel 3 of the raw RGBA map) of one view."""
+    if depth is None:
+        raise ValueError("this flow has depth_lift: its condition needs a depth map per view "
+                         "(stages.make_condition(features, cameras, depths=...), FlowCondition.depth)")
+    image = feats.maps[0]
+    return depth.to(image.device), image[:, 3:4]

@@ -32,6 +32,39 @@ Latent = torch.Tensor | SparseTensor
 VelocityModel = Callable[..., Latent]
 
 
+class TokenCache:
+    """What a model may reuse across the calls of one integration on the same tokens (a flow's lifted image
+    features and its token geometry): `sample` makes one per run and passes it to models that take one.
+
+    A model declares that it does with a true `takes_token_cache` attribute; it is then called as
+    `model(x_t, t, cond, cache=cache, **model_kwargs)`. Entries are checked against the tensor they were computed
+    for, by identity, so a new token set never hits a stale entry.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Any, tuple[object, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Any, owner: object, compute: Callable[[], Any]) -> Any:
+        """The value stored under `key` for `owner` (the same object), else `compute()`, stored."""
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is owner:
+            return hit[1]
+        value = compute()
+        self._entries[key] = (owner, value)
+        return value
+
+
+def with_token_cache(model: VelocityModel, model_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """`model_kwargs` plus a new `TokenCache` when `model` takes one (see `TokenCache`)."""
+    kwargs = dict(model_kwargs or {})
+    if getattr(model, "takes_token_cache", False):
+        kwargs.setdefault("cache", TokenCache())
+    return kwargs
+
+
 @dataclass
 class SamplerConfig:
     """Euler sampler settings (per-stage defaults live in each flow model's config)."""
@@ -198,7 +231,7 @@ class GraphedVelocity:
 
     A sampler calls the model dozens of times on the same tokens; at the tiny sizes each call is a few hundred
     small kernels, so launching them costs more than running them. The first call of each kind runs eagerly on a
-    side stream (it fills the model's geometry and lift caches and is the step's real result), then the same
+    side stream (it fills the run's `TokenCache`: lift and token geometry, and is the step's real result), then the same
     call is captured; later steps copy `x` and `t` into the static inputs and replay. The model, condition and
     `model_kwargs` must stay the same objects for the whole integration (they do inside `sample`). If a capture
     fails (an op that cannot be captured), the object logs why and computes eagerly from then on.
@@ -209,7 +242,8 @@ class GraphedVelocity:
         feats = _feats(template)
         if feats.device.type != "cuda":
             raise InputError(f"CUDA graphs need a CUDA latent, got one on {feats.device}")
-        self.model, self.cond, self.config, self.kwargs = model, cond, config, model_kwargs or {}
+        self.model, self.cond, self.config = model, cond, config
+        self.kwargs = with_token_cache(model, model_kwargs)
         self.template = template
         self.x = torch.zeros_like(feats)  # static input, the model's dtype
         self.t = torch.zeros(batch_size(template), device=feats.device, dtype=torch.float32)
@@ -259,6 +293,7 @@ def sample(
     progress: bool = True,
     desc: str = "sampling",
     cuda_graphs: bool = False,
+    callback: Callable[[int, int], None] | None = None,
 ) -> Latent:
     """Integrate `dx/dt = v(x, t)` from `noise` at t = 1 to t = 0 with Euler steps.
 
@@ -272,16 +307,21 @@ def sample(
         desc: the bar's label (the pipeline names the stage).
         cuda_graphs: replay the model calls from CUDA graphs (`GraphedVelocity`; CUDA latents only, else
             ignored). The same result as eager calls up to kernel choice (float rounding).
+        callback: called as `callback(i, steps)` before Euler step `i` (0-based) computes anything: progress
+            reports, and an exception raised there stops the sampler between model calls.
 
     Returns:
         `x_0`, the same type, shape and dtype as `noise`.
     """
     times = schedule(config).tolist()
+    model_kwargs = with_token_cache(model, model_kwargs)  # one cache for the whole run: lift once, reuse each step
     x = _feats(noise).float()
     graphed = None
     if cuda_graphs and x.device.type == "cuda" and config.steps > 1:
         graphed = GraphedVelocity(model, noise, cond, config, model_kwargs)
     for i in tqdm(range(config.steps), desc=desc, disable=not progress, leave=False):
+        if callback is not None:
+            callback(i, config.steps)
         t, t_next = times[i], times[i + 1]
         if graphed is not None:
             v = graphed(x, t)

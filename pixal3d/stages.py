@@ -11,6 +11,10 @@ texture  = sample_texture(texture_flow, cond, shape, generator, sampler)        
 voxels   = decode(shape_vae, texture_vae, shape, texture)                               # SparseVoxels with attrs
 ```
 
+`STEPS` names the pipeline's steps once, in order: the pipeline times and reports them under these names
+(`Asset.timings`, `Pixal3DPipeline.__call__(callback=...)`), and the server's progress and the benchmark read them
+from here. A new stage adds its function here, its model, and its name to `STEPS`.
+
 Frames and units: every voxel set is in the volume frame of the input camera (DESIGN section 2); coordinates are
 `[N, 4] int32 (b, i, j, k)` (b = 0: one object per call). Randomness comes only from the `torch.Generator` passed
 in; sampler updates run in float32 (`pixal3d.sampling`).
@@ -19,7 +23,7 @@ in; sampler updates run in float32 (`pixal3d.sampling`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -37,6 +41,12 @@ from pixal3d.sampling import SamplerConfig, randn_like, sample
 from pixal3d.sparse import SparseTensor
 
 logger = logging.getLogger(__name__)
+
+STEPS = ("preprocess", "encode", "camera", "structure", "shape", "texture", "decode")
+"""The pipeline's steps, in order (`camera`: FoV, depth map and the flows' condition; `decode`: fine voxels, the
+mesh and the silhouette and image-texel passes)."""
+SamplerCallback = Callable[[int, int], None]
+"""`callback(i, steps)` before each Euler step of a flow stage (`pixal3d.sampling.sample`)."""
 
 
 class EmptyStructureError(RuntimeError):
@@ -161,6 +171,7 @@ def sample_structure(
     max_voxels: int = 0,
     progress: bool = True,
     cuda_graphs: bool = False,
+    callback: SamplerCallback | None = None,
 ) -> torch.Tensor:
     """Stage 1: sample the dense structure latent and decode it to the active coarse voxels.
 
@@ -173,6 +184,7 @@ def sample_structure(
         threshold, min_voxels, max_voxels: see `select_active`.
         progress: show the sampler's progress bar.
         cuda_graphs: replay the flow's calls from CUDA graphs (`sampling.sample`; CUDA only).
+        callback: `callback(i, steps)` before each sampler step (`sampling.sample`).
 
     Returns:
         `coords [N, 4] int32 (0, i, j, k)` at the VAE's resolution R, key-sorted.
@@ -183,7 +195,7 @@ def sample_structure(
     g = cfg.resolution
     template = torch.zeros(1, cfg.in_channels, g, g, g, device=model.device, dtype=_model_dtype(model))
     latent = sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="structure",
-                    cuda_graphs=cuda_graphs)
+                    cuda_graphs=cuda_graphs, callback=callback)
     logits = vae.decode(latent.to(_model_dtype(vae)))
     return select_active(logits, threshold, min_voxels, max_voxels)
 
@@ -198,6 +210,7 @@ def sample_shape(
     sampler: SamplerConfig,
     progress: bool = True,
     cuda_graphs: bool = False,
+    callback: SamplerCallback | None = None,
 ) -> SparseTensor:
     """Stage 2: sample the shape latent on the active coarse voxels.
 
@@ -209,6 +222,7 @@ def sample_shape(
         sampler: steps, shift, guidance.
         progress: show the sampler's progress bar.
         cuda_graphs: replay the flow's calls from CUDA graphs (`sampling.sample`; CUDA only).
+        callback: `callback(i, steps)` before each sampler step (`sampling.sample`).
 
     Returns:
         The shape latent, a `SparseTensor [N, C_shape]` on `coords`.
@@ -221,7 +235,7 @@ def sample_shape(
     feats = torch.zeros(coords.shape[0], cfg.in_channels, device=model.device, dtype=_model_dtype(model))
     template = SparseTensor(coords.to(model.device), feats, cfg.resolution)
     return sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="shape",
-                  cuda_graphs=cuda_graphs)
+                  cuda_graphs=cuda_graphs, callback=callback)
 
 
 @torch.no_grad()
@@ -233,10 +247,11 @@ def sample_texture(
     sampler: SamplerConfig,
     progress: bool = True,
     cuda_graphs: bool = False,
+    callback: SamplerCallback | None = None,
 ) -> SparseTensor:
     """Stage 3: sample the PBR latent on the same voxels, the input being noise || shape latent.
 
-    `progress` and `cuda_graphs` as in `sample_shape`.
+    `progress`, `cuda_graphs` and `callback` as in `sample_shape`.
 
     Returns:
         The texture latent, a `SparseTensor [N, C_tex]` on `shape_latent.coords`.
@@ -250,7 +265,7 @@ def sample_texture(
     shape_latent = shape_latent.to(model.device).replace(feats=shape_latent.feats.to(model.device, dtype))
     template = shape_latent.replace(feats=shape_latent.feats.new_zeros(shape_latent.feats.shape[0], cfg.in_channels))
     return sample(model, randn_like(template, generator), cond, sampler, model_kwargs={"concat": shape_latent},
-                  progress=progress, desc="texture", cuda_graphs=cuda_graphs)
+                  progress=progress, desc="texture", cuda_graphs=cuda_graphs, callback=callback)
 
 
 # ------------------------------------------------------------------------------------------------ decoding

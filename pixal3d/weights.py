@@ -12,9 +12,9 @@ encoder/model.safetensors     its weights; above 16 MiB they are sharded instead
 structure_vae/ ...            one folder per component
 ```
 
-`pipeline.json` names each component's model kind, a key of `pixal3d.models.MODELS`. Sharding reuses the training
-checkpoint's helpers (`pixal3d.training.checkpoint`), so a tensor bigger than a shard is split into pieces and every
-file stays under 16 MiB. Loading is strict and never unpickles: a missing folder or file, a truncated file, a pickle
+`pipeline.json` names each component's model kind, a key of `pixal3d.models.MODELS`. Sharding is
+`pixal3d.tensor_files` (shared with training checkpoints), so a tensor bigger than a shard is split into pieces
+and every file stays under 16 MiB. Loading is strict and never unpickles: a missing folder or file, a truncated file, a pickle
 offered as weights, or a missing / unexpected / mis-shaped tensor each raise one `InputError` naming it.
 
 `"default"` is the weights folder shipped inside the package (`pixal3d/weights/default/`); a hub name is fetched
@@ -28,8 +28,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,12 +35,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pixal3d.atomic import make_temp_dir, save_safetensors
-from pixal3d.config import config_from_dict, config_to_dict, load_config, write_json_atomic
+from pixal3d.atomic import atomic_folder, save_safetensors, write_json_atomic
+from pixal3d.config import config_from_dict, config_to_dict, load_config, read_json
 from pixal3d.errors import InputError
 from pixal3d.models import model_classes
 from pixal3d.sampling import SamplerConfig
-from pixal3d.training.checkpoint import check_tensors, load_sharded, read_safetensors, save_sharded
+from pixal3d.tensor_files import check_tensors, load_sharded, read_safetensors, save_sharded
 
 logger = logging.getLogger(__name__)
 
@@ -232,14 +230,8 @@ def read_pipeline(folder: str | os.PathLike) -> tuple[PipelineSettings, dict[str
     """Read a pipeline folder: its settings and every component, loaded strictly."""
     folder = Path(folder)
     path = folder / PIPELINE_FILE
-    if not path.is_file():
-        raise InputError(f"{folder} is not a pixal3d pipeline folder (no {PIPELINE_FILE})")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is truncated or not JSON ({err})") from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise InputError(f"{path} is not a version-{VERSION} {FORMAT} file")
+    data = read_json(path, missing=f"{folder} is not a pixal3d pipeline folder (no {PIPELINE_FILE})",
+                     format=FORMAT, version=VERSION)
     unknown = sorted(set(data) - {"format", "version", "components", "settings"})
     if unknown:
         raise InputError(f"{path}: unknown key(s) {unknown}; valid keys are components, format, settings, version")
@@ -275,9 +267,7 @@ def write_pipeline(folder: str | os.PathLike, settings: PipelineSettings, module
     check_components({name: _kind_of(name) for name in modules}, "save_pretrained")
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / PIPELINE_FILE).exists())):
         raise InputError(f"{folder} exists and is not a pixal3d pipeline folder; pick a new or empty folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(folder.parent, prefix=f".{folder.name}.")
-    try:
+    with atomic_folder(folder) as tmp:
         for name, module in modules.items():
             save_component(module, tmp / name, dtype)
         record = {
@@ -287,16 +277,6 @@ def write_pipeline(folder: str | os.PathLike, settings: PipelineSettings, module
             "settings": config_to_dict(settings),
         }
         (tmp / PIPELINE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        old = None
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))
-            os.replace(folder, old / "x")
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -39,6 +39,7 @@ CHILD = textwrap.dedent("""
     import json, os, signal, sys, tempfile
     import torch
     torch.set_num_threads(1)
+    from pixal3d import tensor_files
     from pixal3d.training import checkpoint
     from pixal3d.training.config import TrainConfig
     from pixal3d.config import config_from_dict
@@ -52,11 +53,11 @@ CHILD = textwrap.dedent("""
         os.kill(os.getpid(), signal.SIGKILL)
 
     if where == "shard":
-        real = checkpoint.save_safetensors
+        real = tensor_files.save_safetensors
         def save_safetensors(tensors, path, metadata=None):
             real(tensors, path, metadata)
             die()
-        checkpoint.save_safetensors = save_safetensors
+        tensor_files.save_safetensors = save_safetensors
     else:
         def write_json_atomic(path, data):
             fd, _ = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".latest.json.", suffix=".tmp")

@@ -56,7 +56,7 @@ def test_no_help_text_shows_internal_names() -> None:
 
 
 def test_eval_prints_rounded_figures(capsys: pytest.CaptureFixture[str]) -> None:
-    from pixal3d.cli.models import _print_aggregate
+    from pixal3d.cli.eval import _print_aggregate
 
     _print_aggregate({"aggregate": {
         "true": {"runs": 4, "failures": 0, "fscore@0.05": {"mean": 0.5324786901473999},

@@ -25,7 +25,10 @@ from pixal3d.geometry.dual_grid import (
     meshes_to_voxels,
     normalize_to_unit_cube,
 )
-from pixal3d.geometry.dual_mesh import sample_attributes, voxel_centres, voxels_to_mesh
+from pixal3d.camera import coords_to_centers as voxel_centres
+from pixal3d.geometry.dual_mesh import sample_attributes, voxels_to_mesh
+from pixal3d.geometry.intersect import grid_keys
+from pixal3d.geometry.voxel_solve import fill_untouched
 from pixal3d.geometry.voxels import SparseVoxels, load_voxels, save_voxels
 
 R = 64
@@ -132,7 +135,7 @@ def test_voxel_set_invariants(round_trips):
         coords = voxels.coords.long()
         assert voxels.coords.dtype == torch.int32 and voxels.edges.dtype == torch.int8, name
         assert bool(((coords >= 0) & (coords < R)).all()), name
-        keys = dual_grid.grid_keys(coords, R)
+        keys = grid_keys(coords, R)
         assert bool((keys[1:] > keys[:-1]).all()), f"{name}: coords not unique and sorted"
         assert bool(((voxels.vertex >= 0) & (voxels.vertex <= 1)).all()), name
         assert set(voxels.edges.unique().tolist()) <= {-1, 0, 1}, name
@@ -143,7 +146,7 @@ def test_voxel_set_invariants(round_trips):
                 shifted = corner.clone()
                 shifted[:, (axis + 1) % 3] += db
                 shifted[:, (axis + 2) % 3] += dc
-                assert bool(torch.isin(dual_grid.grid_keys(shifted, R), keys).all()), name
+                assert bool(torch.isin(grid_keys(shifted, R), keys).all()), name
 
 
 def test_dual_vertices_lie_on_flat_faces():
@@ -458,7 +461,7 @@ def test_untouched_voxels_take_the_nearest_touched_voxel_of_their_own_item() -> 
     attrs[has] = torch.arange(int(has.sum()) * 6, dtype=torch.float32).view(-1, 6) + 1
     voxels = SparseVoxels(coords, torch.full((len(rows), 3), 0.5), torch.zeros(len(rows), 3, dtype=torch.int8),
                           attrs.clone(), r)
-    dual_grid._fill_untouched(voxels, has, view)
+    fill_untouched(voxels, has, view)
 
     def attrs_at(item: int, c: tuple[int, int, int]) -> torch.Tensor:
         return voxels.attrs[[n for n, (v, cc, _) in enumerate(rows) if (v, cc) == (item, c)][0]]

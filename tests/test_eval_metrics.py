@@ -10,15 +10,12 @@ import torch
 import trimesh
 
 from pixal3d.eval.metrics import (
-    boundary_edge_ratio,
     chamfer_l1,
-    connected_components,
     fov_error_degrees,
     fscore,
     mean_abs_error,
     occupancy_grid,
     occupancy_scores,
-    open_edges,
     psnr,
     sample_surface,
     silhouette_iou,
@@ -26,6 +23,7 @@ from pixal3d.eval.metrics import (
     ssim,
     volume_iou,
 )
+from pixal3d.eval.topology import boundary_edge_ratio, connected_components, open_edges
 
 
 def sphere_points(radius: float, count: int, seed: int) -> torch.Tensor:

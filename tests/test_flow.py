@@ -12,9 +12,10 @@ from pixal3d.config import config_from_dict, config_to_dict
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.models import MODELS, model_classes
-from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer, flow_preset, patchify, unpatchify
+from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer, patchify, unpatchify
+from pixal3d.presets import FLOW_SIZES, flow_preset
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
-from pixal3d.sampling import SamplerConfig, flow_matching_loss, randn_like, sample
+from pixal3d.sampling import SamplerConfig, TokenCache, flow_matching_loss, randn_like, sample
 from pixal3d.sparse import SparseTensor
 
 FEAT = 16
@@ -181,7 +182,7 @@ def test_overfit_one_target():
     assert last < first / 10, (first, last)
 
 
-@pytest.mark.parametrize("size", ["micro", "tiny", "base"])
+@pytest.mark.parametrize("size", list(FLOW_SIZES))
 def test_presets_round_trip_through_json(size):
     for stage in ("structure", "shape", "texture"):
         cfg = flow_preset(stage, size)
@@ -199,12 +200,12 @@ def test_tiny_flows_fit_the_budget():
 
 def test_micro_presets_run(features, camera):
     x = sparse_tokens(resolution=8, channels=8)
-    shape = FlowTransformer(flow_preset("shape", "micro"))
-    texture = FlowTransformer(flow_preset("texture", "micro"))
+    shape = FlowTransformer(flow_preset("shape", "micro8"))
+    texture = FlowTransformer(flow_preset("texture", "micro8"))
     cond = FlowCondition(features, camera)
     assert shape(x, torch.rand(2), cond).shape == x.shape
     assert texture(x, torch.rand(2), cond, concat=x).shape == x.shape
-    structure = FlowTransformer(flow_preset("structure", "micro"))
+    structure = FlowTransformer(flow_preset("structure", "micro8"))
     assert structure(torch.randn(2, 4, 4, 4, 4), torch.rand(2), cond).shape == (2, 4, 4, 4, 4)
 
 
@@ -213,17 +214,18 @@ def test_lift_is_cached_only_without_grad(features, camera):
     model = FlowTransformer(dense_config(tokens="sparse"))
     perturb(model)
     x, t = sparse_tokens(), torch.rand(2)
-    cond = FlowCondition(features, camera)
+    cond, cache = FlowCondition(features, camera), TokenCache()  # the sampler's cache of one run
     with torch.no_grad():
-        first = model(x, t, cond)
-        assert len(cond._lift_cache) == 1
-        again = model(x, t, cond)
+        first = model(x, t, cond, cache=cache)
+        assert len([key for key in cache._entries if key[0] == "lift"]) == 1
+        again = model(x, t, cond, cache=cache)
         other = sparse_tokens(seed=5)
-        model(other, t, cond)  # new coords: recomputed, never a stale hit
+        model(other, t, cond, cache=cache)  # new coords: recomputed, never a stale hit
     assert torch.equal(first.feats, again.feats)
-    fresh = FlowCondition(features, camera)
-    assert torch.allclose(model(other, t, fresh).feats, model(other, t, cond).feats, atol=1e-6)
-    assert len(fresh._lift_cache) == 0  # with gradients on, nothing is cached
+    fresh = TokenCache()
+    assert torch.allclose(model(other, t, cond, cache=fresh).feats, model(other, t, cond, cache=cache).feats,
+                          atol=1e-6)
+    assert not [key for key in fresh._entries if key[0] == "lift"]  # with gradients on, no lift is cached
 
 
 def test_condition_dropout_keeps_about_ninety_percent(features, camera):
@@ -235,7 +237,7 @@ def test_condition_dropout_keeps_about_ninety_percent(features, camera):
 
 def test_sampling_a_micro_flow_with_guidance_is_deterministic(features, camera):
     torch.manual_seed(6)
-    model = FlowTransformer(flow_preset("shape", "micro")).eval()
+    model = FlowTransformer(flow_preset("shape", "micro8")).eval()
     perturb(model)
     template = sparse_tokens(resolution=8, channels=8)
     cond = FlowCondition(features, camera)

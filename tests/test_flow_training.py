@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pixal3d.config import load_config
-from pixal3d.data.shards import SampleOptions, procedural_units, write_shards
+from pixal3d.data.shards import write_shards
+from pixal3d.data.units import SampleOptions, procedural_units
 from pixal3d.encoder import EncoderConfig, FeatureMaps
 from pixal3d.errors import InputError
 from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer

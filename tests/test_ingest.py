@@ -13,9 +13,10 @@ import trimesh
 
 from pixal3d.cli import main
 from pixal3d.data.dataset import ShardDataset
-from pixal3d.data.ingest import find_meshes, ingest_folder, load_asset
+from pixal3d.data.ingest import find_meshes, load_asset
 from pixal3d.data.procedural import export_glb, generate
-from pixal3d.data.shards import SampleOptions
+from pixal3d.data.shards import ingest_folder
+from pixal3d.data.units import SampleOptions
 from pixal3d.errors import InputError
 
 OPTIONS = SampleOptions(image_size=32, resolution=64, coarse=16)

@@ -13,7 +13,7 @@ from gltf_validator import assert_valid_glb
 from PIL import Image
 
 from pixal3d import Asset, Camera, InputError, Pixal3DPipeline
-from pixal3d.pipeline import PipelineConfig, check_compatible, micro_config
+from pixal3d.presets import PipelineConfig, check_compatible, micro_config
 from pixal3d.sampling import SamplerConfig
 from pixal3d.sparse import SparseTensor
 from pixal3d.stages import (

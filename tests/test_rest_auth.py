@@ -31,7 +31,8 @@ from pixal3d.serve.auth import (  # noqa: E402
     load_api_keys,
     owner_name,
 )
-from pixal3d.serve.rest import create_app, parse_options  # noqa: E402
+from pixal3d.serve.rest import create_app  # noqa: E402
+from pixal3d.serve.uploads import parse_options  # noqa: E402
 
 KEY_A, KEY_B, KEY_C = "a" * 32, "b" * 32, "c" * 32
 FAST = {"faces": 2000, "texture_size": 256, "steps": 1}

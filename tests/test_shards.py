@@ -14,20 +14,13 @@ from safetensors import safe_open
 
 from pixal3d.cli import main
 from pixal3d.data import samples as samples_module
-from pixal3d.data import shards as shards_module
+from pixal3d.data import units as units_module
 from pixal3d.data.dataset import ShardDataset
 from pixal3d.data.procedural import generate
 from pixal3d.data.samples import make_sample, view_generator
-from pixal3d.data.shards import (
-    SampleOptions,
-    WorkUnit,
-    make_unit,
-    make_units,
-    procedural_units,
-    sample_scalars,
-    sample_tensors,
-    write_shards,
-)
+from pixal3d.data.shard_format import sample_scalars, sample_tensors
+from pixal3d.data.shards import write_shards
+from pixal3d.data.units import SampleOptions, WorkUnit, make_unit, make_units, procedural_units
 from pixal3d.errors import InputError
 from pixal3d.geometry.dual_grid import BadItemError
 
@@ -113,7 +106,7 @@ def test_bad_unit_in_a_batch_is_skipped_and_the_others_complete(tmp_path: Path, 
     alone = [make_unit(u, OPTIONS)[0] for u in units]
     refused = units[1]
     poisoned: set[int] = set()
-    load, voxelise = shards_module.load_source, samples_module.meshes_to_voxels
+    load, voxelise = units_module.load_source, samples_module.meshes_to_voxels
 
     def load_and_mark(source: str) -> object:
         asset = load(source)
@@ -127,7 +120,7 @@ def test_bad_unit_in_a_batch_is_skipped_and_the_others_complete(tmp_path: Path, 
                 raise BadItemError("the mesh has 3 vertices with NaN or Inf coordinates", index)
         return voxelise(items, *args, **kwargs)
 
-    monkeypatch.setattr(shards_module, "load_source", load_and_mark)
+    monkeypatch.setattr(units_module, "load_source", load_and_mark)
     monkeypatch.setattr(samples_module, "meshes_to_voxels", refuse_marked)
     batch = [units[0], WorkUnit(str(empty), "mesh-empty", (0, 1)), refused, units[2]]
     results = make_units(batch, OPTIONS)
@@ -197,7 +190,7 @@ def test_cli_generate_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_engine_batch_defaults_by_device_and_refuses_bad_values() -> None:
-    from pixal3d.data.shards import ENGINE_BATCH_CUDA, engine_batch
+    from pixal3d.data.units import ENGINE_BATCH_CUDA, engine_batch
 
     assert engine_batch(None, "cpu") == 1
     assert engine_batch(None, "cuda:1") == ENGINE_BATCH_CUDA > 1  # a device name needs no GPU to be read
@@ -210,10 +203,10 @@ def test_engine_batch_defaults_by_device_and_refuses_bad_values() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_same_units_on_a_gpu_give_the_same_bytes_every_run() -> None:
     options = SampleOptions(image_size=64, resolution=64, coarse=16)
-    units = shards_module.procedural_units(3, 1)
+    units = units_module.procedural_units(3, 1)
 
     def tensors() -> list[dict[str, torch.Tensor]]:
-        return [sample_tensors(s, "0") for r in shards_module.make_units(units, options, "cuda") for s in r.samples]
+        return [sample_tensors(s, "0") for r in units_module.make_units(units, options, "cuda") for s in r.samples]
 
     first, second = tensors(), tensors()
     assert len(first) == 3

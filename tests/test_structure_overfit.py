@@ -17,7 +17,8 @@ import torch
 from pixal3d.camera import Camera
 from pixal3d.config import config_from_dict
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
-from pixal3d.models.flow import FlowCondition, FlowTransformer, flow_preset
+from pixal3d.models.flow import FlowCondition, FlowTransformer
+from pixal3d.presets import flow_preset
 from pixal3d.models.structure_vae import StructureVAE, StructureVAEConfig, active_coords
 from pixal3d.sampling import flow_matching_loss
 from pixal3d.stages import get_cond, sample_structure
@@ -75,7 +76,7 @@ def test_structure_vae_and_flow_overfit_one_object():
         assert iou(active_coords(vae.decode(latent)), occupancy) > 0.95
 
     # 2. the micro structure flow learns that latent under the fixed condition
-    flow = FlowTransformer(flow_preset("structure", "micro"))
+    flow = FlowTransformer(flow_preset("structure", "micro8"))
     encoder = ImageEncoder(EncoderConfig(channels=flow.config.feature_channels, global_grid=1, pretrained=False))
     image = torch.rand(1, 4, 64, 64, generator=torch.Generator().manual_seed(SEED))
     cond = get_cond(encoder.eval(), image, [Camera.from_degrees(40.0, size=64)])

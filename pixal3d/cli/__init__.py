@@ -1,9 +1,9 @@
 """The `pixal3d` command line: argparse subcommands that parse, call the library, and report.
 
 No logic lives here: each subcommand is a pair `_add_<name>(subparsers)` (its options) and `_run_<name>(args)`
-(one call into the library), grouped by topic: `assets.py` (preprocess, convert, generate), `data.py` (data ...,
-train), `models.py` (eval, bench, serve, demo); `common.py` holds the shared model and device options. A new
-subcommand adds its pair and one entry to `COMMANDS`. Heavy modules are imported inside the `_run_` functions so
+(one call into the library), one module per topic: `assets.py` (preprocess, convert, generate), `data.py`
+(data ...), `train.py` (train, assemble), `eval.py`, `bench.py`, `serve.py` (serve, demo); `common.py` holds the
+shared model and device options. A new subcommand adds its pair and one entry to `COMMANDS`. Heavy modules are imported inside the `_run_` functions so
 that `pixal3d --help` stays instant.
 
 Exit codes: 0 success, 1 unexpected failure, 2 a user mistake (`InputError`, bad options).
@@ -19,8 +19,11 @@ from collections.abc import Callable, Sequence
 
 from pixal3d import __version__
 from pixal3d.cli.assets import _add_convert, _add_generate, _add_preprocess
-from pixal3d.cli.data import _add_assemble, _add_data, _add_train
-from pixal3d.cli.models import _add_bench, _add_demo, _add_eval, _add_serve
+from pixal3d.cli.bench import _add_bench
+from pixal3d.cli.data import _add_data
+from pixal3d.cli.eval import _add_eval
+from pixal3d.cli.serve import _add_demo, _add_serve
+from pixal3d.cli.train import _add_assemble, _add_train
 from pixal3d.errors import InputError
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (

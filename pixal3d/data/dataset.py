@@ -26,18 +26,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from pixal3d.data.samples import Sample, ViewDoesNotFitError, make_sample, view_generator
-from pixal3d.data.shards import (
-    FIELDS,
-    SHARD_FORMAT,
-    SampleOptions,
-    WorkUnit,
-    engine_batch,
-    gpu_worker_setup,
-    make_units,
-    read_indexes,
-    sample_from_tensors,
-)
+from pixal3d.data.align import ViewDoesNotFitError
+from pixal3d.data.samples import Sample, make_sample, view_generator
+from pixal3d.data.shard_format import FIELDS, SHARD_FORMAT, read_indexes, sample_from_tensors
+from pixal3d.data.shards import gpu_worker_setup
+from pixal3d.data.units import SampleOptions, WorkUnit, engine_batch, make_units
 from pixal3d.errors import InputError
 
 logger = logging.getLogger(__name__)

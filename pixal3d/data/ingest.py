@@ -4,7 +4,7 @@
 `mesh_to_voxels` flatten it with node transforms applied), keeps the materials, checks that what the file refers
 to exists (OBJ: `mtllib` files and their `map_*` textures; GLTF: external buffers and images), and normalises
 the asset into the unit cube (bounding-box centre at the origin, longest side 0.96; +y up as glTF and most OBJ
-files). `ingest_folder` turns every such file into `views` samples with `write_shards`: a file with no faces,
+files). `pixal3d.data.shards.ingest_folder` turns every such file into `views` samples: a file with no faces,
 broken materials or missing textures is skipped with a logged reason and counted in the run summary; one bad
 file never stops the run.
 """
@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from pixal3d.data.shards import RunSummary, SampleOptions, WorkUnit, write_shards
 from pixal3d.errors import InputError
 from pixal3d.geometry.dual_grid import mesh_parts, normalize_to_unit_cube
 
@@ -139,36 +138,3 @@ def asset_id_of(path: Path, root: Path) -> str:
     return "mesh-" + re.sub(r"[^A-Za-z0-9_.-]", "_", relative)
 
 
-def ingest_units(mesh_dir: str | os.PathLike, views: int) -> list[WorkUnit]:
-    """One unit per mesh file under `mesh_dir`, `views` views each."""
-    if views < 1:
-        raise InputError(f"views must be >= 1, got {views}")
-    root = Path(mesh_dir)
-    files = find_meshes(root)
-    if not files:
-        raise InputError(f"{root}: no .glb, .gltf or .obj files found")
-    return [WorkUnit(str(p), asset_id_of(p, root), (0, views)) for p in files]
-
-
-def ingest_folder(
-    mesh_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    views: int = 4,
-    options: SampleOptions | None = None,
-    *,
-    workers: int = 1,
-    rank: int = 0,
-    world_size: int = 1,
-    device: str = "cpu",
-    batch: int | None = None,
-) -> RunSummary:
-    """Samples of every mesh file under `mesh_dir`, written as shards to `out_dir` (resumable; see `write_shards`,
-    also for `batch`).
-
-    Returns:
-        The run summary; bad files are in `summary.skipped` with their reasons.
-    """
-    units = ingest_units(mesh_dir, views)
-    logger.info("ingesting %d mesh files from %s", len(units), mesh_dir)
-    return write_shards(units, out_dir, options, workers=workers, rank=rank, world_size=world_size, device=device,
-                        batch=batch)

@@ -10,9 +10,7 @@ Conventions, shared by the round-trip report and `pixal3d eval`:
 - nearest neighbours come from a KD-tree (scipy, on the CPU; inputs on any device, results on the input's device);
 - normal consistency ignores orientation (|cos|), as in the Occupancy Networks benchmark; pass `oriented=True`
   for the signed version;
-- mesh topology (`connected_components`, `boundary_edge_ratio`) is geometric: vertices at the same position
-  (within `MERGE_TOLERANCE`) are merged first, so UV seams and per-face vertex copies in an exported mesh do not
-  count as cuts, and faces made degenerate by the merge are dropped.
+- mesh topology (`connected_components`, `boundary_edge_ratio`) lives in `pixal3d.eval.topology`.
 """
 
 from __future__ import annotations
@@ -24,12 +22,7 @@ import torch
 import torch.nn.functional as F
 import trimesh
 from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components as _graph_components
 from scipy.spatial import cKDTree
-
-MERGE_TOLERANCE = 1e-6
-"""Vertices closer than this per axis (volume units) are one vertex for the topology metrics."""
 
 
 def sample_surface(
@@ -185,103 +178,6 @@ def feature_dihedral_error(
     index = np.where(index >= len(along), len(fold) - 1, index)
     sharpest = fold[index].max(axis=1)
     return torch.from_numpy(np.abs(sharpest - truth_np).astype(np.float32))
-
-
-# ------------------------------------------------------------------------------------------------ mesh topology
-def merge_by_position(
-    vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndarray, tolerance: float = MERGE_TOLERANCE
-) -> np.ndarray:
-    """Faces re-indexed onto unique vertex positions, degenerate faces dropped.
-
-    Positions are snapped to a grid of step `tolerance` and equal cells are one vertex (two vertices closer than
-    `tolerance` can still fall into neighbouring cells; seam copies are bit-identical, so this never matters for
-    them).
-
-    Args:
-        vertices: `[V, 3]` float.
-        faces: `[F, 3]` int.
-
-    Returns:
-        `[F', 3] int64` faces over merged vertex ids, `F' <= F` (faces with a repeated vertex removed).
-    """
-    v = np.asarray(vertices.detach().cpu() if isinstance(vertices, torch.Tensor) else vertices, dtype=np.float64)
-    f = np.asarray(faces.detach().cpu() if isinstance(faces, torch.Tensor) else faces, dtype=np.int64)
-    if f.ndim != 2 or f.shape[1] != 3 or v.ndim != 2 or v.shape[1] != 3:
-        raise ValueError(f"need vertices [V, 3] and faces [F, 3], got {v.shape} and {f.shape}")
-    if len(f) == 0:
-        return f.reshape(0, 3)
-    cells = np.round(v / tolerance).astype(np.int64)
-    _, ids = np.unique(cells, axis=0, return_inverse=True)
-    merged = ids.reshape(-1)[f]
-    distinct = (merged[:, 0] != merged[:, 1]) & (merged[:, 1] != merged[:, 2]) & (merged[:, 0] != merged[:, 2])
-    return merged[distinct]
-
-
-def _unique_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`(edges [E, 2] int64 (low id, high id), faces per edge [E] int64)` of merged faces `[F, 3]`."""
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)  # (3F, 2)
-    return np.unique(edges, axis=0, return_counts=True)
-
-
-def connected_components(
-    vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndarray, tolerance: float = MERGE_TOLERANCE
-) -> int:
-    """Number of connected pieces of a triangle mesh.
-
-    Two faces are connected when they share a vertex (after `merge_by_position`), not only an edge: parts that
-    touch at a single point are one piece, as they are one piece to a printer or a physics engine, and the
-    pinch vertices a dual-grid mesh makes do not inflate the count. Isolated vertices are not counted.
-
-    Args:
-        vertices: `[V, 3]` float.
-        faces: `[F, 3]` int.
-
-    Returns:
-        The number of components; 0 for a mesh without (non-degenerate) faces.
-    """
-    merged = merge_by_position(vertices, faces, tolerance)
-    if len(merged) == 0:
-        return 0
-    used, local = np.unique(merged, return_inverse=True)
-    local = local.reshape(-1, 3)
-    rows = np.concatenate([local[:, 0], local[:, 1]])
-    cols = np.concatenate([local[:, 1], local[:, 2]])
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(used), len(used)))
-    count, _ = _graph_components(graph, directed=False)
-    return int(count)
-
-
-def boundary_edge_ratio(
-    vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndarray, tolerance: float = MERGE_TOLERANCE
-) -> float:
-    """Open edges over all edges: the fraction of unique (undirected) edges used by exactly one face.
-
-    After `merge_by_position`. 0 for a closed (watertight) surface; a hole's rim contributes its edges; edges of
-    three or more faces (non-manifold) are not open.
-
-    Args:
-        vertices: `[V, 3]` float.
-        faces: `[F, 3]` int.
-
-    Returns:
-        The ratio in [0, 1]; NaN for a mesh without (non-degenerate) faces.
-    """
-    merged = merge_by_position(vertices, faces, tolerance)
-    if len(merged) == 0:
-        return float("nan")
-    _, uses = _unique_edges(merged)
-    return float((uses == 1).sum() / len(uses))
-
-
-def open_edges(
-    vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndarray, tolerance: float = MERGE_TOLERANCE
-) -> int:
-    """Number of unique edges used by exactly one face (after `merge_by_position`); see `boundary_edge_ratio`."""
-    merged = merge_by_position(vertices, faces, tolerance)
-    if len(merged) == 0:
-        return 0
-    _, uses = _unique_edges(merged)
-    return int((uses == 1).sum())
 
 
 # ------------------------------------------------------------------------------------------------ voxel grids

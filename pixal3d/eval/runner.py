@@ -45,7 +45,7 @@ from pixal3d.eval.oracles import (
     run_oracle,
     structure_metrics,
 )
-from pixal3d.geometry.cleanup import clean_mesh
+from pixal3d.eval.topology import topology_metrics
 from pixal3d.geometry.dual_grid import mesh_to_voxels
 from pixal3d.models.depth_head import depth_metrics
 from pixal3d.render import (
@@ -338,29 +338,6 @@ def depth_head_metrics(asset: Asset, gt: GroundTruth) -> dict[str, float]:
     pred = torch.nn.functional.interpolate(asset.depth[None, None].float(), size=truth.shape, mode="bilinear",
                                            align_corners=False)[0, 0]
     return depth_metrics(pred, truth, covered)
-
-
-def topology_metrics(asset: Asset) -> dict[str, float | None]:
-    """Connected components and boundary-edge ratio of the exported mesh and of the raw dual-grid mesh (`_raw`).
-
-    The exported mesh is the geometry `Asset.export` writes into the GLB: `clean_mesh` of the asset's mesh at its
-    face budget with its clean-up options (`Asset.cleanup`: floaters removed unless the silhouette rule kept every
-    fragment; holes of up to 32 edges filled; simplified); the UV bake after it only
-    splits vertices along seams, which the metrics merge back (`metrics.merge_by_position`).
-    """
-    raw = asset.mesh
-    values: dict[str, float | None] = {
-        "components_raw": M.connected_components(raw.vertices, raw.faces),
-        "boundary_edge_ratio_raw": M.boundary_edge_ratio(raw.vertices, raw.faces),
-    }
-    try:
-        exported = clean_mesh(raw, asset.faces, asset.cleanup)
-    except InputError as err:  # nothing left to export: the scores are undefined, the run is still scored
-        logger.warning("no exported mesh to measure: %s", err)
-        return {**values, "components": None, "boundary_edge_ratio": None}
-    values["components"] = M.connected_components(exported.vertices, exported.faces)
-    values["boundary_edge_ratio"] = M.boundary_edge_ratio(exported.vertices, exported.faces)
-    return values
 
 
 def error_map(a: torch.Tensor, b: torch.Tensor, gain: float = 4.0) -> np.ndarray:

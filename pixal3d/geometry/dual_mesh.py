@@ -14,16 +14,12 @@ import numpy as np
 import torch
 import trimesh
 
+from pixal3d.camera import coords_to_centers
 from pixal3d.errors import InputError
 from pixal3d.geometry.intersect import grid_keys, lookup_keys
 from pixal3d.geometry.voxels import SparseVoxels
 
 logger = logging.getLogger(__name__)
-
-
-def voxel_centres(coords: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Voxel centres `[N, 3]` float32 in the volume frame for integer coords `[N, 3]`."""
-    return -0.5 + (coords.float() + 0.5) / resolution
 
 
 def voxels_to_mesh(voxels: SparseVoxels) -> trimesh.Trimesh:
@@ -148,7 +144,7 @@ def sample_attributes(
         lonely_groups = torch.unique(point_group[lonely]).tolist() if groups is not None else [0]
         bounds = torch.searchsorted(sorted_keys, torch.tensor(lonely_groups, device=device) * r**3)
         ends = torch.searchsorted(sorted_keys, (torch.tensor(lonely_groups, device=device) + 1) * r**3)
-        centres = voxel_centres(voxels.coords[order], r)
+        centres = coords_to_centers(voxels.coords[order], r)
         for group, start, end in zip(lonely_groups, bounds.tolist(), ends.tolist(), strict=True):
             chosen = lonely & (point_group == group) if groups is not None else lonely
             tree = cKDTree(centres[start:end].cpu().numpy())

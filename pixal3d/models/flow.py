@@ -8,8 +8,9 @@ One class, two token kinds:
   input.
 
 Conditioning (`FlowCondition`): the encoder's `FeatureMaps` and the camera(s). The model lifts the maps itself
-at the tokens' voxel centres (`lift_dense` at the latent grid then patchified, or `lift_sparse` at the active
-voxels), so training and inference share the code; the global tokens feed every block's cross-attention.
+at the tokens' voxel centres (`pixal3d.lift.lift_views`: the whole latent grid then patchified, or the active
+voxels), so training and inference share the code; a sampling run computes the lift once and keeps it in the
+sampler's `TokenCache` (`forward(..., cache=)`). The global tokens feed every block's cross-attention.
 With `depth_lift`, the lift is depth-aware (`pixal3d.lift`): each view's depth map (`FlowCondition.depth`,
 `extra_depths`) and alpha (the raw image map's channel 3) add `DEPTH_CHANNELS` per voxel, between the features
 and the mask; the pipeline passes the depth head's map, training the ground-truth splat (`training.conditioned`).
@@ -34,10 +35,10 @@ import torch.nn as nn
 from pixal3d.camera import Camera
 from pixal3d.encoder import FeatureMaps
 from pixal3d.errors import InputError
-from pixal3d.lift import DEPTH_CHANNELS, average_views, lift_dense, lift_sparse
+from pixal3d.lift import DEPTH_CHANNELS, lift_views
 from pixal3d.nn.attention import TokenLayout, WindowPlan, rope_angles, window_plan
 from pixal3d.nn.blocks import FlowBlock, modulate
-from pixal3d.sampling import SamplerConfig
+from pixal3d.sampling import SamplerConfig, TokenCache
 from pixal3d.sparse import SparseTensor
 
 Cameras = Camera | Sequence[Camera]
@@ -139,7 +140,6 @@ class FlowCondition:
     extra_views: Sequence[tuple[FeatureMaps, Cameras]] = ()
     depth: torch.Tensor | None = None
     extra_depths: Sequence[torch.Tensor | None] = ()
-    _lift_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def views(self) -> list[tuple[FeatureMaps, Cameras]]:
@@ -161,21 +161,8 @@ class FlowCondition:
         keep = keep.to(self.features.global_tokens.device)
         if self.keep is not None:
             keep = keep & self.keep.to(keep.device)
-        return dataclasses.replace(self, keep=keep, _lift_cache={})
+        return dataclasses.replace(self, keep=keep)
 
-    def cached_lift(self, key: tuple, coords: torch.Tensor, compute) -> torch.Tensor:
-        """`compute()`, memoised per token set while gradients are off (sampling reuses one lift for all steps).
-
-        The cache holds `coords` itself and matches by identity, so a new token set never hits a stale entry.
-        """
-        if torch.is_grad_enabled():
-            return compute()
-        hit = self._lift_cache.get(key)
-        if hit is not None and hit[0] is coords:
-            return hit[1]
-        value = compute()
-        self._lift_cache[key] = (coords, value)
-        return value
 
 
 @dataclass
@@ -223,6 +210,9 @@ def unpatchify(tokens: torch.Tensor, batch: int, channels: int, p: int) -> torch
 class FlowTransformer(nn.Module):
     """Rectified-flow transformer over dense or sparse voxel tokens, conditioned on lifted image features."""
 
+    takes_token_cache = True
+    """`pixal3d.sampling.sample` passes a `TokenCache` per run (`forward(..., cache=)`)."""
+
     def __init__(self, config: FlowConfig):
         super().__init__()
         self.config = config
@@ -245,7 +235,6 @@ class FlowTransformer(nn.Module):
         for layer in (self.out_modulation[1], self.output):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self._last_geometry: tuple[object, TokenGeometry] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -264,15 +253,18 @@ class FlowTransformer(nn.Module):
                 got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise ValueError(f"{name} must be [B, {width}, {g}, {g}, {g}], got {got}")
 
-    def _geometry(self, x: torch.Tensor | SparseTensor) -> TokenGeometry:
-        """Token layout, RoPE angles and window plans of `x`'s tokens, memoised for the last token set.
+    def _geometry(self, x: torch.Tensor | SparseTensor, cache: TokenCache | None) -> TokenGeometry:
+        """Token layout, RoPE angles and window plans of `x`'s tokens, kept in the sampler's `cache` when given.
 
         Sampling calls the model many times on the same voxels; recomputing these would also sync a GPU.
         """
-        key = x.coords if isinstance(x, SparseTensor) else (x.shape[0], x.device)
-        last = self._last_geometry
-        if last is not None and (last[0] is key if isinstance(x, SparseTensor) else last[0] == key):
-            return last[1]
+        if cache is None:
+            return self._token_geometry(x)
+        if isinstance(x, SparseTensor):
+            return cache.get("geometry", x.coords, lambda: self._token_geometry(x))
+        return cache.get(("geometry", x.shape[0], x.device), None, lambda: self._token_geometry(x))
+
+    def _token_geometry(self, x: torch.Tensor | SparseTensor) -> TokenGeometry:
         cfg = self.config
         if isinstance(x, SparseTensor):
             coords, layout = x.coords, TokenLayout.from_counts(x.counts)
@@ -287,36 +279,23 @@ class FlowTransformer(nn.Module):
         if cfg.attention == "window":
             windows = [window_plan(coords, layout.counts, cfg.window_size, shift) for shift in (False, True)]
         rope = rope_angles(coords[:, 1:], cfg.dim // cfg.heads, cfg.rope_base)
-        geometry = TokenGeometry(layout=layout, rope=rope, windows=windows)
-        self._last_geometry = (key, geometry)
-        return geometry
+        return TokenGeometry(layout=layout, rope=rope, windows=windows)
 
-    def _lift(self, x: torch.Tensor | SparseTensor, cond: FlowCondition) -> torch.Tensor:
-        """Lifted features per token `[N, lift_dim]`, averaged over the condition's views (cached when sampling)."""
+    def _lift(self, x: torch.Tensor | SparseTensor, cond: FlowCondition, cache: TokenCache | None) -> torch.Tensor:
+        """Lifted features per token `[N, lift_dim]` (`pixal3d.lift.lift_views`), kept in the sampler's `cache`
+        while gradients are off (one lift serves every step of a sampling run)."""
+        if cache is None or torch.is_grad_enabled():
+            return self._lift_tokens(x, cond)
         if isinstance(x, SparseTensor):
-            return cond.cached_lift(("sparse", x.resolution), x.coords, lambda: self._lift_views(x, cond))
-        return cond.cached_lift(("dense", self.config.resolution, self.config.patch), cond.features.maps[0],
-                                lambda: self._lift_views(x, cond))
+            return cache.get(("lift", x.resolution), x.coords, lambda: self._lift_tokens(x, cond))
+        return cache.get(("lift", self.config.resolution, self.config.patch), cond.features.maps[0],
+                         lambda: self._lift_tokens(x, cond))
 
-    def _lift_views(self, x: torch.Tensor | SparseTensor, cond: FlowCondition) -> torch.Tensor:
-        lifts = []
-        for (feats, cams), depth in zip(cond.views, cond.depths, strict=True):
-            kwargs = self._depth_inputs(feats, depth) if self.config.depth_lift else {}
-            if isinstance(x, SparseTensor):
-                lifts.append(lift_sparse(feats.maps, cams, x.coords, x.resolution, **kwargs))
-            else:
-                dense = lift_dense(feats.maps, cams, self.config.resolution, **kwargs)
-                lifts.append(patchify(dense, self.config.patch))
-        return lifts[0] if len(lifts) == 1 else average_views(lifts)
-
-    @staticmethod
-    def _depth_inputs(feats: FeatureMaps, depth: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """The depth-aware lift's `depth` and `alpha` (channel 3 of the raw RGBA map) of one view."""
-        if depth is None:
-            raise ValueError("this flow has depth_lift: its condition needs a depth map per view "
-                             "(stages.make_condition(features, cameras, depths=...), FlowCondition.depth)")
-        image = feats.maps[0]
-        return {"depth": depth.to(image.device), "alpha": image[:, 3:4]}
+    def _lift_tokens(self, x: torch.Tensor | SparseTensor, cond: FlowCondition) -> torch.Tensor:
+        depths = cond.depths if self.config.depth_lift else None
+        if isinstance(x, SparseTensor):
+            return lift_views(cond.views, x.resolution, x.coords, depths)
+        return patchify(lift_views(cond.views, self.config.resolution, None, depths), self.config.patch)
 
     def _context(self, cond: FlowCondition) -> torch.Tensor:
         """Cross-attention tokens `[B, T, feature_channels]`, averaged over views."""
@@ -332,7 +311,8 @@ class FlowTransformer(nn.Module):
         return torch.stack(contexts).mean(0)
 
     def _conditioning(
-        self, x: torch.Tensor | SparseTensor, cond: FlowCondition | None, layout: TokenLayout, batch: int
+        self, x: torch.Tensor | SparseTensor, cond: FlowCondition | None, layout: TokenLayout, batch: int,
+        cache: TokenCache | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (context `[B, T, C_f]`, lifted `[N, lift_dim]` or None), zeroed where unconditional."""
         cfg = self.config
@@ -349,7 +329,7 @@ class FlowTransformer(nn.Module):
                 f"{cfg.feature_channels} (image_channels + feature_channels)"
             )
         context = self._context(cond)
-        lifted = self._lift(x, cond) if cfg.lift_dim else None
+        lifted = self._lift(x, cond, cache) if cfg.lift_dim else None
         if cond.keep is not None:
             keep = cond.keep.to(device=context.device, dtype=context.dtype)
             context = context * keep[:, None, None]
@@ -364,6 +344,7 @@ class FlowTransformer(nn.Module):
         t: torch.Tensor,
         cond: FlowCondition | None = None,
         concat: torch.Tensor | SparseTensor | None = None,
+        cache: TokenCache | None = None,
     ) -> torch.Tensor | SparseTensor:
         """Predict the velocity `v = eps - x_0` at `x_t`.
 
@@ -373,6 +354,8 @@ class FlowTransformer(nn.Module):
             cond: image condition; None = unconditional.
             concat: the latent concatenated to the input (`cond_channels` wide, same voxels as `x_t`); required
                 iff `cond_channels > 0` (stage 3's shape latent, also in the unconditional branch).
+            cache: the sampler's `TokenCache` for this run (`pixal3d.sampling.sample` passes one): the lift and the
+                token geometry are computed once per token set. None: computed on every call (training).
 
         Returns:
             The velocity, same type and shape as `x_t`.
@@ -382,7 +365,7 @@ class FlowTransformer(nn.Module):
         if (concat is None) != (cfg.cond_channels == 0):
             raise ValueError(f"concat is required iff cond_channels > 0 (cond_channels={cfg.cond_channels})")
         tokens = x_t.feats if isinstance(x_t, SparseTensor) else patchify(x_t, cfg.patch)
-        geometry = self._geometry(x_t)
+        geometry = self._geometry(x_t, cache)
         layout, batch = geometry.layout, geometry.layout.groups
         if concat is not None:
             self._check(concat, cfg.cond_channels, "concat")
@@ -390,7 +373,7 @@ class FlowTransformer(nn.Module):
             tokens = torch.cat([tokens, extra.to(tokens.dtype)], dim=1)
         t = torch.as_tensor(t, device=tokens.device, dtype=torch.float32).reshape(-1).expand(batch)
 
-        context, lifted = self._conditioning(x_t, cond, layout, batch)
+        context, lifted = self._conditioning(x_t, cond, layout, batch, cache)
         t_emb = self.time_embed(timestep_embedding(t).to(tokens.dtype))  # (B, C)
         block_t = self.shared_modulation(t_emb) if self.shared_modulation is not None else t_emb
         h = self.input(tokens)  # (N, C_in p^3) -> (N, C)
@@ -430,48 +413,3 @@ def widen_lift_weight(weight: torch.Tensor, config: FlowConfig) -> torch.Tensor:
     new[:, : features * p3] = weight[:, : features * p3]
     new[:, -p3:] = weight[:, -p3:]  # the mask's columns, last in both layouts
     return new
-
-
-# ------------------------------------------------------------------------------------------------ presets
-Stage = Literal["structure", "shape", "texture"]
-Size = Literal["micro", "tiny", "base"]
-
-# Width and depth per size: micro for tests, tiny the shipped default (~3 M parameters per flow, all stages
-# with the VAEs and the encoder under 20 M), base for GPU training (~110 M per flow).
-_SIZES: dict[str, dict[str, float]] = {
-    "micro": {"dim": 32, "depth": 2, "heads": 2, "mlp_ratio": 2.0, "feature_channels": 16},
-    "tiny": {"dim": 192, "depth": 5, "heads": 3, "mlp_ratio": 3.0, "feature_channels": 64},
-    "base": {"dim": 768, "depth": 12, "heads": 12, "mlp_ratio": 4.0, "feature_channels": 256},
-}
-# Latent grids of the matching VAE presets (configs/*_vae_{micro,tiny}.json): (resolution, latent channels).
-_LATENTS: dict[str, dict[str, tuple[int, int]]] = {
-    "micro": {"structure": (4, 4), "shape": (8, 8), "texture": (8, 8)},
-    "tiny": {"structure": (8, 8), "shape": (32, 8), "texture": (32, 8)},
-    "base": {"structure": (16, 8), "shape": (64, 16), "texture": (64, 16)},
-}
-# Per-stage sampler defaults: structure and shape want strong guidance; texture follows the shape closely.
-_SAMPLERS: dict[str, SamplerConfig] = {
-    "structure": SamplerConfig(steps=25, shift=3.0, guidance=7.5, rescale=0.7, interval=(0.6, 1.0)),
-    "shape": SamplerConfig(steps=25, shift=3.0, guidance=7.5, rescale=0.5, interval=(0.6, 1.0)),
-    "texture": SamplerConfig(steps=25, shift=3.0, guidance=3.0, rescale=0.0, interval=(0.6, 0.9)),
-}
-
-
-def flow_preset(stage: Stage, size: Size = "tiny") -> FlowConfig:
-    """The flow config of `stage` ("structure" | "shape" | "texture") at `size` ("micro" | "tiny" | "base")."""
-    if stage not in _SAMPLERS or size not in _SIZES:
-        raise InputError(f"unknown flow preset ({stage!r}, {size!r}); stages {list(_SAMPLERS)}, sizes {list(_SIZES)}")
-    resolution, channels = _LATENTS[size][stage]
-    sampler = dataclasses.replace(_SAMPLERS[stage], **({"steps": 4} if size == "micro" else {}))
-    sparse = stage != "structure"
-    return FlowConfig(
-        tokens="sparse" if sparse else "dense",
-        in_channels=channels,
-        cond_channels=_LATENTS[size]["shape"][1] if stage == "texture" else 0,
-        resolution=resolution,
-        patch_size=2 if size == "base" and not sparse else 1,  # 512 dense stage-1 tokens
-        attention="window" if sparse and size != "micro" else "full",
-        window_size=1024,
-        sampler=sampler,
-        **_SIZES[size],
-    )

@@ -2,11 +2,11 @@
 
 Upload an image; the preprocessed crop (what the model sees) appears at once. Choose the FoV (auto: the model's
 estimate, or manual in DEGREES), seed, sampler steps, guidance, resolution (each checkpoint decodes at one), face
-budget and texture size; Generate shows the stage running (`StageTracker` -> `gr.Progress`), then the GLB in an
+budget and texture size; Generate shows the stage running (the pipeline's `callback` -> `gr.Progress`), then the GLB in an
 interactive 3D view (`gr.Model3D`: PBR materials, orbit/zoom) with a download link and the time of every step.
 
 The pipeline is built by `run_demo` from a factory, never at import; one generation runs at a time (the queue's
-concurrency limit is 1), which is also what `StageTracker` needs.
+concurrency limit is 1).
 
 Uploads and temporary files: Gradio refuses an upload over `max_upload_bytes` (HTTP 413, counted while it streams
 in), deletes the files it keeps for this app (uploads, served GLB copies) every `CACHE_SWEEP_S` once they are older
@@ -29,7 +29,7 @@ from typing import Any
 from pixal3d.errors import InputError
 from pixal3d.pipeline import Pixal3DPipeline
 from pixal3d.serve import bind_socket
-from pixal3d.serve.progress import STAGES, StageProgress, StageTracker
+from pixal3d.serve.progress import STAGES, StageProgress, stage_callback
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +54,10 @@ def _import_gradio() -> Any:
 
 
 class DemoRunner:
-    """The demo's calls into the library: preview crop, generate + export. Owns the pipeline and its tracker."""
+    """The demo's calls into the library: preview crop, generate + export. Owns the pipeline."""
 
     def __init__(self, pipe: Pixal3DPipeline, low_vram: bool = False, output_dir: str | Path | None = None) -> None:
         self.pipe, self.low_vram = pipe, low_vram
-        self.tracker = StageTracker(pipe)
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="pixal3d-demo-"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -82,12 +81,11 @@ class DemoRunner:
             raise InputError("upload an image first (or pick an example)")
         fov = None if fov_degrees is None else math.radians(fov_degrees)
         progress = StageProgress(on_change=report)
-        with self.tracker.watch(progress):
-            asset = self.pipe(image, fov=fov, seed=int(seed), steps=int(steps), guidance=float(guidance),
-                              resolution=int(resolution), faces=int(faces), texture_size=int(texture_size),
-                              low_vram=self.low_vram)
-            progress.advance("export")
-            path = asset.export(self.output_dir / f"pixal3d-{seed}-{uuid.uuid4().hex[:8]}.glb")
+        asset = self.pipe(image, fov=fov, seed=int(seed), steps=int(steps), guidance=float(guidance),
+                          resolution=int(resolution), faces=int(faces), texture_size=int(texture_size),
+                          low_vram=self.low_vram, callback=stage_callback(progress))
+        progress.advance("export")
+        path = asset.export(self.output_dir / f"pixal3d-{seed}-{uuid.uuid4().hex[:8]}.glb")
         progress.finish(asset.timings)
         self._prune()
         times = " | ".join(f"{k} {v:.2f} s" for k, v in progress.timings.items())

@@ -1,8 +1,8 @@
 """The REST server's jobs: a bounded queue, one worker thread that owns the pipeline, and the results folder.
 
 No web framework here (`rest.py` is the HTTP layer). A job holds the uploaded image bytes and its options until
-the worker takes it; the worker runs `pipe(image, ...)` under a `StageTracker` (progress per stage, cancellation,
-the per-job time limit) and writes `RESULTS_DIR/<id>.glb` atomically through `Asset.export`. Ids are uuid4 hex,
+the worker takes it; the worker runs `pipe(image, ..., callback=stage_callback(...))` (progress per stage,
+cancellation, the per-job time limit) and writes `RESULTS_DIR/<id>.glb` atomically through `Asset.export`. Ids are uuid4 hex,
 checked against `JOB_ID` before they name a file. A failed, cancelled or timed-out job leaves no result file.
 
 Ownership: each job records its owner (`auth.owner_name` of the API key, or `auth.ANONYMOUS` on an open server);
@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pixal3d.errors import InputError
 from pixal3d.pipeline import Pixal3DPipeline
 from pixal3d.serve.auth import ANONYMOUS
-from pixal3d.serve.progress import StageAborted, StageProgress, StageTracker
+from pixal3d.serve.progress import StageAborted, StageProgress, stage_callback
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,6 @@ class JobRunner:
     def _work(self) -> None:
         try:
             pipe = self._factory()
-            tracker = StageTracker(pipe)
             if self.job_timeout_s is None:
                 self.job_timeout_s = default_job_timeout(pipe.device)
             self.info = {"device": str(pipe.device), "resolution": pipe.shape_vae.config.resolution,
@@ -262,11 +261,10 @@ class JobRunner:
                 if job is not None:
                     job.status, job.started, self._running = "running", time.time(), job
             if job is not None:
-                self._execute(pipe, tracker, job)
+                self._execute(pipe, job)
             self._prune_safely()
-        tracker.close()
 
-    def _execute(self, pipe: Pixal3DPipeline, tracker: StageTracker, job: Job) -> None:
+    def _execute(self, pipe: Pixal3DPipeline, job: Job) -> None:
         """Run one job to success, failure or cancellation; no result file remains unless it succeeded."""
         deadline = time.monotonic() + self.job_timeout_s
         path = self.results_dir / f"{job.id}.glb"
@@ -281,7 +279,7 @@ class JobRunner:
 
         status: JobStatus = "failed"
         try:
-            self._generate(pipe, tracker, job, path, should_stop)
+            self._generate(pipe, job, path, should_stop)
             status = "succeeded"
         except StageAborted as err:
             status = "cancelled" if err.reason == "cancelled" else "failed"
@@ -303,8 +301,7 @@ class JobRunner:
         logger.info("job %s %s%s", job.id, status, f": {job.error}" if job.error else "")
 
     def _generate(
-        self, pipe: Pixal3DPipeline, tracker: StageTracker, job: Job, path: Path,
-        should_stop: Callable[[], str | None],
+        self, pipe: Pixal3DPipeline, job: Job, path: Path, should_stop: Callable[[], str | None],
     ) -> None:
         import math
 
@@ -317,11 +314,10 @@ class JobRunner:
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise InputError(f"the image is truncated or corrupt ({err}); re-export it") from err
         o = job.options
-        with tracker.watch(job.progress, should_stop):
-            asset = pipe(image, fov=o.fov, seed=o.seed, steps=o.steps, guidance=o.guidance,
-                         resolution=o.resolution, faces=o.faces, texture_size=o.texture_size,
-                         low_vram=self.low_vram)
-            job.progress.advance("export")
+        asset = pipe(image, fov=o.fov, seed=o.seed, steps=o.steps, guidance=o.guidance, resolution=o.resolution,
+                     faces=o.faces, texture_size=o.texture_size, low_vram=self.low_vram,
+                     callback=stage_callback(job.progress, should_stop))
+        job.progress.advance("export")
         job.fov_degrees, job.fov_source = round(math.degrees(asset.camera.fov), 3), asset.fov_source
         _check(should_stop)
         asset.export(path)  # atomic: a temporary file, then a rename

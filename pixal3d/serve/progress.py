@@ -1,38 +1,24 @@
-"""Follow a running `Pixal3DPipeline.__call__` stage by stage, and stop it between model calls.
+"""Follow a running `Pixal3DPipeline.__call__` step by step, and stop it between model calls.
 
 The pipeline's `__call__` is one call (DESIGN section 11); a server or demo still wants to say which step is
-running, and to cancel a job or end it at its time limit. `StageTracker` gets both without changing the pipeline:
-a forward pre-hook on every component sees each model call (the flow models run once per sampler step), maps the
-component to its stage and, when the caller's `should_stop` says so, raises `StageAborted` out of the call.
+running, and to cancel a job or end it at its time limit. The pipeline reports its steps to a
+`callback(step, info)` (at each step's start and before every sampler step); `stage_callback` turns that into
+`StageProgress` updates and, when the caller's `should_stop` says so, raises `StageAborted` out of the call.
 
-Limits: a step that calls no model (preprocessing's background removal, the mesh extraction, the GLB export) is
-not interrupted; it ends, and the next model call (or the caller's own check) stops the run.
+Limits: a step that calls no sampler (preprocessing's background removal, the mesh extraction, the GLB export) is
+not interrupted; it ends, and the next report (or the caller's own check) stops the run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 
-import torch.nn as nn
+from pixal3d.stages import STEPS
 
-from pixal3d.pipeline import Pixal3DPipeline
-
-STAGES = ("preprocess", "encode", "camera", "structure", "shape", "texture", "decode", "export")
-"""The steps of one job, in order: the pipeline's timed steps plus the GLB export."""
-
-_COMPONENT_STAGE = {
-    "encoder": "encode",
-    "fov_head": "camera",
-    "depth_head": "camera",
-    "structure_flow": "structure",
-    "structure_vae": "structure",
-    "shape_flow": "shape",
-    "texture_flow": "texture",
-    "shape_vae": "decode",
-    "texture_vae": "decode",
-}
+STAGES = (*STEPS, "export")
+"""The steps of one job, in order: the pipeline's steps (`pixal3d.stages.STEPS`) plus the GLB export."""
 
 
 class StageAborted(RuntimeError):
@@ -82,47 +68,20 @@ class StageProgress:
         return sum(v == "done" for v in self.states.values()) / len(STAGES)
 
 
-class StageTracker:
-    """Forward pre-hooks on a pipeline's components that report stages and can stop the call.
+def stage_callback(
+    progress: StageProgress, should_stop: Callable[[], str | None] = lambda: None
+) -> Callable[[str, dict[str, Any]], None]:
+    """The pipeline `callback` that reports each step to `progress` and raises `StageAborted` when
+    `should_stop()` returns a reason: `pipe(image, ..., callback=stage_callback(progress, should_stop))`.
 
-    The hooks stay registered for the tracker's life and do nothing outside `watch`; one thread at a time may
-    run the pipeline under `watch` (the server's worker, the demo's single-concurrency handler).
+    Starts `progress` at "preprocess" (the input checks before it count as preprocessing).
     """
+    progress.advance("preprocess")
 
-    def __init__(self, pipe: Pixal3DPipeline) -> None:
-        self._progress: StageProgress | None = None
-        self._should_stop: Callable[[], str | None] = lambda: None
-        self._handles = [
-            module.register_forward_pre_hook(self._hook(_COMPONENT_STAGE[name]), prepend=True)
-            for name, module in pipe.components.items()
-        ]
+    def callback(step: str, info: dict[str, Any]) -> None:
+        reason = should_stop()
+        if reason is not None:
+            raise StageAborted(reason)
+        progress.advance(step)
 
-    def _hook(self, stage: str) -> Callable[[nn.Module, tuple], None]:
-        def hook(module: nn.Module, args: tuple) -> None:
-            if self._progress is None:
-                return
-            reason = self._should_stop()
-            if reason is not None:
-                raise StageAborted(reason)
-            self._progress.advance(stage)
-
-        return hook
-
-    @contextlib.contextmanager
-    def watch(
-        self, progress: StageProgress, should_stop: Callable[[], str | None] = lambda: None
-    ) -> Iterator[StageProgress]:
-        """Report the stages of the pipeline calls in the block to `progress`; stop them when `should_stop()`
-        returns a reason. Starts `progress` at "preprocess"."""
-        self._progress, self._should_stop = progress, should_stop
-        progress.advance("preprocess")
-        try:
-            yield progress
-        finally:
-            self._progress, self._should_stop = None, lambda: None
-
-    def close(self) -> None:
-        """Remove the hooks."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+    return callback

@@ -9,7 +9,6 @@ encoder: the shipped recipe trains them with the same frozen encoder file (`make
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch.nn as nn
 
 from pixal3d.encoder import EncoderConfig, ImageEncoder
 from pixal3d.errors import InputError
-from pixal3d.pipeline import check_compatible, tiny_config
+from pixal3d.presets import FLOWS, check_compatible, settings_from_flows, tiny_config
 from pixal3d.training.conditioned import flow_run_components, load_frozen_vae
 from pixal3d.weights import PipelineSettings, save_component, write_pipeline
 
@@ -49,7 +48,8 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
     Args:
         runs: component name (`RUN_COMPONENTS`) -> run folder, its `checkpoints/` or a `step_*` folder.
         out: the pipeline folder to write (an existing pipeline folder there is replaced).
-        settings: pipeline settings; None takes `tiny_config()`'s, with each stage's sampler from its flow config.
+        settings: pipeline settings; None takes `tiny_config()`'s, with each stage's sampler from its flow config
+            (`settings_from_flows`).
         dtype: on-disk dtype of the weights (float16 halves the size; loading casts back to float32).
         weights: "ema" (the averaged weights, the usual choice) or "model".
     """
@@ -63,7 +63,7 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
     for name in ("structure_vae", "shape_vae", "texture_vae"):
         modules[name] = load_frozen_vae(name, str(runs[name]), {}, weights, torch.device("cpu"))
     encoders: dict[str, nn.Module] = {}
-    for name in ("structure_flow", "shape_flow", "texture_flow"):
+    for name in FLOWS:
         parts = flow_run_components(runs[name], weights)
         if name not in parts:
             raise InputError(f"assemble: {runs[name]} trained {sorted(k for k in parts if k.endswith('_flow'))}, "
@@ -76,10 +76,7 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
     _check_one_encoder(encoders)
     modules["encoder"] = encoders["structure_flow"]
     if settings is None:
-        settings = dataclasses.replace(tiny_config().settings,
-                                       structure_sampler=modules["structure_flow"].config.sampler,
-                                       shape_sampler=modules["shape_flow"].config.sampler,
-                                       texture_sampler=modules["texture_flow"].config.sampler)
+        settings = settings_from_flows(tiny_config().settings, {name: modules[name].config for name in FLOWS})
     check_compatible(modules)
     folder = write_pipeline(out, settings, modules, dtype)
     logger.info("assembled %s from %s", folder, {k: str(v) for k, v in runs.items()})

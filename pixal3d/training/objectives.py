@@ -10,7 +10,8 @@ Every objective has the signature `objective(model, batch, generator) -> (loss, 
 Losses are means over samples (dense) or over voxels (sparse), so they do not depend on the batch size. Under DDP
 the sparse means divide by the voxel count averaged over ranks (one all-reduce of the counts), so that DDP's
 average of the rank losses is the mean over the global batch's voxels, as one process would compute it.
-`OBJECTIVES` maps the names of `pixal3d.models.MODELS` to these functions.
+`OBJECTIVES` maps the VAE names of `pixal3d.models.MODELS` to these functions; a `"flow"` run's objective is
+`pixal3d.training.conditioned.make_flow_objective` (`flow_loss` is the unconditional loss on stored latents).
 """
 
 from __future__ import annotations
@@ -176,5 +177,4 @@ OBJECTIVES: dict[str, Objective] = {
     "structure_vae": structure_vae_loss,
     "shape_vae": shape_vae_loss,
     "texture_vae": texture_vae_loss,
-    "flow": flow_loss,
 }

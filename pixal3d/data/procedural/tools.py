@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pixal3d.data.procedural import materials as M
+import pixal3d.data.procedural.materials as M
 from pixal3d.data.procedural.parts import (
     Geom,
     Part,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from pixal3d.data.procedural import materials as M
+import pixal3d.data.procedural.materials as M
 from pixal3d.data.procedural.parts import Part, cylinder, revolve, rotate, shell, sweep, torus, translate
 
 
