@@ -159,9 +159,11 @@ PRESETS: dict[str, dict[str, Callable[[], Any]]] = {
     "shape_vae": {**_SHAPE_VAES, "micro_procedural": _SHAPE_VAES["micro64"],
                   "micro_corners": _variant(_SHAPE_VAES["micro"], decoder_target="corners"),
                   "tiny_procedural": _SHAPE_VAES["tiny"],
-                  "tiny_corners": _variant(_SHAPE_VAES["tiny"], decoder_target="corners")},
+                  "tiny_corners": _variant(_SHAPE_VAES["tiny"], decoder_target="corners"),
+                  "tiny_decoder_ft": _SHAPE_VAES["tiny"],
+                  "tiny_corners_ft": _variant(_SHAPE_VAES["tiny"], decoder_target="corners")},
     "texture_vae": {**_TEXTURE_VAES, "micro_procedural": _TEXTURE_VAES["micro64"],
-                    "tiny_procedural": _TEXTURE_VAES["tiny"]},
+                    "tiny_procedural": _TEXTURE_VAES["tiny"], "tiny_decoder_ft": _TEXTURE_VAES["tiny"]},
     **{f"{stage}_flow": _flows(stage) for stage in FLOW_STAGES},
 }
 """Component name -> preset name -> a builder of its config. A preset name is a size ("micro", "tiny", ...),
