@@ -18,6 +18,10 @@
 #   START    a pipeline folder the runs start from when they have no checkpoint yet (default out/multi_start if it
 #            exists: what `unpack` restored from an earlier session), instead of each config's init_weights
 #   WORKERS  data-engine processes per GPU (default: host cores / GPUS - 1)
+#   SIZE, RESOLUTION, COARSE, ASSETS, SEED_OFFSET  the data phase's image size, fine and coarse grids (default the
+#            tiny configs' 256, 128, 32), how many procedural objects at most (default 1000000: until SECONDS end) and
+#            the first seed (default 2155, after the seeds of data/tiny)
+#   ASSEMBLE pack's `pixal3d assemble` arguments (default: the fidelity round's runs, train_tiny.sh fidelity-assemble)
 #   DEVICE   "cuda" or "cpu" (default: cuda when nvidia-smi lists a GPU): the engine device and the DDP backend
 # The derived configs are written to runs/multi_configs/ (same out_dir as the source config, so single- and
 # multi-GPU chunks of one run resume each other when the global batch is the same).
@@ -74,9 +78,12 @@ case $phase in
 data)
     pids=()
     for ((g = 0; g < GPUS; g++)); do
-        env ${DEVICE/cuda/CUDA_VISIBLE_DEVICES=$g} setsid python -m pixal3d data generate \
+        visible=()
+        [ "$DEVICE" = cuda ] && visible=(CUDA_VISIBLE_DEVICES="$g")
+        env "${visible[@]}" setsid python -m pixal3d data generate \
             --procedural "${ASSETS:-1000000}" --seed-offset "${SEED_OFFSET:-2155}" -o "$DATA" --rank "$g" \
-            --world-size "$GPUS" --views 4 --size 256 --resolution 128 --coarse 32 --workers "$WORKERS" \
+            --world-size "$GPUS" --views 4 --size "${SIZE:-256}" --resolution "${RESOLUTION:-128}" --coarse "${COARSE:-32}" \
+            --workers "$WORKERS" \
             --device "$DEVICE" >"logs/data_rank$g.log" 2>&1 &
         pids+=($!)
     done
@@ -102,7 +109,11 @@ train)
     ;;
 pack)
     mkdir -p "$arg"
-    scripts/train_tiny.sh fidelity-assemble out/multi >logs/assemble.log 2>&1 || { tail logs/assemble.log; exit 1; }
+    if [ -n "${ASSEMBLE:-}" ]; then  # e.g. ASSEMBLE="runs" (assemble's run discovery) or explicit --<part> RUN flags
+        python -m pixal3d assemble $ASSEMBLE -o out/multi >logs/assemble.log 2>&1
+    else
+        scripts/train_tiny.sh fidelity-assemble out/multi >logs/assemble.log 2>&1
+    fi || { tail logs/assemble.log; exit 1; }
     tar cf - out/multi | split -b 15M - "$arg/model.tar."
     tar cf "$arg/metrics.tar" runs/*/metrics.jsonl logs/*.log
     ls -la "$arg"
