@@ -64,3 +64,37 @@ def test_retinex_removes_smooth_shading_and_keeps_edges() -> None:
         return float(x[:, S // 2 + 8:].mean() / x[:, : S // 2 - 8].mean())
     assert abs(ratio(estimate) - 1) < 0.5 * abs(ratio(raw) - 1)
     assert float(np.corrcoef(estimate.reshape(-1).numpy(), albedo.reshape(-1).numpy())[0, 1]) > 0.9
+
+
+def _shaded_disc(albedo: tuple[float, float, float], size: int = 128) -> torch.Tensor:
+    """A uniformly coloured disc under a smooth left-to-right light ramp (0.5 -> 1.0), on black."""
+    v, u = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    inside = ((u - size / 2) ** 2 + (v - size / 2) ** 2) < (0.4 * size) ** 2
+    shading = 0.5 + 0.5 * u.float() / (size - 1)
+    rgb = torch.tensor(albedo) * shading[..., None] * inside[..., None]
+    return torch.cat([rgb, inside[..., None].float()], -1)
+
+
+def test_retinex_keeps_the_image_level_and_removes_the_ramp() -> None:
+    """A white and a dark disc keep their own brightness (the lit side's level), not one fixed level, and the
+    light ramp is gone; the fixed level (`target_albedo`) maps both to it."""
+    for albedo in ((0.95, 0.95, 0.95), (0.3, 0.15, 0.1)):
+        image = _shaded_disc(albedo)
+        inside = image[..., 3] > 0.5
+        core = inside & (torch.nn.functional.max_pool2d((~inside).float()[None], 9, 1, 4)[0] == 0)
+        out = albedo_from_image(image)[core]
+        lit_level = albedo[0] * 0.8  # about the shading's 0.8 quantile over the disc
+        assert abs(float(out[:, 0].mean()) - lit_level) < 0.12 * albedo[0] + 0.02
+        assert float(out[:, 0].std()) < 0.05 * albedo[0] + 0.01  # the ramp (0.5 -> 1.0) is divided out
+        fixed = albedo_from_image(image, ImageTexelOptions(target_albedo=0.65))[core]
+        assert abs(float(fixed.max(dim=-1).values.mean()) - 0.65) < 0.05
+
+
+def test_image_texel_options_reject_impossible_levels() -> None:
+    import pytest
+
+    from pixal3d.errors import InputError
+
+    for bad in ({"level_quantile": 0.0}, {"level_quantile": 1.5}, {"target_albedo": 0.0}, {"target_albedo": 2.0}):
+        with pytest.raises(InputError, match="level_quantile"):
+            ImageTexelOptions(**bad)
