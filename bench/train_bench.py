@@ -158,6 +158,8 @@ def bench_model(name: str, config: TrainConfig, pool: list, batch: int, steps: i
     # One batch per step (the --batch is the step's), clipping on as in every shipped config.
     config = dataclasses.replace(config, optimizer_impl=args.optimizer_impl, grad_clip=config.grad_clip or 1.0,
                                  grad_accum_steps=1)
+    if config.flow is not None:  # the pool's batches come round again, as shard epochs do
+        config = dataclasses.replace(config, flow=dataclasses.replace(config.flow, latent_cache=args.latent_cache))
     runner = StepRunner(config, pool, batch, device, world, args.compile_mode if args.compile else None)
     tokens = [count_tokens(name, config, b) for b in runner.cpu_batches]
     if device.type == "cuda":
@@ -188,7 +190,8 @@ def bench_model(name: str, config: TrainConfig, pool: list, batch: int, steps: i
            "mfu_pct": 100 * tflops / args.peak_tflops, "peak_gib": float(peak),
            "samples_per_s": world * batch / seconds, "tokens_per_s": float(seen) / (seconds * steps),
            "tokens_per_sample": float(seen) / (world * batch * steps),
-           "optimizer_impl": args.optimizer_impl, "compile": args.compile_mode if args.compile else None}
+           "optimizer_impl": args.optimizer_impl, "compile": args.compile_mode if args.compile else None,
+           "latent_cache": args.latent_cache}
     return row, runner
 
 
@@ -308,6 +311,8 @@ def main() -> None:
                         help="the GPU's peak TFLOP/s for the MFU column (default 790: H200 dense bf16)")
     parser.add_argument("--optimizer-impl", choices=["default", "foreach", "fused"], default="default",
                         help="AdamW implementation (TrainConfig.optimizer_impl)")
+    parser.add_argument("--latent-cache", type=int, default=0, metavar="N",
+                        help="flows: keep N samples' VAE posteriors on the device (FlowTrainConfig.latent_cache)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (TrainConfig.compile)")
     parser.add_argument("--compile-mode", default="default",
                         help='torch.compile mode with --compile ("default", "reduce-overhead", "max-autotune")')

@@ -87,6 +87,15 @@ class SparseTensor:
 
     # ----------------------------------------------------------------------------------- construction
     @classmethod
+    def grouped(cls, coords: torch.Tensor, feats: torch.Tensor, resolution: int, batch_size: int) -> SparseTensor:
+        """Build from rows known to be valid (unique, grouped by batch index, int32), e.g. slices of valid tensors
+        put back together: no checks, so no host read of the coordinates (a GPU sync)."""
+        out = cls.__new__(cls)
+        out.coords, out.feats, out.resolution, out.batch_size, out._sorted_keys = coords, feats, resolution, \
+            batch_size, None
+        return out
+
+    @classmethod
     def sorted(cls, coords: torch.Tensor, feats: torch.Tensor, resolution: int, batch_size: int | None = None):
         """Build from rows in any order: sorts them by key (batch-major), which the constructor requires."""
         order = torch.argsort(coords_to_keys(coords, resolution))

@@ -42,6 +42,7 @@ from pixal3d.sparse import SparseTensor
 from pixal3d.stages import make_condition
 from pixal3d.training.checkpoint import check_tensors, latest_checkpoint, load_checkpoint, read_safetensors
 from pixal3d.training.config import FlowTrainConfig, TrainConfig
+from pixal3d.training.latent_cache import LatentCache
 from pixal3d.weights import CONFIG_FILE, is_component_folder, load_component, read_component_tensors
 
 logger = logging.getLogger(__name__)
@@ -178,33 +179,6 @@ def load_frozen_vae(name: str, checkpoint: str | None, config: dict[str, Any], w
     return vae.to(device).requires_grad_(False).eval()
 
 
-def _posterior(mean: torch.Tensor, logvar: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
-    if mode == "mean":
-        return mean.float()
-    noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
-    return mean.float() + torch.exp(0.5 * logvar.float()) * noise
-
-
-@torch.no_grad()
-def stage_latents(stage: str, vaes: dict[str, nn.Module], batch: dict[str, Any], mode: str,
-                  generator: torch.Generator) -> tuple[torch.Tensor | SparseTensor, SparseTensor | None]:
-    """The flow's clean latents `x0` (and stage 3's `concat`) of a batch, from the frozen VAEs."""
-    if stage == "structure":
-        mean, logvar = vaes["structure_vae"].encode(batch["occupancy"])
-        return _posterior(mean, logvar, mode, generator), None
-    shape_mean, shape_logvar = vaes["shape_vae"].encode(batch["coords"], batch["vertex"], batch["edges"])
-    shape = shape_mean.replace(feats=_posterior(shape_mean.feats, shape_logvar, mode, generator))
-    if stage == "shape":
-        return shape, None
-    tex_mean, tex_logvar = vaes["texture_vae"].encode(batch["coords"], batch["attrs"])
-    # Both encoders pool the same fine voxels to R_tok (check_stage makes their token_resolution equal), so the
-    # token sets agree; comparing shapes keeps a guard without reading the coordinates back (a sync per step).
-    if tex_mean.coords.shape != shape.coords.shape:
-        raise InputError("the shape and texture VAEs put their tokens on different voxels; their token_resolution "
-                         "must be equal")
-    return tex_mean.replace(feats=_posterior(tex_mean.feats, tex_logvar, mode, generator)), shape
-
-
 def _tokens(x0: torch.Tensor | SparseTensor, flow: FlowConfig) -> int:
     """Flow tokens in the batch: `B (G / p)^3` dense, the rows of a sparse latent."""
     if isinstance(x0, SparseTensor):
@@ -218,10 +192,12 @@ def make_flow_objective(flow_config: FlowTrainConfig, vaes: dict[str, nn.Module]
     loss = flow-matching MSE (unless `train_flow` is false) + `fov_weight` * FoV L1 (radians) with a FoV head
     + `depth_weight` * depth L1 (volume units) with a depth head.
     """
+    cache = LatentCache(flow_config.latent_cache)
+
     def flow_objective(model: nn.Module, batch: dict[str, Any],
                        generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-        x0, concat = (stage_latents(flow_config.stage, vaes, batch, flow_config.latent, generator)
+        x0, concat = (cache.latents(flow_config.stage, vaes, batch, flow_config.latent, generator)
                       if flow_config.train_flow else (None, None))
         lifting = flow_config.train_flow and inner.config.flow.depth_lift
         depth = depth_target(batch) if inner.depth_head is not None or lifting else None

@@ -47,6 +47,7 @@ def collate_samples(samples: list[Sample]) -> dict[str, Any]:
     batch["image"] = images.permute(0, 3, 1, 2).float() / 255.0  # -> (B, 4, S, S) in [0, 1]
     batch["fov"] = torch.tensor([s.fov for s in samples], dtype=torch.float32)
     batch["cameras"] = [s.camera for s in samples]
+    batch["sample_ids"] = [s.sample_id for s in samples]
     batch["resolution"] = samples[0].voxels.resolution
     batch["coarse_coords"] = torch.cat([
         torch.cat([torch.full((len(s.coarse), 1), b, dtype=torch.int32), s.coarse.to(torch.int32)], dim=1)
