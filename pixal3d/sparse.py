@@ -301,6 +301,10 @@ class _SubmanifoldConv(torch.autograd.Function):
         return grad_feats, grad_weight, None
 
 
+GATHER_ELEMENTS = (2**25, 2**28)
+"""Largest `[rows, k^3, C_in]` gather of `SparseConv3d` without gradients: (CPU, GPU) elements."""
+
+
 class SparseConv3d(nn.Module):
     """Submanifold 3D convolution: outputs on the input's voxels, inputs from their `k^3` neighbourhoods.
 
@@ -314,8 +318,9 @@ class SparseConv3d(nn.Module):
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd (centred neighbourhood), got {kernel_size}")
         self.kernel_size = kernel_size
-        # Rows per gather: by default bound the `[rows, k^3, C_in]` temporary to 2^25 elements (128 MiB fp32).
-        self.chunk_size = chunk_size or max(1, 2**25 // (kernel_size**3 * in_channels))
+        # Rows per gather without gradients; None: bound the `[rows, k^3, C_in]` temporary to GATHER_ELEMENTS of
+        # the device (128 MiB fp32 on a CPU, 1 GiB on a GPU, where small chunks cost a launch each).
+        self.chunk_size = chunk_size
         k = kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, k, k, k))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
@@ -334,8 +339,10 @@ class SparseConv3d(nn.Module):
             y = _SubmanifoldConv.apply(x.feats, w, neighbours)  # whole table: the backward gathers across rows
         else:
             out = []
-            for start in range(0, neighbours.shape[0], self.chunk_size):
-                cols = gather_neighbours(x, neighbours[start : start + self.chunk_size])  # (n, K, C_in)
+            per_row = neighbours.shape[1] * x.feats.shape[1]
+            chunk = self.chunk_size or max(1, GATHER_ELEMENTS[x.device.type == "cuda"] // per_row)
+            for start in range(0, neighbours.shape[0], chunk):
+                cols = gather_neighbours(x, neighbours[start : start + chunk])  # (n, K, C_in)
                 out.append(cols.flatten(1) @ w.to(cols.dtype))  # (n, K*C_in) @ (K*C_in, C_out)
             y = torch.cat(out, dim=0) if out else x.feats.new_zeros(0, self.weight.shape[0])
         if self.bias is not None:
