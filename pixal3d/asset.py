@@ -3,7 +3,7 @@
 Everything is in the volume frame of the input camera (DESIGN section 2: +x right, +y up, +z towards the camera,
 the cube `[-0.5, 0.5]^3`), which is also glTF's frame: the GLB needs no rotation. The material lives in
 `voxels.attrs` (sRGB base colour, metallic, roughness, alpha per fine voxel); `export` bakes it into base-colour,
-metallic-roughness and normal textures through the geometry export chain (`geometry.export.voxels_to_glb`).
+metallic-roughness and normal textures through the geometry export chain (`geometry.export.export_mesh`).
 
 `contact_sheet` renders a written GLB from four views beside the input image (the CLI's `--preview`).
 """
@@ -23,8 +23,8 @@ import trimesh
 from PIL import Image
 
 from pixal3d.camera import Camera, look_at
-from pixal3d.errors import InputError
 from pixal3d.geometry.gltf import ImageFormat
+from pixal3d.geometry.export import ExportDevice
 from pixal3d.geometry.cleanup import CleanupOptions
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.image_texels import ImageTexelOptions, prepare_view, project_colors
@@ -80,39 +80,38 @@ class Asset:
         texture_size: int | None = None,
         image_format: ImageFormat = "png",
         include_pbr: bool = True,
+        device: ExportDevice = "cpu",
     ) -> Path:
-        """Write a textured GLB atomically (no partial file on failure); returns the path.
+        """Write a textured GLB (or OBJ + MTL + textures) atomically (no partial file on failure); returns the path.
 
         Args:
-            path: output `.glb`; its folder must exist.
+            path: output file; its suffix picks the writer (`.glb`, `.obj`: `geometry.writers.WRITERS`); its
+                folder must exist.
             faces: face budget of the simplified mesh (default: `self.faces`).
             texture_size: side of the square textures, 256..8192 (default: `self.texture_size`).
             image_format: "png" or "webp".
             include_pbr: True (default) writes base-colour, metallic-roughness and normal textures; False the
                 base colour only (a dielectric material).
+            device: "cpu" (default: xatlas and the numpy bake, the reference), "cuda" (the pure-PyTorch export on
+                the GPU) or "auto" (the GPU when there is one).
 
-        The GLB is baked from `self.mesh` (silhouette patches and image colours included); with `image_texels`
+        The file is baked from `self.mesh` (silhouette patches and image colours included); with `image_texels`
         set, every texel the input camera sees takes its base colour from the input pixels at texel precision.
         """
-        if not isinstance(include_pbr, bool):
-            raise InputError(f"include_pbr must be True or False, got {include_pbr!r}")
-        from pixal3d.geometry.export import mesh_to_glb, vertex_attribute_sampler
+        from pixal3d.geometry.export import ExportOptions, export_mesh, vertex_attribute_sampler
 
-        recolor = None
-        if self.image_texels is not None:
-            recolor = texel_recolor(self.mesh, self.image, self.camera, self.image_texels)
-        return mesh_to_glb(
-            self.mesh,
-            vertex_attribute_sampler(self.mesh),
-            path,
+        options = ExportOptions(
             faces=self.faces if faces is None else faces,
             texture_size=self.texture_size if texture_size is None else texture_size,
             image_format=image_format,
-            sample_at_vertices=True,
-            recolor=recolor,
             include_pbr=include_pbr,
-            cleanup=self.cleanup,
+            device=device,
         )
+        recolor = None
+        if self.image_texels is not None:
+            recolor = texel_recolor(self.mesh, self.image, self.camera, self.image_texels)
+        return export_mesh(self.mesh, vertex_attribute_sampler(self.mesh), path, options, cleanup=self.cleanup,
+                           sample_at_vertices=True, recolor=recolor, resolution=self.voxels.resolution)
 
 
 def texel_recolor(mesh: trimesh.Trimesh, image: Image.Image, camera: Camera,

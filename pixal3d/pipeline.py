@@ -338,8 +338,7 @@ class Pixal3DPipeline:
         generator: torch.Generator | None,
     ) -> list[ImageInput]:
         """Validate every argument before any work; returns the views as a list. Raises `InputError`."""
-        from pixal3d.geometry.bake import check_texture_size
-        from pixal3d.geometry.cleanup import check_face_budget
+        from pixal3d.geometry.export import ExportOptions
 
         views = list(image) if isinstance(image, (list, tuple)) else [image]
         if not views:
@@ -376,8 +375,7 @@ class Pixal3DPipeline:
                 f"this pipeline decodes at resolution {r_hr} only (its shape VAE's R_hr), got {resolution!r}; "
                 "omit resolution (--resolution) or load a pipeline trained at that resolution"
             )
-        check_face_budget(faces)
-        check_texture_size(texture_size)
+        ExportOptions(faces=faces, texture_size=texture_size)  # the export's checks, before any work
         return views
 
     def stage_samplers(self, steps: int | None, guidance: float | None) -> dict[str, SamplerConfig]:

@@ -167,7 +167,7 @@ def test_export_error_leaves_no_file(asset: Asset, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="texture size"):
         asset.export(tmp_path / "x.glb", texture_size=64)
     with pytest.raises(InputError, match=r"\.glb"):
-        asset.export(tmp_path / "x.obj")
+        asset.export(tmp_path / "x.stl")
     assert list(tmp_path.iterdir()) == []
 
 
