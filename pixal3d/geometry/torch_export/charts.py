@@ -168,19 +168,23 @@ def split_charts(chart: torch.Tensor, coords: torch.Tensor, bad: torch.Tensor) -
     return torch.unique(new, return_inverse=True)[1]
 
 
-def overlapping_charts(uv: torch.Tensor, chart: torch.Tensor, size: int) -> torch.Tensor:
-    """`[K] bool`: charts one of whose texel centres lies strictly inside two of the chart's own faces."""
+def overlapping_faces(uv: torch.Tensor, size: int) -> torch.Tensor:
+    """`[F] bool`: faces with a texel centre strictly inside them that is strictly inside another face too."""
     from pixal3d.geometry.torch_export.raster import rasterize_claims
 
     texel, face = rasterize_claims(uv, size, strict=True)
-    n = int(chart.max()) + 1
-    bad = torch.zeros(n, dtype=torch.bool, device=uv.device)
-    if len(texel) == 0:
-        return bad
-    counts = torch.bincount(texel, minlength=size * size)
-    doubled = counts[texel] > 1
-    bad[chart[face[doubled]]] = True
+    bad = torch.zeros(len(uv), dtype=torch.bool, device=uv.device)
+    if len(texel):
+        counts = torch.bincount(texel, minlength=size * size)
+        bad[face[counts[texel] > 1]] = True
     return bad
+
+
+def isolate_faces(chart: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Give each face marked in `faces [F] bool` a chart of its own (a single triangle cannot overlap itself)."""
+    n = int(chart.max()) + 1
+    alone = torch.arange(len(chart), device=chart.device) + n
+    return torch.unique(torch.where(faces, alone, chart), return_inverse=True)[1]
 
 
 def build_atlas(
@@ -194,13 +198,22 @@ def build_atlas(
     """
     chart, direction = face_charts(vertices, faces, cells)
     coords = chart_coordinates(vertices, faces, direction)
-    for attempt in range(8):
+    # Self-overlapping charts (a chart wrapping around, or a fold the simplification made) are cut in two; faces
+    # that still overlap become charts of their own. The check rasterises texel centres: no texel is claimed twice.
+    for attempt in range(3):
         uv, scale = pack_charts(coords, chart, size, padding)
-        bad = overlapping_charts(uv, chart, size)
-        if not bool(bad.any()):
+        bad_face = overlapping_faces(uv, size)
+        if not bool(bad_face.any()):
             break
-        logger.debug("atlas pass %d: splitting %d self-overlapping charts", attempt, int(bad.sum()))
-        chart = split_charts(chart, coords, bad)
+        logger.debug("atlas pass %d: %d faces of self-overlapping charts", attempt, int(bad_face.sum()))
+        if attempt == 2:
+            logger.warning("atlas: %d faces still overlap after isolating them", int(bad_face.sum()))
+        elif attempt == 0:
+            bad = torch.zeros(int(chart.max()) + 1, dtype=torch.bool, device=chart.device)
+            bad[chart[bad_face]] = True
+            chart = split_charts(chart, coords, bad)
+        else:
+            chart = isolate_faces(chart, bad_face)
     logger.debug("atlas: %d charts, %.1f texels per unit", int(chart.max()) + 1, scale)
     n_vert = len(vertices)
     key = chart.repeat_interleave(3) * n_vert + faces.reshape(-1)  # one output vertex per (chart, vertex)
