@@ -24,7 +24,8 @@ from PIL import Image
 
 from pixal3d.camera import Camera, look_at
 from pixal3d.geometry.gltf import ImageFormat
-from pixal3d.geometry.export import ExportDevice
+from pixal3d.geometry.bake import TexturedMesh
+from pixal3d.geometry.export import ExportDevice, ExportOptions
 from pixal3d.geometry.cleanup import CleanupOptions
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.image_texels import ImageTexelOptions, prepare_view, project_colors
@@ -93,12 +94,13 @@ class Asset:
             include_pbr: True (default) writes base-colour, metallic-roughness and normal textures; False the
                 base colour only (a dielectric material).
             device: "cpu" (default: xatlas and the numpy bake, the reference), "cuda" (the pure-PyTorch export on
-                the GPU) or "auto" (the GPU when there is one).
+                the GPU), "auto" (the GPU when there is one) or "torch-cpu" (see `export.ExportOptions.device`).
 
         The file is baked from `self.mesh` (silhouette patches and image colours included); with `image_texels`
         set, every texel the input camera sees takes its base colour from the input pixels at texel precision.
         """
-        from pixal3d.geometry.export import ExportOptions, export_mesh, vertex_attribute_sampler
+        from pixal3d.geometry.export import ExportOptions
+        from pixal3d.geometry.writers import writer_for
 
         options = ExportOptions(
             faces=self.faces if faces is None else faces,
@@ -107,11 +109,24 @@ class Asset:
             include_pbr=include_pbr,
             device=device,
         )
+        writer = writer_for(path)  # an unknown suffix or a missing folder fails before the bake
+        return writer(Path(path), self.bake(options), image_format, include_pbr, None)
+
+    def bake(self, options: ExportOptions | None = None) -> TexturedMesh:
+        """Clean, simplify, unwrap and bake `self.mesh`: the `TexturedMesh` value that `export` hands a writer.
+
+        Args:
+            options: face budget, texture size and export device (`geometry.export.ExportOptions`); None: this
+                asset's `faces` and `texture_size` on the CPU path.
+        """
+        from pixal3d.geometry.export import ExportOptions, textured_mesh, vertex_attribute_sampler
+
+        options = options or ExportOptions(faces=self.faces, texture_size=self.texture_size)
         recolor = None
         if self.image_texels is not None:
             recolor = texel_recolor(self.mesh, self.image, self.camera, self.image_texels)
-        return export_mesh(self.mesh, vertex_attribute_sampler(self.mesh), path, options, cleanup=self.cleanup,
-                           sample_at_vertices=True, recolor=recolor, resolution=self.voxels.resolution)
+        return textured_mesh(self.mesh, vertex_attribute_sampler(self.mesh), options, cleanup=self.cleanup,
+                             sample_at_vertices=True, recolor=recolor, resolution=self.voxels.resolution)
 
 
 def texel_recolor(mesh: trimesh.Trimesh, image: Image.Image, camera: Camera,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -103,6 +104,7 @@ def run_bench(
     resolution: int | None = None,
     faces: int = 100_000,
     texture_size: int = 2048,
+    export_device: str = "auto",
 ) -> dict[str, object]:
     """Time the pipeline on one image: `warmup` untimed calls, then `runs` timed ones.
 
@@ -116,14 +118,20 @@ def run_bench(
         seed: sampling seed (the same in every run).
         resolution: fine voxel resolution passed to the pipeline (None = the model's own).
         faces, texture_size: export settings.
+        export_device: the export path (`ExportOptions.device`): "auto" takes the PyTorch path on a GPU.
 
     Returns:
         JSON-ready dict: `stages {name: {"median_s", "min_s", "runs_s"}}` (export `None` unless `export`),
+        `export_steps {name: median_s}` (the export's sub-steps, empty unless `export`),
         `total_median_s`, `peak_memory_mb`, `faces`, `fine_voxels`, `machine`, and the settings.
     """
     if runs < 1 or warmup < 0:
         raise InputError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    from pixal3d.geometry.export import ExportOptions
+    from pixal3d.geometry.writers import writer_for
+
     times: dict[str, list[float]] = {s: [] for s in STAGES}
+    sub_times: dict[str, list[float]] = {}
     peaks, totals = [], []
     asset = None
     with tempfile.TemporaryDirectory(prefix="pixal3d-bench-") as tmp:
@@ -133,8 +141,15 @@ def run_bench(
             timings = {STEP_NAMES.get(k, k): v for k, v in asset.timings.items()}
             if export:
                 start = time.perf_counter()
-                asset.export(Path(tmp) / "bench.glb")
+                with ExportSteps() as steps:
+                    baked = asset.bake(ExportOptions(faces=faces, texture_size=texture_size, device=export_device))
+                write_start = time.perf_counter()
+                writer_for(Path(tmp) / "bench.glb")(Path(tmp) / "bench.glb", baked, "png", True, None)
                 timings["export"] = time.perf_counter() - start
+                export_steps = {**steps.timings, "write (encode + file)": time.perf_counter() - write_start}
+                if i >= warmup:
+                    for name, seconds in export_steps.items():
+                        sub_times.setdefault(name, []).append(seconds)
             peak = peak_memory_mb(pipe.device)
             logger.info("%s %d: %s", "warm-up" if i < warmup else "run", i, ", ".join(
                 f"{k} {v:.3f} s" for k, v in timings.items()))
@@ -149,6 +164,7 @@ def run_bench(
               for name, t in times.items()}
     return {
         "stages": stages,
+        "export_steps": {name: statistics.median(t) for name, t in sub_times.items()},
         "total_median_s": statistics.median(totals),
         "peak_memory_mb": max(peaks),
         "faces": len(asset.mesh.faces),
@@ -158,9 +174,37 @@ def run_bench(
         "fov_deg": None if fov is None else float(np.degrees(fov)),
         "runs": runs,
         "warmup": warmup,
-        "export": {"faces": faces, "texture_size": texture_size} if export else None,
+        "export": {"faces": faces, "texture_size": texture_size, "device": export_device} if export else None,
         "machine": machine_info(pipe.device),
     }
+
+
+class ExportSteps(logging.Handler):
+    """`with ExportSteps() as steps:` collects the export's sub-step times from the library's DEBUG records
+    ("export step NAME: T s" from `geometry.export` / `geometry.torch_export`, "bake stage NAME: T s" from the CPU
+    bake) into `steps.timings` (seconds, summed per name)."""
+
+    _PATTERN = re.compile(r"^(?:export step|bake stage) (.+): ([0-9.]+) s$")
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.timings: dict[str, float] = {}
+        self._logger = logging.getLogger("pixal3d.geometry")
+        self._level = self._logger.level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self._PATTERN.match(record.getMessage())
+        if match:
+            self.timings[match[1]] = self.timings.get(match[1], 0.0) + float(match[2])
+
+    def __enter__(self) -> ExportSteps:
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
 
 
 def format_table(result: dict[str, object]) -> str:
@@ -173,6 +217,8 @@ def format_table(result: dict[str, object]) -> str:
         else:
             lines.append(f"| {name} | {t['median_s']:.3f} | {t['min_s']:.3f} | {100 * t['median_s'] / total:.1f} % |")
     lines.append(f"| **total** | **{total:.3f}** | | |")
+    for name, seconds in result.get("export_steps", {}).items():
+        lines.append(f"| export: {name} | {seconds:.3f} | | {100 * seconds / total:.1f} % |")
     lines.append("")
     lines.append(f"peak memory: {result['peak_memory_mb']:.0f} MiB "
                  f"({'CUDA max allocated' if str(result['machine']['device']).startswith('cuda') else 'process peak RSS'})"

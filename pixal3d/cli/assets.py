@@ -55,9 +55,10 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- convert
 def _add_export_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--export-device", choices=["cpu", "cuda", "auto"], default="cpu",
+    p.add_argument("--export-device", choices=["cpu", "cuda", "auto", "torch-cpu"], default="cpu",
                    help="where the export (clean-up, simplification, UV charts, bake) runs: cpu (xatlas and numpy, "
-                        "the reference; default), cuda (pure PyTorch on the GPU), auto (the GPU when there is one)")
+                        "the reference; default), cuda (pure PyTorch on the GPU), auto (the GPU when there is one), "
+                        "torch-cpu (the PyTorch path on the CPU, to compare the paths without a GPU)")
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:

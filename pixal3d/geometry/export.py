@@ -52,8 +52,8 @@ logger = logging.getLogger(__name__)
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj")
 VOXEL_SUFFIXES = (".safetensors",)
-ExportDevice = Literal["cpu", "cuda", "auto"]
-EXPORT_DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
+ExportDevice = Literal["cpu", "cuda", "auto", "torch-cpu"]
+EXPORT_DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto", "torch-cpu")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ class ExportOptions:
     """False writes the base-colour texture only (no metallic-roughness or normal map)."""
     device: ExportDevice = "cpu"
     """"cpu": clean-up, xatlas and the numpy bake (the reference). "cuda": the pure-PyTorch path on the GPU.
-    "auto": the PyTorch path on the GPU when CUDA is available, else the CPU path."""
+    "auto": the PyTorch path on the GPU when CUDA is available, else the CPU path. "torch-cpu": the PyTorch path
+    on the CPU (to compare the two paths without a GPU; slower than "cpu")."""
 
     def __post_init__(self) -> None:
         check_face_budget(self.faces)
@@ -87,7 +88,7 @@ class ExportOptions:
         """The device of the PyTorch export path, or None for the CPU reference path."""
         if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
             return torch.device("cuda")
-        return None
+        return torch.device("cpu") if self.device == "torch-cpu" else None
 
 
 def build_mesh(voxels: SparseVoxels) -> trimesh.Trimesh:
@@ -144,6 +145,7 @@ def textured_mesh(
         len(coarse.faces),
         time.perf_counter() - start,
     )
+    logger.debug("export step clean-up + simplify: %.3f s", time.perf_counter() - start)
     start = time.perf_counter()
     baked = bake_textures(coarse, sampler, options.texture_size, fine_mesh, sample_at_vertices, recolor)
     logger.info("baked %d^2 textures in %.1f s", options.texture_size, time.perf_counter() - start)
