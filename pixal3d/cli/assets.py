@@ -226,31 +226,32 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 def _generate_each(pipe, inputs: Sequence[Path], outputs: Sequence[Path], fov: float | None,
                    args: argparse.Namespace, options) -> int:
-    import time
-
+    """Generate and export every input (`batch.generate_batch`: each export overlaps the next image's sampling)."""
     from pixal3d.asset import contact_sheet
+    from pixal3d.batch import generate_batch
     from pixal3d.preprocess import save_png
     from pixal3d.stages import EmptyStructureError
 
-    for image, glb in zip(inputs, outputs, strict=True):
-        logger.info("generating %s -> %s", image, glb)
-        try:
-            asset = pipe(image, fov=fov, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                         resolution=args.resolution, faces=args.faces, texture_size=args.texture_size,
-                         low_vram=args.low_vram, silhouette=not args.no_silhouette,
-                         image_texels=not args.no_image_texels, background=args.background)
-        except EmptyStructureError as err:
-            print(f"pixal3d generate: {image}: {err}", file=sys.stderr)
-            return 1
-        start = time.perf_counter()
-        glb.parent.mkdir(parents=True, exist_ok=True)
-        asset.export(glb, device=options.device)
-        timings = {**asset.timings, "export": time.perf_counter() - start}
-        print(f"wrote {glb} (from {image}; fov {math.degrees(asset.camera.fov):.1f} deg, {asset.fov_source})")
-        if args.preview:
-            preview = glb.with_name(f"{glb.stem}_preview.png")
-            save_png(contact_sheet(glb, asset.image, camera=asset.camera), preview)
-            print(f"wrote {preview}")
-        print("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
-              + f"; total {sum(timings.values()):.2f} s")
+    outputs[0].parent.mkdir(parents=True, exist_ok=True)
+    logger.info("generating %d image(s) -> %s", len(inputs), ", ".join(str(o) for o in outputs[:3])
+                + (", ..." if len(outputs) > 3 else ""))
+    items = generate_batch(pipe, inputs, outputs, options, fov=fov, seed=args.seed, steps=args.steps,
+                           guidance=args.guidance, resolution=args.resolution, low_vram=args.low_vram,
+                           silhouette=not args.no_silhouette, image_texels=not args.no_image_texels,
+                           background=args.background)
+    done = 0
+    try:
+        for item in items:
+            done += 1
+            asset, glb = item.asset, item.output
+            print(f"wrote {glb} (from {item.image}; fov {math.degrees(asset.camera.fov):.1f} deg, {asset.fov_source})")
+            if args.preview:
+                preview = glb.with_name(f"{glb.stem}_preview.png")
+                save_png(contact_sheet(glb, asset.image, camera=asset.camera), preview)
+                print(f"wrote {preview}")
+            print("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in item.timings.items())
+                  + f"; total {sum(item.timings.values()):.2f} s")
+    except EmptyStructureError as err:
+        print(f"pixal3d generate: {inputs[done]}: {err}", file=sys.stderr)
+        return 1
     return 0
