@@ -6,8 +6,9 @@ normal map `rgb = (n + 1) / 2` in the interpolated `T, B = cross(N, T) * w, N` f
 
 Values on the fine surface come from a `FineSurface`: when the mesh was not simplified they are the mesh's own
 vertex values, interpolated (exactly what the CPU path's closest-point projection finds); otherwise the fine
-vertices' attributes and normals are pooled into a sparse grid at the voxel resolution, and each texel's surface
-point reads it trilinearly (renormalised over the cells present), the coarse mesh's own value where no cell is.
+vertices' attributes and normals are pooled into a sparse grid at the voxel resolution, split by the axis
+direction of their normal, and each texel's surface point reads the cells of its own direction trilinearly
+(renormalised over the cells present), the coarse mesh's own value where no cell is.
 """
 
 from __future__ import annotations
@@ -62,21 +63,32 @@ def vertex_tangents(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tens
     return torch.cat([t, w[:, None]], 1).float()
 
 
+def direction_class(normals: torch.Tensor) -> torch.Tensor:
+    """`[M] int64` in 0..5: the axis direction (+x, -x, +y, -y, +z, -z) each normal is closest to."""
+    axis = normals.abs().argmax(dim=1)
+    return axis * 2 + (normals.gather(1, axis[:, None])[:, 0] < 0).long()
+
+
 @dataclass
 class FineSurface:
-    """Attributes and normals of the fine surface, read at points near it (see the module docstring)."""
+    """Attributes and normals of the fine surface, read at points near it (see the module docstring).
+
+    The grid keeps the fine vertices apart by the axis direction their normal is closest to, and a texel reads
+    only the cells of its own (coarse) normal's direction: the two sides of a thin part, which share voxels, do not
+    average into each other.
+    """
 
     keys: torch.Tensor | None
-    """`[K] int64` sorted cell keys of the sparse grid, or None: use the coarse mesh's own vertex values."""
+    """`[K] int64` sorted keys `cell * 6 + direction` of the sparse grid, or None: use the coarse mesh's values."""
     values: torch.Tensor | None
-    """`[K, 6 + 3]` per cell: mean attributes, summed unit normals."""
+    """`[K, 6 + 3]` per key: mean attributes, summed unit normals."""
     resolution: int
 
     @classmethod
     def from_vertices(cls, vertices: torch.Tensor, attrs: torch.Tensor, normals: torch.Tensor,
                       resolution: int) -> FineSurface:
         cell = ((vertices + 0.5) * resolution).floor().long().clamp(0, resolution - 1)
-        key = (cell[:, 0] * resolution + cell[:, 1]) * resolution + cell[:, 2]
+        key = ((cell[:, 0] * resolution + cell[:, 1]) * resolution + cell[:, 2]) * 6 + direction_class(normals)
         keys, inverse = torch.unique(key, return_inverse=True)
         total = torch.zeros(len(keys), 9, dtype=torch.float32, device=vertices.device)
         total.index_add_(0, inverse, torch.cat([attrs, normals], 1))
@@ -84,14 +96,16 @@ class FineSurface:
         total[:, :6] /= count
         return cls(keys, total, resolution)
 
-    def sample(self, points: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-        """`[M, 9]` (attrs, unit normal) at `points [M, 3]`; `fallback [M, 9]` where no cell is near."""
+    def sample(self, points: torch.Tensor, normals: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+        """`[M, 9]` (attrs, unit normal) at `points [M, 3]` whose surface faces `normals [M, 3]`; `fallback
+        [M, 9]` where no cell of that direction is near."""
         out = torch.empty_like(fallback)
         for s in range(0, len(points), _LOOKUP_CHUNK):
-            out[s:s + _LOOKUP_CHUNK] = self._sample(points[s:s + _LOOKUP_CHUNK], fallback[s:s + _LOOKUP_CHUNK])
+            part = slice(s, s + _LOOKUP_CHUNK)
+            out[part] = self._sample(points[part], direction_class(normals[part]), fallback[part])
         return out
 
-    def _sample(self, points: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    def _sample(self, points: torch.Tensor, direction: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
         r = self.resolution
         g = (points + 0.5) * r - 0.5  # cell centres on integers
         base = g.floor().long()
@@ -104,7 +118,7 @@ class FineSurface:
             weight = torch.where(bit.bool(), frac, 1 - frac).prod(dim=1)
             inside = ((cell >= 0) & (cell < r)).all(dim=1)
             cell = cell.clamp(0, r - 1)
-            key = (cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2]
+            key = ((cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2]) * 6 + direction
             index = torch.searchsorted(self.keys, key).clamp(max=len(self.keys) - 1)
             weight = weight * (inside & (self.keys[index] == key))
             total += weight[:, None] * self.values[index]
@@ -134,7 +148,7 @@ def texel_values(
     sign = torch.where(tangents[:, 3][corners].sum(1) < 0, -1.0, 1.0)
     b = torch.linalg.cross(n, t, dim=-1) * sign[:, None]
     coarse = torch.cat([interp[:, 9:15], n], 1)
-    fine_values = coarse if fine.keys is None else fine.sample(point, coarse)
+    fine_values = coarse if fine.keys is None else fine.sample(point, n, coarse)
     attr, fine_n = fine_values[:, :6], _unit(fine_values[:, 6:9])
     if fine.keys is None:
         fine_n = n

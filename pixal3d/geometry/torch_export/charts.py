@@ -25,6 +25,9 @@ from pixal3d.geometry.torch_export.clean import connected_components, face_norma
 
 logger = logging.getLogger(__name__)
 
+_OVERLAP_PASSES = 8
+"""Pack-and-check rounds of `build_atlas` (the first cuts overlapping charts, the later ones isolate faces)."""
+
 # For each direction (axis * 2 + negative): the 3D axes (and signs) that give the chart's u (right) and v (down),
 # chosen so that the chart is seen from outside (not mirrored) with +y up where the axis allows.
 _FRAMES = {
@@ -200,14 +203,16 @@ def build_atlas(
     coords = chart_coordinates(vertices, faces, direction)
     # Self-overlapping charts (a chart wrapping around, or a fold the simplification made) are cut in two; faces
     # that still overlap become charts of their own. The check rasterises texel centres: no texel is claimed twice.
-    for attempt in range(3):
+    # Repacking changes the scale, so a chart that nearly overlaps itself may claim a texel twice at the next one:
+    # check again after every change.
+    for attempt in range(_OVERLAP_PASSES):
         uv, scale = pack_charts(coords, chart, size, padding)
         bad_face = overlapping_faces(uv, size)
         if not bool(bad_face.any()):
             break
         logger.debug("atlas pass %d: %d faces of self-overlapping charts", attempt, int(bad_face.sum()))
-        if attempt == 2:
-            logger.warning("atlas: %d faces still overlap after isolating them", int(bad_face.sum()))
+        if attempt == _OVERLAP_PASSES - 1:
+            logger.warning("atlas: %d faces still overlap after %d passes", int(bad_face.sum()), attempt + 1)
         elif attempt == 0:
             bad = torch.zeros(int(chart.max()) + 1, dtype=torch.bool, device=chart.device)
             bad[chart[bad_face]] = True

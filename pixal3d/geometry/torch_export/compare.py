@@ -46,6 +46,28 @@ def compare_bakes(reference: TexturedMesh, other: TexturedMesh, points: np.ndarr
     }
 
 
+def surface_truth(mesh: trimesh.Trimesh, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(points [M, 3], rgb [M, 3], normals [M, 3])` sampled on a fine mesh with `pbr` (or colour) vertex attributes:
+    the colour interpolated over the face, the normal that of the face (the surface as the voxels describe it)."""
+    from pixal3d.geometry.export import vertex_attributes
+
+    points, face = trimesh.sample.sample_surface(mesh, count, seed=seed)
+    bary = trimesh.triangles.points_to_barycentric(mesh.triangles[face], points)
+    rgb = np.einsum("mc,mcd->md", bary, vertex_attributes(mesh)[mesh.faces[face]][:, :, :3])
+    return points.astype(np.float32), rgb, np.asarray(mesh.face_normals[face])
+
+
+def bake_error(mesh: TexturedMesh, points: np.ndarray, rgb: np.ndarray, normals: np.ndarray) -> dict[str, float]:
+    """How far a bake is from the fine surface it was baked from (`surface_truth`): colour in 1/255 steps and the
+    angle between the decoded and the true face normal, in degrees (mean, median, p95)."""
+    got_rgb, got_n = read_surface(mesh, points)
+    colour = np.abs(got_rgb - rgb).mean(axis=1) * 255.0
+    angle = np.degrees(np.arccos(np.clip((got_n * normals).sum(axis=1), -1.0, 1.0)))
+    return {"colour_mean": float(colour.mean()), "colour_p95": float(np.quantile(colour, 0.95)),
+            "normal_mean_deg": float(angle.mean()), "normal_median_deg": float(np.median(angle)),
+            "normal_p95_deg": float(np.quantile(angle, 0.95))}
+
+
 def texel_efficiency(mesh: TexturedMesh) -> float:
     """The share of the atlas's texels whose centre some triangle covers (the rest is padding and gaps)."""
     size = mesh.base_color.shape[0]
