@@ -39,7 +39,12 @@ from pixal3d.geometry.dual_grid import mesh_to_voxels, normalize_to_unit_cube  #
 from pixal3d.geometry.dual_mesh import sample_attributes, voxels_to_mesh  # noqa: E402
 from pixal3d.geometry.export import ExportOptions, textured_mesh  # noqa: E402
 from pixal3d.geometry.torch_export import export_textured  # noqa: E402
-from pixal3d.geometry.torch_export.compare import compare_bakes, texel_efficiency  # noqa: E402
+from pixal3d.geometry.torch_export.compare import (  # noqa: E402
+    bake_error,
+    compare_bakes,
+    surface_truth,
+    texel_efficiency,
+)
 from pixal3d.geometry.writers import WRITERS  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ball.png"
@@ -57,6 +62,7 @@ def run_case(name: str, fine: trimesh.Trimesh, sampler, resolution: int, recolor
              folder: Path) -> list[dict]:
     rows = []
     points, _ = trimesh.sample.sample_surface(fine, 20_000, seed=0)
+    truth = surface_truth(fine, 20_000, seed=1)
     for size in args.texture_size:
         options = ExportOptions(faces=args.faces, texture_size=size)
         with ExportSteps() as steps:
@@ -80,6 +86,7 @@ def run_case(name: str, fine: trimesh.Trimesh, sampler, resolution: int, recolor
                "texel_efficiency": texel_efficiency(baked)}
         row = {"case": name, "texture_size": size, "fine_faces": len(fine.faces), "cpu": cpu, "torch": gpu,
                "difference": compare_bakes(reference, baked, points)}
+        cpu["error_vs_fine"], gpu["error_vs_fine"] = bake_error(reference, *truth), bake_error(baked, *truth)
         print_row(row)
         rows.append(row)
     return rows
@@ -95,6 +102,10 @@ def print_row(row: dict) -> None:
         print(f"\n{label} steps: " + ", ".join(f"{k} {v:.3f} s" for k, v in r["steps"].items()))
     print(f"\ncolour |diff| (1/255): mean {diff['colour_mean']:.2f}, p95 {diff['colour_p95']:.2f}; "
           f"normal angle (deg): mean {diff['normal_mean_deg']:.2f}, p95 {diff['normal_p95_deg']:.2f}")
+    for label, r in (("CPU", cpu), ("PyTorch", gpu)):
+        e = r["error_vs_fine"]
+        print(f"{label} vs the fine surface: colour mean {e['colour_mean']:.2f}, p95 {e['colour_p95']:.2f}; "
+              f"normal angle mean {e['normal_mean_deg']:.1f}, median {e['normal_median_deg']:.1f} deg")
 
 
 def synthetic(args, folder: Path) -> list[dict]:

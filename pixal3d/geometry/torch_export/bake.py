@@ -183,47 +183,43 @@ def compose(size: int, covered: torch.Tensor, values: torch.Tensor) -> torch.Ten
 
 
 def nearest_covered(mask: torch.Tensor) -> torch.Tensor | None:
-    """`[S*S] int64`: for each texel the flat index of a nearest covered texel (jump flooding, one extra pass of
-    step 1); None when every texel or none is covered."""
+    """`[S*S] int64`: for each texel the flat index of a nearest covered texel (jump flooding with steps S/2 ... 1,
+    then one more step of 1); None when every texel or none is covered.
+
+    Seeds are kept as int32 row and column planes; an empty seed sits at `_FAR`, so that its squared distance is
+    larger than any real one without a mask (int32 holds it up to S = 8192).
+    """
     size = mask.shape[0]
     if bool(mask.all()) or not bool(mask.any()):
         return None
     device = mask.device
-    idx = torch.arange(size * size, device=device, dtype=torch.int64).reshape(size, size)
-    seed = torch.where(mask, idx, torch.full_like(idx, -1))
-    rows = torch.arange(size, device=device)[:, None]
-    cols = torch.arange(size, device=device)[None, :]
+    rows = torch.arange(size, device=device, dtype=torch.int32)[:, None].expand(size, size)
+    cols = torch.arange(size, device=device, dtype=torch.int32)[None, :].expand(size, size)
+    far = torch.full((size, size), _FAR, dtype=torch.int32, device=device)
+    seed_r = torch.where(mask, rows, far)
+    seed_c = torch.where(mask, cols, far)
+    best_d = (seed_r - rows) ** 2 + (seed_c - cols) ** 2
     steps = [2**k for k in range(int(math.log2(max(size - 1, 1))), -1, -1)] + [1]
     for k in steps:
-        best = seed
-        best_d = _distance(seed, rows, cols, size)
-        for dy in (-k, 0, k):
-            for dx in (-k, 0, k):
-                if dy == 0 and dx == 0:
+        pad_r = torch.nn.functional.pad(seed_r, (k, k, k, k), value=_FAR)
+        pad_c = torch.nn.functional.pad(seed_c, (k, k, k, k), value=_FAR)
+        new_r, new_c, new_d = seed_r, seed_c, best_d
+        for dy in (0, k, 2 * k):
+            for dx in (0, k, 2 * k):
+                if dy == k and dx == k:
                     continue
-                cand = _shift(seed, dy, dx)
-                d = _distance(cand, rows, cols, size)
-                better = d < best_d
-                best = torch.where(better, cand, best)
-                best_d = torch.where(better, d, best_d)
-        seed = best
-    return seed.reshape(-1)
+                cand_r = pad_r[dy:dy + size, dx:dx + size]
+                cand_c = pad_c[dy:dy + size, dx:dx + size]
+                d = (cand_r - rows) ** 2 + (cand_c - cols) ** 2
+                better = d < new_d
+                new_r = torch.where(better, cand_r, new_r)
+                new_c = torch.where(better, cand_c, new_c)
+                new_d = torch.where(better, d, new_d)
+        seed_r, seed_c, best_d = new_r, new_c, new_d
+    return (seed_r.long() * size + seed_c.long()).reshape(-1)
 
 
-def _shift(seed: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """`out[r, c] = seed[r + dy, c + dx]`, -1 outside."""
-    size = seed.shape[0]
-    out = torch.full_like(seed, -1)
-    r0, r1 = max(0, -dy), min(size, size - dy)
-    c0, c1 = max(0, -dx), min(size, size - dx)
-    if r0 < r1 and c0 < c1:
-        out[r0:r1, c0:c1] = seed[r0 + dy:r1 + dy, c0 + dx:c1 + dx]
-    return out
-
-
-def _distance(seed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, size: int) -> torch.Tensor:
-    d = (seed // size - rows) ** 2 + (seed % size - cols) ** 2
-    return torch.where(seed >= 0, d, torch.full_like(d, 2**62))
+_FAR = -20_000
 
 
 def _call_sampler(sampler, points: torch.Tensor) -> torch.Tensor:

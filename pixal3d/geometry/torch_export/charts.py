@@ -25,6 +25,8 @@ from pixal3d.geometry.torch_export.clean import connected_components, face_norma
 
 logger = logging.getLogger(__name__)
 
+_MIN_COSINE = 0.3
+"""A face joins its neighbourhood's direction only if its own normal is within ~72 degrees of that axis."""
 _OVERLAP_PASSES = 8
 """Pack-and-check rounds of `build_atlas` (the first cuts overlapping charts, the later ones isolate faces)."""
 
@@ -40,15 +42,31 @@ _FRAMES = {
 }
 
 
-def face_charts(vertices: torch.Tensor, faces: torch.Tensor, cells: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def face_charts(vertices: torch.Tensor, faces: torch.Tensor, cells: int = 8,
+                smoothing: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """`(chart [F] int64 dense ids, direction [F] int64 in 0..5)` (see the module docstring)."""
     normal = face_normals(vertices, faces)
-    axis = normal.abs().argmax(dim=1)
-    direction = axis * 2 + (normal.gather(1, axis[:, None])[:, 0] < 0).long()
+    own = _direction(normal)
+    # Dual-grid faces are jagged: classify by the normal smoothed over the neighbourhood, so that charts do not
+    # fragment, unless the face itself would then project too steeply (or flipped).
+    smooth = normal
+    for _ in range(smoothing):
+        per_vertex = torch.zeros_like(vertices).index_add_(0, faces.reshape(-1), smooth.repeat_interleave(3, 0))
+        smooth = per_vertex[faces].sum(dim=1)
+    candidate = _direction(smooth)
+    axis_sign = 1.0 - 2.0 * (candidate % 2).to(normal.dtype)
+    along = normal.gather(1, (candidate // 2)[:, None])[:, 0] * axis_sign
+    direction = torch.where(along > _MIN_COSINE * normal.norm(dim=1), candidate, own)
     centroid = vertices[faces].mean(dim=1)
     cell = ((centroid + 0.5) * cells).floor().long().clamp(0, cells - 1)
     group = direction * cells**3 + (cell[:, 0] * cells + cell[:, 1]) * cells + cell[:, 2]
     return _connected_charts(faces, group), direction
+
+
+def _direction(normal: torch.Tensor) -> torch.Tensor:
+    """`[F] int64` in 0..5: axis * 2 + (component < 0) of the largest component."""
+    axis = normal.abs().argmax(dim=1)
+    return axis * 2 + (normal.gather(1, axis[:, None])[:, 0] < 0).long()
 
 
 def _connected_charts(faces: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
