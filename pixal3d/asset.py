@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +23,7 @@ from PIL import Image
 
 from pixal3d.camera import Camera, look_at
 from pixal3d.geometry.gltf import ImageFormat
-from pixal3d.geometry.bake import TexturedMesh
+from pixal3d.geometry.bake import Recolor, TexturedMesh
 from pixal3d.geometry.export import ExportDevice, ExportOptions
 from pixal3d.geometry.cleanup import CleanupOptions
 from pixal3d.geometry.voxels import SparseVoxels
@@ -129,13 +128,18 @@ class Asset:
                              sample_at_vertices=True, recolor=recolor, resolution=self.voxels.resolution)
 
 
-def texel_recolor(mesh: trimesh.Trimesh, image: Image.Image, camera: Camera,
-                  options: ImageTexelOptions) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """`(points [M, 3], normals [M, 3]) -> (colors [M, 3], weight [M])`: the input pixels at surface points."""
+def texel_recolor(mesh: trimesh.Trimesh, image: Image.Image, camera: Camera, options: ImageTexelOptions) -> Recolor:
+    """`(points [M, 3], normals [M, 3]) -> (colors [M, 3], weight [M])`: the input pixels at surface points.
+
+    numpy arrays in, numpy arrays out (the CPU bake); torch tensors in, tensors on their device out (the PyTorch
+    export, which keeps its texels on the GPU).
+    """
     rgba = torch.from_numpy(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0)
     view = prepare_view(rgba, camera.with_size(rgba.shape[0]), mesh, options)
 
-    def recolor(points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def recolor(points, normals):
+        if isinstance(points, torch.Tensor):
+            return project_colors(points, normals, view, options)
         colors, weight = project_colors(torch.from_numpy(points), torch.from_numpy(normals), view, options)
         return colors.numpy(), weight.numpy()
 

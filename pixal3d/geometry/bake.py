@@ -35,7 +35,8 @@ AttributeSampler = Callable[[torch.Tensor], torch.Tensor]
 
 Recolor = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """`(points [M, 3], normals [M, 3]) -> (colors [M, 3] sRGB, weight [M] in [0, 1])`: a base colour blended over the
-sampled one at surface points (the input image's pixels, `pixal3d.image_texels`)."""
+sampled one at surface points (the input image's pixels, `pixal3d.image_texels`). The PyTorch export path calls it
+with tensors on its device and accepts tensors or arrays back (`asset.texel_recolor` answers in kind)."""
 
 TEXTURE_SIZE_RANGE = (256, 8192)
 _QUERY_CHUNK = 262_144  # texels per closest-point / sampler batch

@@ -159,7 +159,7 @@ def texel_values(
                                 tangent_space.new_tensor([0.0, 0.0, 1.0]), tangent_space)
     tangent_space = _unit(tangent_space)
     if recolor is not None:
-        colors, weight = recolor(point.detach().cpu().numpy(), fine_n.detach().cpu().numpy())
+        colors, weight = recolor(point, fine_n)  # tensors in, tensors (or numpy arrays) out
         colors = torch.as_tensor(colors, dtype=attr.dtype, device=attr.device)
         weight = torch.as_tensor(weight, dtype=attr.dtype, device=attr.device)[:, None]
         attr = torch.cat([attr[:, :3] * (1 - weight) + colors * weight, attr[:, 3:]], 1)
