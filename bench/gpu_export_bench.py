@@ -109,7 +109,7 @@ def print_row(row: dict) -> None:
 
 
 def synthetic(args, folder: Path) -> list[dict]:
-    radius = float(np.sqrt(100_000 / (1.5 * args.resolution**2 * 4 * np.pi)))
+    radius = float(np.clip(np.sqrt(100_000 / (1.5 * args.resolution**2 * 4 * np.pi)), 0.26, 0.4))  # ~100k voxels
     sphere = normalize_to_unit_cube(bumpy_sphere(200_000, radius), margin=0.5 - radius)
     voxels = mesh_to_voxels(sphere, args.resolution)
     fine = voxels_to_mesh(voxels)

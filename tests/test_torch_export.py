@@ -191,3 +191,21 @@ def test_cuda_export_device_without_a_gpu_is_a_clear_error() -> None:
     with pytest.raises(InputError, match="needs a CUDA GPU"):
         ExportOptions(device="cuda")
     assert ExportOptions(device="auto").torch_device() is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_path_matches_the_cpu_path_and_the_torch_cpu_run(torus_voxels, tmp_path: Path) -> None:
+    """On the device: the GPU path within the same bounds of the CPU reference, and close to its own CPU run."""
+    fine = voxels_to_mesh(torus_voxels)
+    faces = len(fine.faces) // 4
+    reference = textured_mesh(fine, partial(sample_attributes, torus_voxels), ExportOptions(faces, SIZE),
+                              sample_at_vertices=True)
+    on_gpu = export_textured(fine, faces, SIZE, "cuda", resolution=torus_voxels.resolution)
+    on_cpu = export_textured(fine, faces, SIZE, "cpu", resolution=torus_voxels.resolution)
+    points, _ = trimesh.sample.sample_surface(fine, 3000, seed=0)
+    diff = compare_bakes(reference, on_gpu, points)
+    assert diff["colour_p95"] <= 4.0 and diff["normal_mean_deg"] <= 4.0, diff
+    same = compare_bakes(on_cpu, on_gpu, points)
+    assert same["colour_p95"] <= 1.0 and same["normal_p95_deg"] <= 1.0, same
+    path = writers.WRITERS[".glb"](tmp_path / "gpu.glb", on_gpu, "png", True, None)
+    assert assert_valid_glb(path)["issues"]["numWarnings"] == 0
