@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import re
 import resource
 import statistics
 import sys
@@ -141,12 +140,12 @@ def run_bench(
             timings = {STEP_NAMES.get(k, k): v for k, v in asset.timings.items()}
             if export:
                 start = time.perf_counter()
-                with ExportSteps() as steps:
-                    baked = asset.bake(ExportOptions(faces=faces, texture_size=texture_size, device=export_device))
+                steps: dict[str, float] = {}
+                baked = asset.bake(ExportOptions(faces=faces, texture_size=texture_size, device=export_device), steps)
                 write_start = time.perf_counter()
                 writer_for(Path(tmp) / "bench.glb")(Path(tmp) / "bench.glb", baked, "png", True, None)
                 timings["export"] = time.perf_counter() - start
-                export_steps = {**steps.timings, "write (encode + file)": time.perf_counter() - write_start}
+                export_steps = {**steps, "write (encode + file)": time.perf_counter() - write_start}
                 if i >= warmup:
                     for name, seconds in export_steps.items():
                         sub_times.setdefault(name, []).append(seconds)
@@ -177,34 +176,6 @@ def run_bench(
         "export": {"faces": faces, "texture_size": texture_size, "device": export_device} if export else None,
         "machine": machine_info(pipe.device),
     }
-
-
-class ExportSteps(logging.Handler):
-    """`with ExportSteps() as steps:` collects the export's sub-step times from the library's DEBUG records
-    ("export step NAME: T s" from `geometry.export` / `geometry.torch_export`, "bake stage NAME: T s" from the CPU
-    bake) into `steps.timings` (seconds, summed per name)."""
-
-    _PATTERN = re.compile(r"^(?:export step|bake stage) (.+): ([0-9.]+) s$")
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.timings: dict[str, float] = {}
-        self._logger = logging.getLogger("pixal3d.geometry")
-        self._level = self._logger.level
-
-    def emit(self, record: logging.LogRecord) -> None:
-        match = self._PATTERN.match(record.getMessage())
-        if match:
-            self.timings[match[1]] = self.timings.get(match[1], 0.0) + float(match[2])
-
-    def __enter__(self) -> ExportSteps:
-        self._logger.addHandler(self)
-        self._logger.setLevel(logging.DEBUG)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._logger.removeHandler(self)
-        self._logger.setLevel(self._level)
 
 
 def format_table(result: dict[str, object]) -> str:

@@ -113,6 +113,7 @@ def textured_mesh(
     sample_at_vertices: bool = False,
     recolor: Recolor | None = None,
     resolution: int | None = None,
+    timings: dict[str, float] | None = None,
 ) -> TexturedMesh:
     """Clean and simplify a detailed mesh, then bake its attributes and normals: the export up to the writer.
 
@@ -126,6 +127,7 @@ def textured_mesh(
         recolor: base colour from the input image at texel points (see `bake.bake_textures`).
         resolution: the voxel resolution the fine mesh comes from (the PyTorch path's sampling grid); None: derived
             from the mesh's edge lengths.
+        timings: filled with the seconds of each step when given (`pixal3d bench`).
 
     Returns:
         The simplified, unwrapped mesh with its three textures.
@@ -136,7 +138,7 @@ def textured_mesh(
 
         return export_textured(fine_mesh, options.faces, options.texture_size, device, cleanup,
                                recolor=recolor, resolution=resolution,
-                               sampler=None if sample_at_vertices else sampler)
+                               sampler=None if sample_at_vertices else sampler, timings=timings)
     start = time.perf_counter()
     coarse = clean_mesh(fine_mesh, options.faces, cleanup)
     logger.info(
@@ -145,9 +147,10 @@ def textured_mesh(
         len(coarse.faces),
         time.perf_counter() - start,
     )
-    logger.debug("export step clean-up + simplify: %.3f s", time.perf_counter() - start)
+    if timings is not None:
+        timings["clean-up + simplify"] = time.perf_counter() - start
     start = time.perf_counter()
-    baked = bake_textures(coarse, sampler, options.texture_size, fine_mesh, sample_at_vertices, recolor)
+    baked = bake_textures(coarse, sampler, options.texture_size, fine_mesh, sample_at_vertices, recolor, timings)
     logger.info("baked %d^2 textures in %.1f s", options.texture_size, time.perf_counter() - start)
     return baked
 
