@@ -119,10 +119,7 @@ def synthetic(args, folder: Path) -> list[dict]:
 def pipeline_case(args, folder: Path) -> tuple[list[dict], dict]:
     from pixal3d.asset import texel_recolor
     from pixal3d.geometry.export import vertex_attribute_sampler
-    from pixal3d.pipeline import Pixal3DPipeline
-
-    pipe = Pixal3DPipeline.from_pretrained("default").to(args.device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load(args)
     asset = None
     for _ in range(2):  # warm-up (CUDA graphs), then the timed call
         start = time.perf_counter()
@@ -143,10 +140,7 @@ def pipeline_case(args, folder: Path) -> tuple[list[dict], dict]:
 
 def batch_case(args, folder: Path) -> dict:
     from pixal3d.batch import generate_batch
-    from pixal3d.pipeline import Pixal3DPipeline
-
-    pipe = Pixal3DPipeline.from_pretrained("default").to(args.device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load(args)
     options = ExportOptions(faces=args.faces, texture_size=1024, device="auto")
     list(generate_batch(pipe, [str(EXAMPLE)], [folder / "warm.glb"], options, seed=0))
     images = [str(EXAMPLE)] * args.batch
@@ -160,6 +154,19 @@ def batch_case(args, folder: Path) -> dict:
     return result
 
 
+def load(args):
+    """The default model (or `--random-weights micro|tiny`, to try this script quickly) on --device."""
+    from pixal3d.pipeline import Pixal3DPipeline
+
+    if args.random_weights:
+        pipe = Pixal3DPipeline.from_config(args.random_weights)
+    else:
+        pipe = Pixal3DPipeline.from_pretrained("default")
+    pipe = pipe.to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def main() -> None:
     global ARGS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -171,6 +178,8 @@ def main() -> None:
     parser.add_argument("--pipeline", action="store_true", help="also run the default model on examples/ball.png")
     parser.add_argument("--batch", type=int, default=0, help="also time a batch of this many images at 1024^2")
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--random-weights", choices=["micro", "tiny"], default=None,
+                        help="random weights instead of the default model (a quick check of this script)")
     parser.add_argument("-o", "--output", type=Path, default=None, help="JSON file")
     ARGS = args = parser.parse_args()
     print(f"Machine: {machine()}; device {args.device}"
