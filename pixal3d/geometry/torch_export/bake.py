@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 _LOOKUP_CHUNK = 4_000_000
+_KINDS, _ANY = 7, 6  # grid entries per cell: the six axis directions, and all of them together
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -74,12 +75,13 @@ class FineSurface:
     """Attributes and normals of the fine surface, read at points near it (see the module docstring).
 
     The grid keeps the fine vertices apart by the axis direction their normal is closest to, and a texel reads
-    only the cells of its own (coarse) normal's direction: the two sides of a thin part, which share voxels, do not
-    average into each other.
+    the cells of its own (coarse) normal's direction: the two sides of a thin part, which share voxels, do not
+    average into each other. Where none of those is near, it reads the cells of any direction.
     """
 
     keys: torch.Tensor | None
-    """`[K] int64` sorted keys `cell * 6 + direction` of the sparse grid, or None: use the coarse mesh's values."""
+    """`[K] int64` sorted keys `cell * 7 + direction` (6: any direction) of the sparse grid, or None: use the coarse
+    mesh's values."""
     values: torch.Tensor | None
     """`[K, 6 + 3]` per key: mean attributes, summed unit normals."""
     resolution: int
@@ -88,10 +90,12 @@ class FineSurface:
     def from_vertices(cls, vertices: torch.Tensor, attrs: torch.Tensor, normals: torch.Tensor,
                       resolution: int) -> FineSurface:
         cell = ((vertices + 0.5) * resolution).floor().long().clamp(0, resolution - 1)
-        key = ((cell[:, 0] * resolution + cell[:, 1]) * resolution + cell[:, 2]) * 6 + direction_class(normals)
+        base = ((cell[:, 0] * resolution + cell[:, 1]) * resolution + cell[:, 2]) * _KINDS
+        # Each vertex counts twice: in its direction's cell, and in the cell's "any direction" entry.
+        key = torch.cat([base + direction_class(normals), base + _ANY])
         keys, inverse = torch.unique(key, return_inverse=True)
         total = torch.zeros(len(keys), 9, dtype=torch.float32, device=vertices.device)
-        total.index_add_(0, inverse, torch.cat([attrs, normals], 1))
+        total.index_add_(0, inverse, torch.cat([attrs, normals], 1).repeat(2, 1))
         count = torch.bincount(inverse, minlength=len(keys)).clamp(min=1)[:, None]
         total[:, :6] /= count
         return cls(keys, total, resolution)
@@ -102,10 +106,17 @@ class FineSurface:
         out = torch.empty_like(fallback)
         for s in range(0, len(points), _LOOKUP_CHUNK):
             part = slice(s, s + _LOOKUP_CHUNK)
-            out[part] = self._sample(points[part], direction_class(normals[part]), fallback[part])
+            value, found = self._sample(points[part], direction_class(normals[part]))
+            if not bool(found.all()):  # no cell of this direction near: any direction, then the coarse value
+                lost = ~found
+                anywhere = torch.full((int(lost.sum()),), _ANY, dtype=torch.long, device=points.device)
+                other, found_any = self._sample(points[part][lost], anywhere)
+                value[lost] = torch.where(found_any[:, None], other, fallback[part][lost])
+            out[part] = value
         return out
 
-    def _sample(self, points: torch.Tensor, direction: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    def _sample(self, points: torch.Tensor, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(values [M, 9], found [M] bool)` from the cells of `direction [M]` (0..5, or `_ANY`)."""
         r = self.resolution
         g = (points + 0.5) * r - 0.5  # cell centres on integers
         base = g.floor().long()
@@ -118,15 +129,14 @@ class FineSurface:
             weight = torch.where(bit.bool(), frac, 1 - frac).prod(dim=1)
             inside = ((cell >= 0) & (cell < r)).all(dim=1)
             cell = cell.clamp(0, r - 1)
-            key = ((cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2]) * 6 + direction
+            key = ((cell[:, 0] * r + cell[:, 1]) * r + cell[:, 2]) * _KINDS + direction
             index = torch.searchsorted(self.keys, key).clamp(max=len(self.keys) - 1)
             weight = weight * (inside & (self.keys[index] == key))
             total += weight[:, None] * self.values[index]
             weight_sum += weight
-        found = weight_sum > 1e-8
-        result = torch.where(found[:, None], total / weight_sum.clamp(min=1e-12)[:, None], fallback)
+        result = total / weight_sum.clamp(min=1e-12)[:, None]
         result[:, 6:] = _unit(result[:, 6:])
-        return result
+        return result, weight_sum > 1e-8
 
 
 def texel_values(
