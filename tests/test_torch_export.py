@@ -194,7 +194,7 @@ def test_cuda_export_device_without_a_gpu_is_a_clear_error() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_path_matches_the_cpu_path_and_the_torch_cpu_run(torus_voxels, tmp_path: Path) -> None:
+def test_cuda_path_matches_the_cpu_path_and_the_torch_cpu_run(torus_voxels) -> None:
     """On the device: the GPU path within the same bounds of the CPU reference, and close to its own CPU run."""
     fine = voxels_to_mesh(torus_voxels)
     faces = len(fine.faces) // 4
@@ -207,5 +207,11 @@ def test_cuda_path_matches_the_cpu_path_and_the_torch_cpu_run(torus_voxels, tmp_
     assert diff["colour_p95"] <= 4.0 and diff["normal_mean_deg"] <= 4.0, diff
     same = compare_bakes(on_cpu, on_gpu, points)
     assert same["colour_p95"] <= 1.0 and same["normal_p95_deg"] <= 1.0, same
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_path_glb_validates(torus_voxels, tmp_path: Path) -> None:
+    fine = voxels_to_mesh(torus_voxels)
+    on_gpu = export_textured(fine, len(fine.faces) // 4, SIZE, "cuda", resolution=torus_voxels.resolution)
     path = writers.WRITERS[".glb"](tmp_path / "gpu.glb", on_gpu, "png", True, None)
     assert assert_valid_glb(path)["issues"]["numWarnings"] == 0

@@ -154,6 +154,9 @@ def cluster_simplify(mesh: Mesh, max_faces: int) -> Mesh:
             lo = mid
         else:
             hi = mid
+    if _clustered_face_count(vertices, faces, lo) == 0:  # a tiny mesh inside one coarse cell: keep it whole
+        logger.warning("cluster simplification to %d faces would leave none; keeping %d faces", max_faces, len(faces))
+        return mesh
     return _cluster(mesh, lo)
 
 
