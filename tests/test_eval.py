@@ -128,3 +128,6 @@ def test_bench_micro_writes_every_stage(tmp_path: Path, capsys: pytest.CaptureFi
     steps = data["export_steps"]
     assert {"clean-up + simplify", "unwrap (xatlas)", "write (encode + file)"} <= set(steps)
     assert "| export: unwrap (xatlas) |" in table
+    floor = data["floor"]
+    assert floor["model_flops"] > 0 and floor["matmul_flops_per_s"] > 0 and floor["export_bytes"] > 0
+    assert "floor:" in table
