@@ -126,7 +126,7 @@ class Asset:
         start = time.perf_counter()
         recolor = None
         if self.image_texels is not None:
-            recolor = texel_recolor(self.mesh, self.image, self.camera, self.image_texels)
+            recolor = texel_recolor(self.mesh, self.image, self.camera, self.image_texels, options.torch_device())
         # The PyTorch path reads the vertex attributes itself; only the CPU bake needs the KD-tree sampler.
         sampler = vertex_attribute_sampler(self.mesh) if options.torch_device() is None else None
         if timings is not None:
@@ -135,14 +135,15 @@ class Asset:
                              recolor=recolor, resolution=self.voxels.resolution, timings=timings)
 
 
-def texel_recolor(mesh: trimesh.Trimesh, image: Image.Image, camera: Camera, options: ImageTexelOptions) -> Recolor:
+def texel_recolor(mesh: trimesh.Trimesh, image: Image.Image, camera: Camera, options: ImageTexelOptions,
+                  device: torch.device | None = None) -> Recolor:
     """`(points [M, 3], normals [M, 3]) -> (colors [M, 3], weight [M])`: the input pixels at surface points.
 
     numpy arrays in, numpy arrays out (the CPU bake); torch tensors in, tensors on their device out (the PyTorch
-    export, which keeps its texels on the GPU).
+    export, which keeps its texels on the GPU). `device`: where the input view's depth buffer is rasterised.
     """
     rgba = torch.from_numpy(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0)
-    view = prepare_view(rgba, camera.with_size(rgba.shape[0]), mesh, options)
+    view = prepare_view(rgba, camera.with_size(rgba.shape[0]), mesh, options, device)
 
     def recolor(points, normals):
         if isinstance(points, torch.Tensor):

@@ -98,15 +98,17 @@ def albedo_from_image(image: torch.Tensor, options: ImageTexelOptions | None = N
     return (rgb * (options.target_albedo / shading)[..., None]).clamp(0, 1)
 
 
-def prepare_view(image: torch.Tensor, camera: Camera, mesh: trimesh.Trimesh, options: ImageTexelOptions) -> ImageView:
+def prepare_view(image: torch.Tensor, camera: Camera, mesh: trimesh.Trimesh, options: ImageTexelOptions,
+                 device: torch.device | None = None) -> ImageView:
     """Albedo estimate, the mesh's depth buffer and the boundary weight of the input view.
 
     Args:
         image: `[S, S, 4]` float RGBA in [0, 1] (the preprocessed input).
         camera: its camera (side S).
         mesh: the asset's surface, volume frame.
+        device: where the depth buffer is rasterised (None: the CPU); the view's tensors are on the CPU.
     """
-    covered, depth = render_coverage(mesh, camera)
+    covered, depth = render_coverage(mesh, camera, device)
     mask = (image[..., 3] > 0.5) & covered
     # Occlusion boundaries: a depth jump of more than a few voxels between neighbouring pixels.
     d = depth.numpy()
