@@ -30,8 +30,7 @@ def check_call(
 ) -> list[ImageInput]:
     """Validate every argument of a pipeline call before any work (`r_hr`: the resolution the pipeline decodes at);
     returns the views as a list. Raises `InputError`."""
-    from pixal3d.geometry.bake import check_texture_size
-    from pixal3d.geometry.cleanup import check_face_budget
+    from pixal3d.geometry.export import ExportOptions
 
     views = list(image) if isinstance(image, (list, tuple)) else [image]
     if not views:
@@ -67,8 +66,7 @@ def check_call(
             f"this pipeline decodes at resolution {r_hr} only (its shape VAE's R_hr), got {resolution!r}; "
             "omit resolution (--resolution) or load a pipeline trained at that resolution"
         )
-    check_face_budget(faces)
-    check_texture_size(texture_size)
+    ExportOptions(faces=faces, texture_size=texture_size)  # the export's checks, before any work
     return views
 
 

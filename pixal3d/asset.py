@@ -3,7 +3,7 @@
 Everything is in the volume frame of the input camera (DESIGN section 2: +x right, +y up, +z towards the camera,
 the cube `[-0.5, 0.5]^3`), which is also glTF's frame: the GLB needs no rotation. The material lives in
 `voxels.attrs` (sRGB base colour, metallic, roughness, alpha per fine voxel); `export` bakes it into base-colour,
-metallic-roughness and normal textures through the geometry export chain (`geometry.export.voxels_to_glb`).
+metallic-roughness and normal textures through the geometry export chain (`geometry.export.export_mesh`).
 
 `contact_sheet` renders a written GLB from four views beside the input image (the CLI's `--preview`).
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -23,8 +23,9 @@ import trimesh
 from PIL import Image
 
 from pixal3d.camera import Camera, look_at
-from pixal3d.errors import InputError
 from pixal3d.geometry.gltf import ImageFormat
+from pixal3d.geometry.bake import Recolor, TexturedMesh
+from pixal3d.geometry.export import ExportDevice, ExportOptions
 from pixal3d.geometry.cleanup import CleanupOptions
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.image_texels import ImageTexelOptions, prepare_view, project_colors
@@ -80,48 +81,73 @@ class Asset:
         texture_size: int | None = None,
         image_format: ImageFormat = "png",
         include_pbr: bool = True,
+        device: ExportDevice = "cpu",
     ) -> Path:
-        """Write a textured GLB atomically (no partial file on failure); returns the path.
+        """Write a textured GLB (or OBJ + MTL + textures) atomically (no partial file on failure); returns the path.
 
         Args:
-            path: output `.glb`; its folder must exist.
+            path: output file; its suffix picks the writer (`.glb`, `.obj`: `geometry.writers.WRITERS`); its
+                folder must exist.
             faces: face budget of the simplified mesh (default: `self.faces`).
             texture_size: side of the square textures, 256..8192 (default: `self.texture_size`).
             image_format: "png" or "webp".
             include_pbr: True (default) writes base-colour, metallic-roughness and normal textures; False the
                 base colour only (a dielectric material).
+            device: "cpu" (default: xatlas and the numpy bake, the reference), "cuda" (the pure-PyTorch export on
+                the GPU), "auto" (the GPU when there is one) or "torch-cpu" (see `export.ExportOptions.device`).
 
-        The GLB is baked from `self.mesh` (silhouette patches and image colours included); with `image_texels`
+        The file is baked from `self.mesh` (silhouette patches and image colours included); with `image_texels`
         set, every texel the input camera sees takes its base colour from the input pixels at texel precision.
         """
-        if not isinstance(include_pbr, bool):
-            raise InputError(f"include_pbr must be True or False, got {include_pbr!r}")
-        from pixal3d.geometry.export import mesh_to_glb, vertex_attribute_sampler
+        from pixal3d.geometry.export import ExportOptions
+        from pixal3d.geometry.writers import writer_for
 
-        recolor = None
-        if self.image_texels is not None:
-            recolor = texel_recolor(self.mesh, self.image, self.camera, self.image_texels)
-        return mesh_to_glb(
-            self.mesh,
-            vertex_attribute_sampler(self.mesh),
-            path,
+        options = ExportOptions(
             faces=self.faces if faces is None else faces,
             texture_size=self.texture_size if texture_size is None else texture_size,
             image_format=image_format,
-            sample_at_vertices=True,
-            recolor=recolor,
             include_pbr=include_pbr,
-            cleanup=self.cleanup,
+            device=device,
         )
+        writer = writer_for(path)  # an unknown suffix or a missing folder fails before the bake
+        return writer(Path(path), self.bake(options), image_format, include_pbr, None)
+
+    def bake(self, options: ExportOptions | None = None, timings: dict[str, float] | None = None) -> TexturedMesh:
+        """Clean, simplify, unwrap and bake `self.mesh`: the `TexturedMesh` value that `export` hands a writer.
+
+        Args:
+            options: face budget, texture size and export device (`geometry.export.ExportOptions`); None: this
+                asset's `faces` and `texture_size` on the CPU path.
+            timings: filled with the seconds of each export step when given (`pixal3d bench`).
+        """
+        from pixal3d.geometry.export import ExportOptions, textured_mesh, vertex_attribute_sampler
+
+        options = options or ExportOptions(faces=self.faces, texture_size=self.texture_size)
+        start = time.perf_counter()
+        recolor = None
+        if self.image_texels is not None:
+            recolor = texel_recolor(self.mesh, self.image, self.camera, self.image_texels, options.torch_device())
+        # The PyTorch path reads the vertex attributes itself; only the CPU bake needs the KD-tree sampler.
+        sampler = vertex_attribute_sampler(self.mesh) if options.torch_device() is None else None
+        if timings is not None:
+            timings["input view + sampler"] = time.perf_counter() - start
+        return textured_mesh(self.mesh, sampler, options, cleanup=self.cleanup, sample_at_vertices=True,
+                             recolor=recolor, resolution=self.voxels.resolution, timings=timings)
 
 
-def texel_recolor(mesh: trimesh.Trimesh, image: Image.Image, camera: Camera,
-                  options: ImageTexelOptions) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """`(points [M, 3], normals [M, 3]) -> (colors [M, 3], weight [M])`: the input pixels at surface points."""
+def texel_recolor(mesh: trimesh.Trimesh, image: Image.Image, camera: Camera, options: ImageTexelOptions,
+                  device: torch.device | None = None) -> Recolor:
+    """`(points [M, 3], normals [M, 3]) -> (colors [M, 3], weight [M])`: the input pixels at surface points.
+
+    numpy arrays in, numpy arrays out (the CPU bake); torch tensors in, tensors on their device out (the PyTorch
+    export, which keeps its texels on the GPU). `device`: where the input view's depth buffer is rasterised.
+    """
     rgba = torch.from_numpy(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0)
-    view = prepare_view(rgba, camera.with_size(rgba.shape[0]), mesh, options)
+    view = prepare_view(rgba, camera.with_size(rgba.shape[0]), mesh, options, device)
 
-    def recolor(points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def recolor(points, normals):
+        if isinstance(points, torch.Tensor):
+            return project_colors(points, normals, view, options)
         colors, weight = project_colors(torch.from_numpy(points), torch.from_numpy(normals), view, options)
         return colors.numpy(), weight.numpy()
 

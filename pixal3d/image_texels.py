@@ -117,15 +117,17 @@ def _level(values: torch.Tensor, options: ImageTexelOptions) -> float:
     return float(torch.quantile(values.float(), options.level_quantile))
 
 
-def prepare_view(image: torch.Tensor, camera: Camera, mesh: trimesh.Trimesh, options: ImageTexelOptions) -> ImageView:
+def prepare_view(image: torch.Tensor, camera: Camera, mesh: trimesh.Trimesh, options: ImageTexelOptions,
+                 device: torch.device | None = None) -> ImageView:
     """Albedo estimate, the mesh's depth buffer and the boundary weight of the input view.
 
     Args:
         image: `[S, S, 4]` float RGBA in [0, 1] (the preprocessed input).
         camera: its camera (side S).
         mesh: the asset's surface, volume frame.
+        device: where the depth buffer is rasterised (None: the CPU); the view's tensors are on the CPU.
     """
-    covered, depth = render_coverage(mesh, camera)
+    covered, depth = render_coverage(mesh, camera, device)
     mask = (image[..., 3] > 0.5) & covered
     # Occlusion boundaries: a depth jump of more than a few voxels between neighbouring pixels.
     d = depth.numpy()
@@ -156,25 +158,27 @@ def project_colors(points: torch.Tensor, normals: torch.Tensor, view: ImageView,
         `colors [M, 3] float32` sRGB and `weight [M] float32` in [0, 1] (0: not seen, grazing, or at a boundary).
     """
     camera = view.camera
-    points = points.detach().float().cpu()
+    points = points.detach().float()  # on its own device: the PyTorch export calls this with GPU texels
+    device = points.device
+    albedo, view_depth, view_weight = (t.to(device) for t in (view.albedo, view.depth, view.weight))
     uv, depth = camera.project(points)
     s = camera.size
     grid = camera.normalized(uv)[None, :, None, :]  # (1, M, 1, 2)
-    colors = F.grid_sample(view.albedo.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="border",
+    colors = F.grid_sample(albedo.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="border",
                            align_corners=False)[0, :, :, 0].T  # (1, 3, M, 1) -> (M, 3)
     px = torch.floor(uv).long()
     inside = (depth > 0) & (px >= 0).all(1) & (px < s).all(1)
     pxc = px.clamp(0, s - 1)
-    surface = view.depth[pxc[:, 1], pxc[:, 0]]
+    surface = view_depth[pxc[:, 1], pxc[:, 0]]
     seen = inside & (surface > 0) & (depth <= surface + options.depth_tolerance)
-    rays = points - camera.center[None]
+    rays = points - camera.center.to(device)[None]
     rays = rays / rays.norm(dim=1, keepdim=True).clamp_min(1e-9)
     # |n . ray|: a point that passes the depth test faces the camera; a normal pointing away is a flipped face of
     # the generated surface, not a back face.
-    facing = (normals.detach().float().cpu() * rays).sum(1).abs()
+    facing = (normals.detach().float().to(device) * rays).sum(1).abs()
     lo, hi = options.grazing
     weight = ((facing - lo) / max(hi - lo, 1e-6)).clamp(0, 1)
-    weight = weight * view.weight[pxc[:, 1], pxc[:, 0]] * seen
+    weight = weight * view_weight[pxc[:, 1], pxc[:, 0]] * seen
     return colors.float(), weight.float()
 
 

@@ -211,12 +211,14 @@ def constrain_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor,
     return mesh
 
 
-def render_coverage(mesh: trimesh.Trimesh, camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(covered [S, S] bool, depth [S, S] float32)`: the mesh's pixels at the camera (one sample per pixel centre)."""
+def render_coverage(mesh: trimesh.Trimesh, camera: Camera,
+                    device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(covered [S, S] bool, depth [S, S] float32)` on the CPU: the mesh's pixels at the camera (one sample per pixel
+    centre), rasterised on `device` (None: the CPU)."""
     from pixal3d.render.raster import rasterize
 
-    vertices = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32)
-    faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64)
+    vertices = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device)
+    faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64, device=device)
     if len(faces) == 0:
         s = camera.size
         return torch.zeros(s, s, dtype=torch.bool), torch.zeros(s, s)
@@ -224,7 +226,7 @@ def render_coverage(mesh: trimesh.Trimesh, camera: Camera) -> tuple[torch.Tensor
     screen = torch.cat([uv, depth[:, None]], dim=1)
     # Both windings: the rasteriser culls back faces, and a generated surface may be seen from either side.
     frags = rasterize(screen, torch.cat([faces, faces[:, [0, 2, 1]]]), camera.size, camera.size)
-    return frags.face_id >= 0, frags.depth.float()
+    return (frags.face_id >= 0).cpu(), frags.depth.float().cpu()
 
 
 def carve_mesh(mesh: trimesh.Trimesh, view: ViewMask) -> trimesh.Trimesh:

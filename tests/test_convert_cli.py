@@ -105,7 +105,7 @@ def test_failure_after_voxelising_removes_saved_voxels(
     def fail(*args: object, **kwargs: object) -> None:
         raise export.InputError("the voxels have no crossing edges")
 
-    monkeypatch.setattr(export, "voxels_to_glb", fail)
+    monkeypatch.setattr(export, "export_voxels", fail)
     src = write_textured_obj(tmp_path)
     out_dir = tmp_path / "out"
     out_dir.mkdir()

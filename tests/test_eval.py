@@ -124,3 +124,10 @@ def test_bench_micro_writes_every_stage(tmp_path: Path, capsys: pytest.CaptureFi
         assert len(stage["runs_s"]) == 2 and 0 <= stage["min_s"] <= stage["median_s"]
     assert data["total_median_s"] > 0 and data["peak_memory_mb"] > 0
     assert data["machine"]["device"] == "cpu" and data["model"] == "random micro"
+    # The export's sub-steps (CPU path: no GPU here, so --export-device auto takes it).
+    steps = data["export_steps"]
+    assert {"clean-up + simplify", "unwrap (xatlas)", "write (encode + file)"} <= set(steps)
+    assert "| export: unwrap (xatlas) |" in table
+    floor = data["floor"]
+    assert floor["model_flops"] > 0 and floor["matmul_flops_per_s"] > 0 and floor["export_bytes"] > 0
+    assert "floor:" in table

@@ -85,7 +85,7 @@ def test_bad_inputs_and_models(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 # ------------------------------------------------------------------------------------ issue 19: the first hour
-@pytest.mark.parametrize("name", ["out.obj", "out.txt"])
+@pytest.mark.parametrize("name", ["out.stl", "out.txt"])
 def test_unsupported_output_suffix_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
     src = write_image(tmp_path / "ball.png", (200, 60, 60))
     assert main(["generate", str(src), "-o", str(tmp_path / name), *FAST]) == 2

@@ -65,6 +65,20 @@ def test_image_to_validated_glb(asset: Asset, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["box.glb"]  # no temporary file left behind
 
 
+def test_torch_export_path_and_obj_writer_from_an_asset(asset: Asset, tmp_path: Path) -> None:
+    """The PyTorch export (image texels projected on its device) and the OBJ writer, from a pipeline's asset."""
+    timings: dict[str, float] = {}
+    from pixal3d.geometry.export import ExportOptions
+
+    baked = asset.bake(ExportOptions(faces=2000, texture_size=256, device="torch-cpu"), timings)
+    assert len(baked.faces) > 0 and ((baked.uvs >= 0) & (baked.uvs <= 1)).all()
+    assert {"input view + sampler", "uv charts + packing", "texel values"} <= set(timings)
+    report = assert_valid_glb(asset.export(tmp_path / "t.glb", device="torch-cpu"))
+    assert report["issues"]["numWarnings"] == 0
+    asset.export(tmp_path / "t.obj", device="torch-cpu")
+    assert {"t.obj", "t.mtl", "t_basecolor.png", "t_normal.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
 @pytest.fixture(scope="module")
 def plain_asset(pipe: Pixal3DPipeline, image_path: Path) -> Asset:
     """The cascade alone: silhouette rule and image texels off."""
@@ -167,7 +181,7 @@ def test_export_error_leaves_no_file(asset: Asset, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="texture size"):
         asset.export(tmp_path / "x.glb", texture_size=64)
     with pytest.raises(InputError, match=r"\.glb"):
-        asset.export(tmp_path / "x.obj")
+        asset.export(tmp_path / "x.stl")
     assert list(tmp_path.iterdir()) == []
 
 

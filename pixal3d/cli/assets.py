@@ -54,6 +54,13 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- convert
+def _add_export_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--export-device", choices=["cpu", "cuda", "auto", "torch-cpu"], default="cpu",
+                   help="where the export (clean-up, simplification, UV charts, bake) runs: cpu (xatlas and numpy, "
+                        "the reference; default), cuda (pure PyTorch on the GPU), auto (the GPU when there is one), "
+                        "torch-cpu (the PyTorch path on the CPU, to compare the paths without a GPU)")
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
@@ -64,7 +71,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         "A .safetensors voxel file (from --save-voxels) skips the voxelisation.",
     )
     p.add_argument("input", type=Path, help="input .glb/.gltf/.obj (with .mtl, textures) or .safetensors voxels")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .glb path")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .glb path (or .obj: OBJ + MTL + PNG textures)")
     p.add_argument("--resolution", type=int, default=256, help="voxel resolution R: 64/128/256/512 (default 256)")
     p.add_argument("--faces", type=int, default=100_000, help="face budget of the output mesh (default 100000)")
     p.add_argument("--texture-size", type=int, default=2048, help="texture side, 256..8192 pixels (default 2048)")
@@ -75,6 +82,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         help="texture image format (default png; webp needs the EXT_texture_webp glTF extension)",
     )
     p.add_argument("--save-voxels", type=Path, default=None, help="also save the voxel set (.safetensors)")
+    _add_export_device(p)
     p.add_argument("--normalized", action="store_true",
                    help="leave the asset in the normalised unit cube (default: the GLB node puts it back at the "
                    "source's size and position)")
@@ -93,6 +101,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         image_format=args.format,
         save_voxels_path=args.save_voxels,
         keep_placement=not args.normalized,
+        device=args.export_device,
     )
     print(f"wrote {args.output}")
     return 0
@@ -113,7 +122,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files, or folders of images")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output .glb for one image, else a folder (created) receiving NAME.glb per image")
+                   help="output .glb (or .obj) for one image, else a folder (created) receiving NAME.glb per image")
     add_model_options(p, ["micro", "tiny"])
     p.add_argument("--background", choices=["auto", "grabcut", "none"], default="auto",
                    help="background removal for opaque images: auto (GrabCut when the image has no real alpha), "
@@ -128,6 +137,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faces", type=int, default=100_000, help="face budget of the output mesh (default 100000)")
     p.add_argument("--texture-size", type=int, default=2048, help="texture side, 256..8192 pixels (default 2048)")
     p.add_argument("--low-vram", action="store_true", help="keep only the running step's weights on the GPU")
+    _add_export_device(p)
     p.add_argument("--no-silhouette", action="store_true",
                    help="do not enforce the input silhouette (by default nothing is generated outside the input's "
                         "mask and every mask pixel is covered; off: ablations)")
@@ -155,8 +165,9 @@ def _generate_inputs(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-OUTPUT_SUFFIXES = (".glb",)
-"""File formats `generate` writes; any other suffix on `-o` is an error (not a folder named `out.obj/`)."""
+OUTPUT_SUFFIXES = (".glb", ".obj")
+"""File formats `generate` writes; any other suffix on `-o` is an error (not a folder named `out.stl/`). The keys of
+`geometry.writers.WRITERS`, written out so that the CLI starts without the geometry stack (a test checks they agree)."""
 
 
 def _generate_outputs(inputs: Sequence[Path], output: Path) -> list[Path]:
@@ -195,12 +206,10 @@ def _check_images(inputs: Sequence[Path], background: str) -> None:
 def _run_generate(args: argparse.Namespace) -> int:
     if args.fov is not None and not 0 < args.fov < 180:
         raise InputError(f"--fov is in degrees and must be in (0, 180), got {args.fov}")
-    from pixal3d.geometry.bake import check_texture_size
-    from pixal3d.geometry.cleanup import check_face_budget
+    from pixal3d.geometry.export import ExportOptions
 
     # Everything that can be checked without the model is checked before it loads (seconds under load).
-    check_face_budget(args.faces)
-    check_texture_size(args.texture_size)
+    options = ExportOptions(faces=args.faces, texture_size=args.texture_size, device=args.export_device)
     inputs = _generate_inputs(args.images)
     outputs = _generate_outputs(inputs, args.output)
     _check_images(inputs, args.background)
@@ -208,7 +217,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     fov = None if args.fov is None else math.radians(args.fov)
     made = [] if outputs[0].parent.exists() else [outputs[0].parent]
     try:
-        return _generate_each(pipe, inputs, outputs, fov, args)
+        return _generate_each(pipe, inputs, outputs, fov, args, options)
     finally:
         for folder in made:  # a folder this run created stays only if it holds something
             if folder.is_dir() and not any(folder.iterdir()):
@@ -216,32 +225,33 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _generate_each(pipe, inputs: Sequence[Path], outputs: Sequence[Path], fov: float | None,
-                   args: argparse.Namespace) -> int:
-    import time
-
+                   args: argparse.Namespace, options) -> int:
+    """Generate and export every input (`batch.generate_batch`: each export overlaps the next image's sampling)."""
     from pixal3d.asset import contact_sheet
+    from pixal3d.batch import generate_batch
     from pixal3d.preprocess import save_png
     from pixal3d.stages import EmptyStructureError
 
-    for image, glb in zip(inputs, outputs, strict=True):
-        logger.info("generating %s -> %s", image, glb)
-        try:
-            asset = pipe(image, fov=fov, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                         resolution=args.resolution, faces=args.faces, texture_size=args.texture_size,
-                         low_vram=args.low_vram, silhouette=not args.no_silhouette,
-                         image_texels=not args.no_image_texels, background=args.background)
-        except EmptyStructureError as err:
-            print(f"pixal3d generate: {image}: {err}", file=sys.stderr)
-            return 1
-        start = time.perf_counter()
-        glb.parent.mkdir(parents=True, exist_ok=True)
-        asset.export(glb)
-        timings = {**asset.timings, "export": time.perf_counter() - start}
-        print(f"wrote {glb} (from {image}; fov {math.degrees(asset.camera.fov):.1f} deg, {asset.fov_source})")
-        if args.preview:
-            preview = glb.with_name(f"{glb.stem}_preview.png")
-            save_png(contact_sheet(glb, asset.image, camera=asset.camera), preview)
-            print(f"wrote {preview}")
-        print("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
-              + f"; total {sum(timings.values()):.2f} s")
+    outputs[0].parent.mkdir(parents=True, exist_ok=True)
+    logger.info("generating %d image(s) -> %s", len(inputs), ", ".join(str(o) for o in outputs[:3])
+                + (", ..." if len(outputs) > 3 else ""))
+    items = generate_batch(pipe, inputs, outputs, options, fov=fov, seed=args.seed, steps=args.steps,
+                           guidance=args.guidance, resolution=args.resolution, low_vram=args.low_vram,
+                           silhouette=not args.no_silhouette, image_texels=not args.no_image_texels,
+                           background=args.background)
+    done = 0
+    try:
+        for item in items:
+            done += 1
+            asset, glb = item.asset, item.output
+            print(f"wrote {glb} (from {item.image}; fov {math.degrees(asset.camera.fov):.1f} deg, {asset.fov_source})")
+            if args.preview:
+                preview = glb.with_name(f"{glb.stem}_preview.png")
+                save_png(contact_sheet(glb, asset.image, camera=asset.camera), preview)
+                print(f"wrote {preview}")
+            print("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in item.timings.items())
+                  + f"; total {sum(item.timings.values()):.2f} s")
+    except EmptyStructureError as err:
+        print(f"pixal3d generate: {inputs[done]}: {err}", file=sys.stderr)
+        return 1
     return 0

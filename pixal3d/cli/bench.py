@@ -27,6 +27,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export", action="store_true", help="also time the GLB export (bake)")
     p.add_argument("--faces", type=int, default=100_000, help="export face budget (default 100000)")
     p.add_argument("--texture-size", type=int, default=2048, help="export texture side (default 2048)")
+    p.add_argument("--export-device", choices=["cpu", "cuda", "auto", "torch-cpu"], default="auto",
+                   help="export path: auto (default: the PyTorch path on a GPU, else the CPU path), cpu (xatlas + "
+                        "numpy, the reference), cuda, torch-cpu (the PyTorch path on the CPU)")
     p.add_argument("--fov", type=float, default=None,
                    help="input FoV in DEGREES (default: estimated, so the camera stage does its real work)")
     p.add_argument("-o", "--output", type=Path, default=Path("bench.json"), help="JSON file (default bench.json)")
@@ -43,7 +46,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     pipe.set_progress_bar_config(disable=True)
     result = run_bench(pipe, bench_image(pipe.settings.image_size), runs=args.runs, warmup=args.warmup,
                        export=args.export, fov=None if args.fov is None else math.radians(args.fov),
-                       resolution=args.resolution, faces=args.faces, texture_size=args.texture_size)
+                       resolution=args.resolution, faces=args.faces, texture_size=args.texture_size,
+                       export_device=args.export_device)
     result["model"] = f"random {args.random_weights}" if args.random_weights else (args.model or "default")
     write_json_atomic(args.output, result)
     print(format_table(result))

@@ -35,7 +35,8 @@ AttributeSampler = Callable[[torch.Tensor], torch.Tensor]
 
 Recolor = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """`(points [M, 3], normals [M, 3]) -> (colors [M, 3] sRGB, weight [M] in [0, 1])`: a base colour blended over the
-sampled one at surface points (the input image's pixels, `pixal3d.image_texels`)."""
+sampled one at surface points (the input image's pixels, `pixal3d.image_texels`). The PyTorch export path calls it
+with tensors on its device and accepts tensors or arrays back (`asset.texel_recolor` answers in kind)."""
 
 TEXTURE_SIZE_RANGE = (256, 8192)
 _QUERY_CHUNK = 262_144  # texels per closest-point / sampler batch
@@ -264,6 +265,7 @@ def bake_textures(
     fine_mesh: trimesh.Trimesh | None = None,
     sample_at_vertices: bool = False,
     recolor: Recolor | None = None,
+    timings: dict[str, float] | None = None,
 ) -> TexturedMesh:
     """Unwrap `mesh` and bake base colour, metallic-roughness and normal textures onto it.
 
@@ -281,6 +283,7 @@ def bake_textures(
             sampler's own scale, as a dual-grid mesh is for its voxels. Needs `fine_mesh`.
         recolor: blends another base colour over the sampled one per texel, at the texel's surface point and
             (fine) normal; None keeps the sampled colour.
+        timings: filled with the seconds of each bake stage when given.
 
     Returns:
         The unwrapped mesh with its three textures.
@@ -288,7 +291,7 @@ def bake_textures(
     check_texture_size(texture_size)
     if len(mesh.faces) == 0:
         raise InputError("cannot bake textures onto a mesh with no faces")
-    clock = _StageClock()
+    clock = _StageClock(timings)
     vertex_map, faces, uvs = unwrap_uv(mesh, texture_size)
     clock.lap("unwrap (xatlas)")
     vertices = np.asarray(mesh.vertices, dtype=np.float32)[vertex_map]
@@ -405,14 +408,18 @@ def _interpolate(values: np.ndarray, corners: np.ndarray, bary: np.ndarray) -> n
 
 
 class _StageClock:
-    """Logs the wall time of each bake stage at DEBUG level (`bench/export_bench.py` reads these records)."""
+    """Logs the wall time of each bake stage at DEBUG level (`bench/export_bench.py` reads these records) and adds
+    it to `timings` when given."""
 
-    def __init__(self) -> None:
+    def __init__(self, timings: dict[str, float] | None = None) -> None:
         self._last = time.perf_counter()
+        self.timings = timings
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         logger.debug("bake stage %s: %.2f s", stage, now - self._last)
+        if self.timings is not None:
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self._last
         self._last = now
 
 

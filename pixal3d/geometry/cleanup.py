@@ -200,6 +200,11 @@ def simplify(mesh: trimesh.Trimesh, max_faces: int, aggressiveness: float = 7.0)
         A new mesh without degenerate faces or unused vertices.
     """
     check_face_budget(max_faces)
+    return _simplify(mesh, max_faces, aggressiveness)
+
+
+def _simplify(mesh: trimesh.Trimesh, max_faces: int, aggressiveness: float = 7.0) -> trimesh.Trimesh:
+    """`simplify` without the budget check (its callers checked it at their boundary)."""
     if len(mesh.faces) <= max_faces:
         return mesh.copy()
     try:
@@ -227,14 +232,13 @@ def clean_mesh(
 
     Args:
         mesh: a triangle mesh, e.g. from `voxels_to_mesh` (vertices need not be merged).
-        max_faces: the face budget for `simplify`.
+        max_faces: the face budget for `simplify`, already checked (`export.ExportOptions` checks it).
         options: thresholds; `CleanupOptions()` when None.
 
     Returns:
         The cleaned, simplified mesh.
     """
     options = options or CleanupOptions()
-    check_face_budget(max_faces)
     merged = trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, process=False)
     merged.merge_vertices()
     merged = _drop_degenerate(merged)
@@ -243,7 +247,7 @@ def clean_mesh(
     merged = make_edge_manifold(merged, options.drop_over_shared)
     merged = remove_small_components(merged, options.min_face_fraction, options.min_area_fraction)
     merged = fill_small_holes(merged, options.max_hole_edges)
-    return make_edge_manifold(simplify(merged, max_faces), options.drop_over_shared)
+    return make_edge_manifold(_simplify(merged, max_faces), options.drop_over_shared)
 
 
 def _drop_degenerate(mesh: trimesh.Trimesh) -> trimesh.Trimesh:

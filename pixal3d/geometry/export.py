@@ -1,10 +1,20 @@
-"""The export chain (DESIGN section 6) and `pixal3d convert`: voxels or a mesh file -> textured GLB.
+"""The export chain (DESIGN section 6) and `pixal3d convert`: voxels or a mesh file -> textured GLB (or OBJ).
 
-`voxels_to_glb` is what the pipeline's `Asset.export` runs: dual-grid mesh -> clean-up -> simplify -> UV unwrap ->
-bake (attributes trilinear from the voxels, normal map from the fine mesh) -> GLB. `convert_file` adds the front:
-read a GLB/GLTF/OBJ (or a saved voxel file), normalise it into the volume cube and voxelise it.
+The chain is four plain steps, each usable on its own:
 
-All inputs are checked before any work starts; outputs are written atomically, so a failure leaves no file.
+    build_mesh(voxels)                      -> the fine dual-grid mesh (once; `Asset.mesh` is this mesh)
+    clean_mesh(fine, faces, cleanup)        -> the cleaned, simplified mesh            (`cleanup.py`)
+    bake_textures(coarse, sampler, S, fine) -> a `TexturedMesh` value                  (`bake.py`)
+    writer_for(path)(path, textured, ...)   -> the file, by suffix                     (`writers.py`)
+
+`textured_mesh` runs clean + bake on the CPU (xatlas, numpy: the reference) or, with `ExportOptions.device` set to
+"cuda"/"auto", the pure-PyTorch path of `pixal3d.geometry.torch_export` on that device. `export_mesh` adds the
+writer. `ExportOptions` is where the face budget, texture size, image format and device are checked: once, at the
+boundary (the CLI, `Asset.export`, `convert_file`), not again on the way down.
+
+`convert_file` adds the front: read a GLB/GLTF/OBJ (or a saved voxel file), normalise it into the volume cube and
+voxelise it. All inputs are checked before any work starts; outputs are written atomically, so a failure leaves
+no file.
 """
 
 from __future__ import annotations
@@ -14,15 +24,18 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote
 
 import numpy as np
+import torch
 import trimesh
 
 from pixal3d.errors import InputError
-from pixal3d.geometry.bake import AttributeSampler, Recolor, bake_textures, check_texture_size
+from pixal3d.geometry.bake import AttributeSampler, Recolor, TexturedMesh, bake_textures, check_texture_size
 from pixal3d.geometry.cleanup import CleanupOptions, check_face_budget, clean_mesh
 from pixal3d.geometry.dual_grid import (
     check_resolution,
@@ -31,13 +44,132 @@ from pixal3d.geometry.dual_grid import (
     unit_cube_transform,
 )
 from pixal3d.geometry.dual_mesh import sample_attributes, voxels_to_mesh
-from pixal3d.geometry.gltf import ImageFormat, Placement, check_image_format, write_glb
+from pixal3d.geometry.gltf import ImageFormat, Placement, check_image_format
 from pixal3d.geometry.voxels import SparseVoxels, load_voxels, save_voxels
+from pixal3d.geometry.writers import WRITERS, writer_for
 
 logger = logging.getLogger(__name__)
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj")
 VOXEL_SUFFIXES = (".safetensors",)
+ExportDevice = Literal["cpu", "cuda", "auto", "torch-cpu"]
+EXPORT_DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto", "torch-cpu")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What an export makes; constructing one checks every field (`InputError` naming the fix)."""
+
+    faces: int = 100_000
+    """Face budget of the simplified mesh, `cleanup.MIN_FACES..MAX_FACES`."""
+    texture_size: int = 2048
+    """Side of the square textures, `bake.TEXTURE_SIZE_RANGE`."""
+    image_format: ImageFormat = "png"
+    """Texture images: "png" or "webp" (see `gltf.write_glb`)."""
+    include_pbr: bool = True
+    """False writes the base-colour texture only (no metallic-roughness or normal map)."""
+    device: ExportDevice = "cpu"
+    """"cpu": clean-up, xatlas and the numpy bake (the reference). "cuda": the pure-PyTorch path on the GPU.
+    "auto": the PyTorch path on the GPU when CUDA is available, else the CPU path. "torch-cpu": the PyTorch path
+    on the CPU (to compare the two paths without a GPU; slower than "cpu")."""
+
+    def __post_init__(self) -> None:
+        check_face_budget(self.faces)
+        check_texture_size(self.texture_size)
+        check_image_format(self.image_format)
+        if not isinstance(self.include_pbr, bool):
+            raise InputError(f"include_pbr must be True or False, got {self.include_pbr!r}")
+        if self.device not in EXPORT_DEVICES:
+            raise InputError(f"export device must be one of {EXPORT_DEVICES}, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("export device 'cuda' needs a CUDA GPU, and none is available; use 'cpu' or 'auto'")
+
+    def torch_device(self) -> torch.device | None:
+        """The device of the PyTorch export path, or None for the CPU reference path."""
+        if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
+            return torch.device("cuda")
+        return torch.device("cpu") if self.device == "torch-cpu" else None
+
+
+def build_mesh(voxels: SparseVoxels) -> trimesh.Trimesh:
+    """The fine dual-grid mesh of a voxel set with attributes (`voxels_to_mesh`); `InputError` when empty."""
+    if voxels.attrs is None:
+        raise InputError("the voxels carry no attributes (attrs is None); voxelise with with_attributes=True")
+    start = time.perf_counter()
+    fine = voxels_to_mesh(voxels)
+    if len(fine.faces) == 0:
+        raise InputError(
+            f"the {len(voxels)} voxels have no crossing edges, so they make no surface to export"
+        )
+    logger.info("voxels -> %d-face mesh in %.1f s", len(fine.faces), time.perf_counter() - start)
+    return fine
+
+
+def textured_mesh(
+    fine_mesh: trimesh.Trimesh,
+    sampler: AttributeSampler,
+    options: ExportOptions,
+    cleanup: CleanupOptions | None = None,
+    sample_at_vertices: bool = False,
+    recolor: Recolor | None = None,
+    resolution: int | None = None,
+    timings: dict[str, float] | None = None,
+) -> TexturedMesh:
+    """Clean and simplify a detailed mesh, then bake its attributes and normals: the export up to the writer.
+
+    Args:
+        fine_mesh: the detailed surface, volume frame, vertices shared between faces so that its vertex normals
+            are smooth (e.g. `voxels_to_mesh(voxels)`).
+        sampler: `points [M, 3] -> attrs [M, 6]` (sRGB base colour, metallic, roughness, alpha) on that surface.
+        options: face budget, texture size, device (already checked).
+        cleanup: floater and hole thresholds; defaults when None.
+        sample_at_vertices: sample attributes at the fine vertices only (see `bake.bake_textures`).
+        recolor: base colour from the input image at texel points (see `bake.bake_textures`).
+        resolution: the voxel resolution the fine mesh comes from (the PyTorch path's sampling grid); None: derived
+            from the mesh's edge lengths.
+        timings: filled with the seconds of each step when given (`pixal3d bench`).
+
+    Returns:
+        The simplified, unwrapped mesh with its three textures.
+    """
+    device = options.torch_device()
+    if device is not None:
+        from pixal3d.geometry.torch_export import export_textured
+
+        return export_textured(fine_mesh, options.faces, options.texture_size, device, cleanup,
+                               recolor=recolor, resolution=resolution,
+                               sampler=None if sample_at_vertices else sampler, timings=timings)
+    start = time.perf_counter()
+    coarse = clean_mesh(fine_mesh, options.faces, cleanup)
+    logger.info(
+        "cleaned %d -> %d faces in %.1f s",
+        len(fine_mesh.faces),
+        len(coarse.faces),
+        time.perf_counter() - start,
+    )
+    if timings is not None:
+        timings["clean-up + simplify"] = time.perf_counter() - start
+    start = time.perf_counter()
+    baked = bake_textures(coarse, sampler, options.texture_size, fine_mesh, sample_at_vertices, recolor, timings)
+    logger.info("baked %d^2 textures in %.1f s", options.texture_size, time.perf_counter() - start)
+    return baked
+
+
+def export_mesh(
+    fine_mesh: trimesh.Trimesh,
+    sampler: AttributeSampler,
+    path: str | os.PathLike,
+    options: ExportOptions,
+    cleanup: CleanupOptions | None = None,
+    sample_at_vertices: bool = False,
+    recolor: Recolor | None = None,
+    placement: Placement | None = None,
+    resolution: int | None = None,
+) -> Path:
+    """`textured_mesh`, then the writer for `path`'s suffix (`writers.WRITERS`); returns the path written."""
+    writer = writer_for(path)  # an unknown suffix or a missing folder fails before any work
+    baked = textured_mesh(fine_mesh, sampler, options, cleanup, sample_at_vertices, recolor, resolution)
+    return writer(Path(path), baked, options.image_format, options.include_pbr, placement)
 
 
 def mesh_to_glb(
@@ -53,54 +185,17 @@ def mesh_to_glb(
     include_pbr: bool = True,
     placement: Placement | None = None,
 ) -> Path:
-    """Clean and simplify a detailed mesh, bake its attributes and normals, and write a GLB.
-
-    Args:
-        fine_mesh: the detailed surface, volume frame, vertices shared between faces so that its vertex normals
-            are smooth (e.g. `voxels_to_mesh(voxels)`).
-        sampler: `points [M, 3] -> attrs [M, 6]` (sRGB base colour, metallic, roughness, alpha) on that surface.
-        path: output `.glb` path, written atomically.
-        faces: face budget of the simplified mesh.
-        texture_size: side of the square textures, 256..8192.
-        image_format: "png" or "webp" (see `gltf.write_glb`).
-        cleanup: floater and hole thresholds; defaults when None.
-        sample_at_vertices: sample attributes at the fine vertices only (see `bake.bake_textures`).
-        recolor: base colour from the input image at texel points (see `bake.bake_textures`).
-        include_pbr: False writes the base-colour texture only (no metallic-roughness or normal map).
-        placement: the GLB node's transform (see `gltf.Placement`); None: the volume frame as is.
-
-    Returns:
-        The output path.
-    """
-    check_face_budget(faces)
-    check_texture_size(texture_size)
-    check_image_format(image_format)
-    _check_output(path)
-    start = time.perf_counter()
-    coarse = clean_mesh(fine_mesh, faces, cleanup)
-    logger.info(
-        "cleaned %d -> %d faces in %.1f s",
-        len(fine_mesh.faces),
-        len(coarse.faces),
-        time.perf_counter() - start,
-    )
-    start = time.perf_counter()
-    baked = bake_textures(coarse, sampler, texture_size, fine_mesh, sample_at_vertices, recolor)
-    logger.info("baked %d^2 textures in %.1f s", texture_size, time.perf_counter() - start)
-    return write_glb(path, baked, image_format, include_pbr=include_pbr, placement=placement)
+    """`export_mesh` with the options spelled out (CPU path); `path` may be any suffix of `writers.WRITERS`."""
+    options = ExportOptions(faces, texture_size, image_format, include_pbr)
+    return export_mesh(fine_mesh, sampler, path, options, cleanup, sample_at_vertices, recolor, placement)
 
 
 def vertex_attribute_sampler(mesh: trimesh.Trimesh) -> AttributeSampler:
     """`points -> attrs [M, 6]` of the mesh vertex nearest each point (exact at the vertices): its `pbr` vertex
     attribute, or its vertex colour with metallic 0, roughness 0.5 and alpha 1 when there is none."""
     import scipy.spatial
-    import torch
 
-    pbr = mesh.vertex_attributes.get("pbr")
-    if pbr is None:
-        colors = np.asarray(mesh.visual.vertex_colors, dtype=np.float32)[:, :3] / 255.0
-        pbr = np.concatenate([colors, np.tile([[0.0, 0.5, 1.0]], (len(colors), 1))], axis=1)
-    table = torch.as_tensor(np.asarray(pbr, dtype=np.float32))
+    table = torch.as_tensor(vertex_attributes(mesh))
     tree = scipy.spatial.cKDTree(np.asarray(mesh.vertices))
 
     def sampler(points: torch.Tensor) -> torch.Tensor:
@@ -108,6 +203,16 @@ def vertex_attribute_sampler(mesh: trimesh.Trimesh) -> AttributeSampler:
         return table[torch.as_tensor(nearest, dtype=torch.int64)]
 
     return sampler
+
+
+def vertex_attributes(mesh: trimesh.Trimesh) -> np.ndarray:
+    """`[V, 6] float32`: the mesh's `pbr` vertex attribute, or its vertex colours with metallic 0, roughness 0.5
+    and alpha 1."""
+    pbr = mesh.vertex_attributes.get("pbr")
+    if pbr is None:
+        colors = np.asarray(mesh.visual.vertex_colors, dtype=np.float32)[:, :3] / 255.0
+        pbr = np.concatenate([colors, np.tile([[0.0, 0.5, 1.0]], (len(colors), 1))], axis=1)
+    return np.asarray(pbr, dtype=np.float32)
 
 
 def voxels_to_glb(
@@ -118,38 +223,32 @@ def voxels_to_glb(
     image_format: ImageFormat = "png",
     include_pbr: bool = True,
     placement: Placement | None = None,
+    device: ExportDevice = "cpu",
 ) -> Path:
     """Export a sparse PBR voxel set as a textured GLB (the decoder's output or a converted asset).
 
     Args:
         voxels: voxels with `attrs [N, 6]`, volume frame.
-        path: output `.glb` path, written atomically.
-        faces: face budget of the simplified mesh.
-        texture_size: side of the square textures, 256..8192.
-        image_format: "png" or "webp".
-        include_pbr: False writes the base-colour texture only (no metallic-roughness or normal map).
+        path: output `.glb` (or another suffix of `writers.WRITERS`), written atomically.
+        faces, texture_size, image_format, include_pbr, device: see `ExportOptions`.
         placement: the GLB node's transform (a converted asset's source placement); None: identity.
 
     Returns:
         The output path.
     """
-    if voxels.attrs is None:
-        raise InputError("the voxels carry no attributes (attrs is None); voxelise with with_attributes=True")
-    check_face_budget(faces)
-    check_texture_size(texture_size)
-    check_image_format(image_format)
-    _check_output(path)
-    start = time.perf_counter()
-    fine = voxels_to_mesh(voxels)
-    if len(fine.faces) == 0:
-        raise InputError(
-            f"the {len(voxels)} voxels have no crossing edges, so they make no surface to export"
-        )
-    logger.info("voxels -> %d-face mesh in %.1f s", len(fine.faces), time.perf_counter() - start)
+    return export_voxels(voxels, path, ExportOptions(faces, texture_size, image_format, include_pbr, device),
+                         placement)
+
+
+def export_voxels(voxels: SparseVoxels, path: str | os.PathLike, options: ExportOptions,
+                  placement: Placement | None = None) -> Path:
+    """`build_mesh` then `export_mesh`: the voxels' own trilinear sampler, evaluated at the fine vertices."""
+    writer_for(path)
+    fine = build_mesh(voxels)
     # The dual-grid mesh has one vertex per voxel: sampling the voxels at its vertices loses nothing.
     sampler = partial(sample_attributes, voxels)
-    return mesh_to_glb(fine, sampler, path, faces, texture_size, image_format, sample_at_vertices=True,
-                       include_pbr=include_pbr, placement=placement)
+    return export_mesh(fine, sampler, path, options, sample_at_vertices=True, placement=placement,
+                       resolution=voxels.resolution)
 
 
 def convert_file(
@@ -161,6 +260,7 @@ def convert_file(
     image_format: ImageFormat = "png",
     save_voxels_path: str | os.PathLike | None = None,
     keep_placement: bool = True,
+    device: ExportDevice = "cpu",
 ) -> Path:
     """`pixal3d convert`: a mesh file (or saved voxels) -> normalise -> voxels -> baked GLB.
 
@@ -169,29 +269,28 @@ def convert_file(
 
     Args:
         input_path: `.glb`, `.gltf` or `.obj` (with its `.mtl` and textures), or `.safetensors` voxels.
-        output_path: the `.glb` to write.
+        output_path: the `.glb` (or `.obj`, see `writers.WRITERS`) to write.
         resolution: voxel resolution R (see `dual_grid.RESOLUTIONS`); ignored for voxel input.
         faces: face budget of the exported mesh.
         texture_size: side of the square textures.
         image_format: "png" or "webp".
         save_voxels_path: also save the voxel set here (mesh input only; the voxels stay in the cube frame).
         keep_placement: write the source placement into the GLB node (mesh input); False: the normalised cube.
+        device: the export path (see `ExportOptions.device`).
 
     Returns:
         The output path.
     """
     input_path = Path(input_path)
     suffix = _check_input_suffix(input_path)
-    check_face_budget(faces)
-    check_texture_size(texture_size)
-    check_image_format(image_format)
-    _check_output(output_path)
+    options = ExportOptions(faces, texture_size, image_format, device=device)
+    _check_output(output_path, tuple(WRITERS))
     if suffix in VOXEL_SUFFIXES:
         _check_readable(input_path)
         if save_voxels_path is not None:
             raise InputError("--save-voxels only applies to mesh input; the input is already a voxel file")
         voxels = load_voxels(input_path)  # raises InputError for a missing, corrupt or foreign file
-        return voxels_to_glb(voxels, output_path, faces, texture_size, image_format)
+        return export_voxels(voxels, output_path, options)
 
     check_resolution(resolution)
     if save_voxels_path is not None:
@@ -207,7 +306,7 @@ def convert_file(
     if save_voxels_path is not None:
         save_voxels(save_voxels_path, voxels)
     try:
-        return voxels_to_glb(voxels, output_path, faces, texture_size, image_format, placement=placement)
+        return export_voxels(voxels, output_path, options, placement)
     except BaseException:
         # No partial output: the voxel file belongs to this run's result.
         if save_voxels_path is not None:

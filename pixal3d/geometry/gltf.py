@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -46,8 +47,6 @@ _CHUNK_BIN = 0x004E4942  # "BIN\0"
 _FLOAT, _UINT32 = 5126, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _LINEAR, _LINEAR_MIPMAP_LINEAR, _REPEAT = 9729, 9987, 10497
-
-
 
 TRANSLUCENT_ALPHA = 191
 """Texels with alpha below this (0.75) count as see-through when choosing the material's alphaMode."""
@@ -120,6 +119,14 @@ def encode_image(image: np.ndarray, image_format: ImageFormat) -> bytes:
     return buf.getvalue()
 
 
+def encode_images(images: list[np.ndarray], image_format: ImageFormat) -> list[bytes]:
+    """`encode_image` of several images at once, one worker thread each (Pillow's encoders release the GIL)."""
+    if len(images) <= 1:
+        return [encode_image(img, image_format) for img in images]
+    with ThreadPoolExecutor(max_workers=len(images), thread_name_prefix="pixal3d-encode") as pool:
+        return list(pool.map(lambda img: encode_image(img, image_format), images))
+
+
 def glb_bytes(
     mesh: TexturedMesh,
     image_format: ImageFormat = "png",
@@ -151,7 +158,7 @@ def glb_bytes(
     indices = builder.accessor(mesh.faces.astype(np.uint32).reshape(-1), "SCALAR", _ELEMENT_ARRAY_BUFFER)
     mime = f"image/{image_format}"
     maps = (mesh.base_color, mesh.metallic_roughness, mesh.normal_map) if include_pbr else (mesh.base_color,)
-    images = [{"bufferView": builder.view(encode_image(img, image_format)), "mimeType": mime} for img in maps]
+    images = [{"bufferView": builder.view(data), "mimeType": mime} for data in encode_images(list(maps), image_format)]
     if image_format == "webp":
         textures = [{"sampler": 0, "extensions": {"EXT_texture_webp": {"source": i}}} for i in range(len(maps))]
     else:
@@ -228,8 +235,6 @@ def write_glb(
     write_bytes_atomic(path, data, make_parents=False)
     logger.info("wrote %s (%d faces, %.1f MiB)", path, len(mesh.faces), len(data) / 2**20)
     return path
-
-
 
 
 class _BinaryBuilder:
