@@ -89,3 +89,37 @@ def test_pipeline_init_widens_a_shipped_edges_decoder_and_refuses_the_reverse(tm
     run = dataclasses.replace(micro_shape_run(tmp_path / "run"), model_config=config_to_dict(corners))
     loaded = pipeline_init_tensors(tmp_path / "pipe", run)
     assert loaded["decoder.proj_out.bias"][-1] > 0 and loaded["decoder.proj_out.weight"].shape[0] == 21
+
+
+def test_lr_scale_multiplies_the_learning_rate_of_a_prefix(tmp_path):
+    from pixal3d.training.loop import configure_optimizer
+
+    config = micro_shape_run(tmp_path / "a", lr_scale={"decoder.proj_out.": 30.0})
+    model = ShapeVAE(config_from_dict_shape(config))
+    optimizer = configure_optimizer(model, config)
+    scaled = {id(p) for g in optimizer.param_groups if g["lr_scale"] == 30.0 for p in g["params"]}
+    assert scaled == {id(model.decoder.proj_out.weight), id(model.decoder.proj_out.bias)}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    result = train(config)
+    _, meta = load_checkpoint(result.checkpoint)
+    lrs = {g["lr_scale"]: g["lr"] for g in meta["optimizer"]["param_groups"]}
+    assert lrs[30.0] == pytest.approx(30 * lrs[1.0])
+    with pytest.raises(InputError, match="lr_scale"):
+        train(micro_shape_run(tmp_path / "b", lr_scale={"decodr.": 2.0}))
+    with pytest.raises(InputError, match="lr_scale"):
+        micro_shape_run(tmp_path / "c", lr_scale={"decoder.": 0.0})
+
+
+def test_lr_scale_resumes_bitwise(tmp_path):
+    straight = train(micro_shape_run(tmp_path / "a", max_steps=4, lr_scale={"decoder.proj_out.": 10.0}))
+    train(micro_shape_run(tmp_path / "b", max_steps=4, lr_scale={"decoder.proj_out.": 10.0}), stop_at=2)
+    resumed = train(micro_shape_run(tmp_path / "b", max_steps=4, lr_scale={"decoder.proj_out.": 10.0}), resume=True)
+    a, _ = load_checkpoint(straight.checkpoint)
+    b, _ = load_checkpoint(resumed.checkpoint)
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+
+
+def config_from_dict_shape(config: TrainConfig) -> ShapeVAEConfig:
+    from pixal3d.config import config_from_dict
+
+    return config_from_dict(ShapeVAEConfig, config.model_config)

@@ -187,6 +187,9 @@ class TrainConfig:
     init_weights: str | None = None
     """Optional start: a safetensors file, a checkpoint folder, or a pipeline folder (fine-tune a shipped model:
     a flow run takes its encoder, flow and FoV head, a VAE run its VAE); shapes must match."""
+    lr_scale: dict[str, float] = field(default_factory=dict)
+    """Learning-rate multipliers by parameter-name prefix (e.g. `{"decoder.proj_out.": 30}`: a widened output layer
+    whose new biases must move far; AdamW moves a parameter by about lr per step). The schedule scales them all."""
     freeze: list[str] = field(default_factory=list)
     """Parameter-name prefixes to keep fixed (e.g. `["encoder."]`: a VAE run then trains its decoder alone, so the
     latent space that the shipped flows sample stays exactly as it was). Frozen parameters get no gradient, no
@@ -227,6 +230,7 @@ class TrainConfig:
             "grad_accum_steps": self.grad_accum_steps >= 1 and self.batch_size % self.grad_accum_steps == 0,
             "eval_interval": self.eval_interval >= 0 and self.eval_interval % self.log_interval == 0,
             "eval_batches": self.eval_batches >= 1,
+            "lr_scale": all(v > 0 for v in self.lr_scale.values()),
         }
         if (self.model == "flow") != (self.flow is not None):
             raise InputError('TrainConfig: "flow" (the stage, VAE checkpoint, encoder) is required for model '
@@ -237,5 +241,6 @@ class TrainConfig:
             raise InputError(
                 f"TrainConfig: invalid value(s) {values}; need batch_size >= 1, lr > 0, 0 <= min_lr <= lr, "
                 "0 <= ema_decay < 1, intervals >= 1, max_shard_mib > 0, grad_accum_steps >= 1 dividing batch_size, "
-                "eval_interval >= 0 a multiple of log_interval (0: no held-out evaluation), eval_batches >= 1"
+                "eval_interval >= 0 a multiple of log_interval (0: no held-out evaluation), eval_batches >= 1, lr_scale "
+                "multipliers > 0"
             )

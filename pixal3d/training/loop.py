@@ -151,15 +151,29 @@ def configure_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Ad
     """AdamW; weight decay on matrices and kernels only (biases, norms and 1-D gains are not decayed).
 
     `config.optimizer_impl` picks torch's implementation: "default" (its own choice), "foreach" or "fused".
+    `config.lr_scale` multiplies the learning rate of parameters by name prefix (the first matching prefix wins).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    unknown = [prefix for prefix in config.lr_scale if not any(n.startswith(prefix) for n, _ in named)]
+    if unknown:
+        raise InputError(f"lr_scale: no trainable parameter name starts with {unknown}")
+    scales = sorted(set(config.lr_scale.values()) | {1.0})
+    groups = []
+    for scale in scales:  # one pair of groups (decayed, not decayed) per learning-rate multiplier
+        part = [p for n, p in named if _lr_scale(n, config.lr_scale) == scale]
+        for decayed in (True, False):
+            chosen = [p for p in part if (p.ndim >= 2) == decayed]
+            if chosen or scale == 1.0:  # without lr_scale: the same two groups as ever (checkpoints resume)
+                groups.append({"params": chosen, "weight_decay": config.weight_decay if decayed else 0.0,
+                               "lr_scale": scale})
     impl = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
     if config.optimizer_impl not in impl:
         raise InputError(f"unknown optimizer_impl {config.optimizer_impl!r}; known: {sorted(impl)}")
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, **impl[config.optimizer_impl])
+
+
+def _lr_scale(name: str, scales: dict[str, float]) -> float:
+    return next((scale for prefix, scale in scales.items() if name.startswith(prefix)), 1.0)
 
 
 @torch.no_grad()
@@ -375,7 +389,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None,
     while step < stop:
         lr = get_lr(step, config)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         loss, metrics = train_step(model, raw_model, objective, optimizer, ema, batches, generator, config, autocast,
                                    device)
         window.add({"loss": loss, **metrics})
