@@ -146,7 +146,7 @@ def batch_case(args, folder: Path) -> dict:
     images = [str(EXAMPLE)] * args.batch
     outputs = [folder / f"b{i}.glb" for i in range(args.batch)]
     start = time.perf_counter()
-    for i, item in enumerate(generate_batch(pipe, images, outputs, options, seed=0)):
+    for item in generate_batch(pipe, images, outputs, options, seed=0):
         item.output.unlink()
     seconds = time.perf_counter() - start
     result = {"images": args.batch, "texture_size": 1024, "seconds": seconds, "assets_per_s": args.batch / seconds}

@@ -23,10 +23,10 @@ import trimesh
 from PIL import Image
 
 from pixal3d.camera import Camera, look_at
-from pixal3d.geometry.gltf import ImageFormat
 from pixal3d.geometry.bake import Recolor, TexturedMesh
-from pixal3d.geometry.export import ExportDevice, ExportOptions
 from pixal3d.geometry.cleanup import CleanupOptions
+from pixal3d.geometry.export import ExportDevice, ExportOptions
+from pixal3d.geometry.gltf import ImageFormat
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.image_texels import ImageTexelOptions, prepare_view, project_colors
 

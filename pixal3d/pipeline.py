@@ -32,19 +32,19 @@ from pixal3d.camera import Camera
 from pixal3d.encoder import FeatureMaps, ImageEncoder
 from pixal3d.geometry.dual_mesh import voxels_to_mesh
 from pixal3d.image_texels import ImageTexelOptions, recolor_mesh
-from pixal3d.models.depth_head import DepthHead
+from pixal3d.models.depth_head import DepthHead, check_depth, finite_depth, pool_depth
 from pixal3d.models.flow import FlowTransformer
 from pixal3d.models.fov_head import FovHead
 from pixal3d.models.shape_vae import ShapeVAE
 from pixal3d.models.structure_vae import StructureVAE
 from pixal3d.models.texture_vae import TextureVAE
-from pixal3d.presets import PipelineConfig, check_compatible, pipeline_preset
 from pixal3d.preprocess import Background, ImageInput, check_background, preprocess_image
+from pixal3d.presets import PipelineConfig, check_compatible, pipeline_preset
 from pixal3d.sampling import SamplerConfig
 from pixal3d.silhouette import (
     KEEP_FRAGMENTS,
-    carve_voxels,
     SilhouetteOptions,
+    carve_voxels,
     constrain_mesh,
     constrain_structure,
     view_mask,
@@ -275,6 +275,7 @@ class Pixal3DPipeline:
         compile_sparse_grid: bool | None = None,
         background: Background = "auto",
         callback: StepCallback | None = None,
+        depth: torch.Tensor | None = None,
     ) -> Asset:
         """Generate an asset from one image (or several views of one object with known cameras).
 
@@ -297,6 +298,10 @@ class Pixal3DPipeline:
                 `callback_on_step_end`). `info` holds `step_index` and `num_steps` (the step's place in `STEPS`),
                 and during sampling `sampler_step` (0-based) and `sampler_steps`. Raise from it to stop the call
                 (a server's cancel or time limit): nothing runs after the exception.
+            depth: view 0's depth along the optical axis, `[H, W]` in volume units over the preprocessed square
+                crop (0 = no surface), used instead of the depth head's map by the depth lift and the silhouette
+                rule: the rendered depth in evaluation (`pixal3d eval --depth-source render`, which measures what
+                the head's error costs), or a depth sensor registered to the crop.
             steps: alias of `num_inference_steps`.
             guidance: alias of `guidance_scale`.
             resolution: fine voxel resolution; None or the shape VAE's `R_hr` (the only one a checkpoint decodes).
@@ -318,6 +323,8 @@ class Pixal3DPipeline:
         guidance = aliased("guidance_scale", guidance_scale, "guidance", guidance)
         cuda_graphs = self.cuda_graphs if compile_sparse_grid is None else bool(compile_sparse_grid)
         check_background(background)
+        if depth is not None:
+            check_depth(depth)
         views = check_call(image, fov, seed, steps, guidance, resolution, faces, texture_size, cameras, generator,
                            self.shape_vae.config.resolution)
         samplers = self.stage_samplers(steps, guidance)
@@ -340,8 +347,12 @@ class Pixal3DPipeline:
             # 4. camera: given cameras / given FoV / FoV head / default
             with step("camera"), self._weights_on_device(low_vram, "fov_head", "depth_head"):
                 cams, fov_source = self.make_cameras(features[0], fov, cameras)
-                depth = predict_depth(self.depth_head, features[0], cams[0]) if self.depth_head else None
+                if depth is not None:
+                    depth = pool_depth(depth, features[0].maps[1].shape[-1]).to(self._device)
+                elif self.depth_head is not None:
+                    depth = predict_depth(self.depth_head, features[0], cams[0])
                 cond = make_condition(features, cams, self.lift_depths(features, cams, depth))
+                depth = finite_depth(depth)
                 view = (view_mask(images[0, 3], cams[0], silhouette.dilation, depth) if silhouette.enabled
                         else None)
             # 5. stage 1: sparse structure (carved to the silhouette, covering every mask pixel)

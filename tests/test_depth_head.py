@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from pixal3d.camera import Camera
@@ -45,3 +46,33 @@ def test_splat_of_a_plane_gives_its_z_and_the_loss_vanishes_on_it() -> None:
     m = depth_metrics(depth * 1.3, depth, covered)
     assert abs(m["depth_absrel"] - 0.3) < 1e-6 and m["depth_delta1"] == 0.0
     assert depth_metrics(depth * 1.1, depth, covered)["depth_delta1"] == 1.0
+
+
+def test_pool_depth_averages_valid_pixels_and_marks_empty_cells() -> None:
+    from pixal3d.models.depth_head import finite_depth, pool_depth
+
+    depth = torch.zeros(8, 8)
+    depth[:4, :4] = 2.0
+    depth[0, 4] = 3.0  # one valid pixel of the top-right cell
+    pooled = pool_depth(depth, 2)
+    assert pooled[0, 0] == 2.0 and pooled[0, 1] == 3.0
+    assert torch.isinf(pooled[1]).all()
+    filled = finite_depth(pooled)
+    assert torch.equal(filled[1], torch.full((2,), 3.0)) and finite_depth(torch.full((2, 2), math.inf)) is None
+
+
+def test_a_given_depth_map_replaces_the_heads_and_bad_maps_are_refused() -> None:
+    from pixal3d.errors import InputError
+    from pixal3d.pipeline import Pixal3DPipeline
+
+    pipe = Pixal3DPipeline.from_config("micro")
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.zeros(64, 64, 4)
+    image[16:48, 16:48] = torch.tensor([0.8, 0.2, 0.2, 1.0])
+    given = torch.zeros(64, 64)
+    given[16:48, 16:48] = 2.5
+    asset = pipe(image.numpy(), fov=0.7, seed=0, depth=given, steps=2)
+    assert asset.depth is not None and torch.allclose(asset.depth, torch.full_like(asset.depth, 2.5))
+    for bad in (torch.zeros(2, 64, 64), -given, torch.full((64, 64), math.nan), given.long(), "depth.png"):
+        with pytest.raises(InputError, match="depth"):
+            pipe(image.numpy(), fov=0.7, seed=0, depth=bad, steps=2)

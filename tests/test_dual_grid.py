@@ -15,6 +15,7 @@ import torch
 import trimesh
 from PIL import Image
 
+from pixal3d.camera import coords_to_centers as voxel_centres
 from pixal3d.errors import InputError
 from pixal3d.eval.metrics import chamfer_l1, feature_dihedral_error, normal_consistency, sample_surface
 from pixal3d.geometry import dual_grid
@@ -25,7 +26,6 @@ from pixal3d.geometry.dual_grid import (
     meshes_to_voxels,
     normalize_to_unit_cube,
 )
-from pixal3d.camera import coords_to_centers as voxel_centres
 from pixal3d.geometry.dual_mesh import sample_attributes, voxels_to_mesh
 from pixal3d.geometry.intersect import grid_keys
 from pixal3d.geometry.voxel_solve import fill_untouched

@@ -131,3 +131,19 @@ def test_bench_micro_writes_every_stage(tmp_path: Path, capsys: pytest.CaptureFi
     floor = data["floor"]
     assert floor["model_flops"] > 0 and floor["matmul_flops_per_s"] > 0 and floor["export_bytes"] > 0
     assert "floor:" in table
+
+
+def test_eval_with_the_rendered_depth_leaves_out_the_depth_head_metrics(tmp_path: Path) -> None:
+    """`--depth-source render`: the pipeline takes the ground truth's depth (the head's error removed), so the
+    depth-head metrics, which would score the render against itself, are not reported."""
+    reports = {}
+    for source in ("head", "render"):
+        output = tmp_path / source
+        argv = ["eval", "--procedural", "3:4", "--views", "1", "-o", str(output), "--samples", "2000",
+                "--image-size", "48", "--fov-mode", "true", "--depth-source", source, *TINY]
+        assert main(argv) == 0
+        reports[source] = json.loads((output / "metrics.json").read_text())
+    head, render = (reports[s]["assets"][0]["views"][0]["modes"]["true"] for s in ("head", "render"))
+    assert "depth_absrel" in head and "depth_absrel" not in render
+    assert reports["render"]["options"]["depth_source"] == "render"
+    assert math.isfinite(render["silhouette_iou"]) and math.isfinite(render["fscore@0.05"])

@@ -13,8 +13,8 @@ from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.models import MODELS, model_classes
 from pixal3d.models.flow import FlowCondition, FlowConfig, FlowTransformer, patchify, unpatchify
-from pixal3d.presets import FLOW_SIZES, flow_preset
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
+from pixal3d.presets import FLOW_SIZES, flow_preset
 from pixal3d.sampling import SamplerConfig, TokenCache, flow_matching_loss, randn_like, sample
 from pixal3d.sparse import SparseTensor
 

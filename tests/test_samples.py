@@ -13,10 +13,10 @@ import math
 import pytest
 import torch
 
+from pixal3d.data.align import ViewRequest, align_views, fit_scale, used_points
 from pixal3d.data.dataset import ProceduralStream
 from pixal3d.data.inspect import sample_sheet, voxel_silhouette
 from pixal3d.data.procedural import generate
-from pixal3d.data.align import ViewRequest, align_views, fit_scale, used_points
 from pixal3d.data.samples import coarse_coords, make_sample, view_generator
 from pixal3d.data.shard_format import sample_scalars, sample_tensors
 from pixal3d.data.units import SampleOptions

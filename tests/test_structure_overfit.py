@@ -18,8 +18,8 @@ from pixal3d.camera import Camera
 from pixal3d.config import config_from_dict
 from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.models.flow import FlowCondition, FlowTransformer
-from pixal3d.presets import flow_preset
 from pixal3d.models.structure_vae import StructureVAE, StructureVAEConfig, active_coords
+from pixal3d.presets import flow_preset
 from pixal3d.sampling import flow_matching_loss
 from pixal3d.stages import get_cond, sample_structure
 from pixal3d.training.objectives import structure_vae_loss

@@ -43,6 +43,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the views and of the sampling noise (default 0)")
     p.add_argument("--no-silhouette", action="store_true", help="run the pipeline without the silhouette rule")
     p.add_argument("--no-image-texels", action="store_true", help="run the pipeline without the image texels")
+    p.add_argument("--depth-source", choices=["head", "render"], default="head",
+                   help="the depth map the pipeline uses: the depth head's (default) or the ground truth's rendered "
+                        "depth, to measure what the head's error costs")
     p.set_defaults(func=_run_eval)
 
 
@@ -72,7 +75,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     modes = ("true", "estimated") if args.fov_mode == "both" else (args.fov_mode,)
     options = EvalOptions(views=args.views, samples=args.samples, image_size=args.image_size, fov_modes=modes,
                           seed=args.seed, silhouette=not args.no_silhouette,
-                          image_texels=not args.no_image_texels, variants=oracle_variants(args.oracle))
+                          image_texels=not args.no_image_texels, depth_source=args.depth_source,
+                          variants=oracle_variants(args.oracle))
     assets = folder_assets(args.data) if args.data is not None else procedural_assets(*_procedural_range(args.procedural))
     pipe = load_pipeline(args)
     model = f"random {args.random_weights}" if args.random_weights else (args.model or "default")

@@ -29,7 +29,6 @@ from pixal3d.data.samples import Sample
 from pixal3d.errors import InputError
 from pixal3d.geometry.voxels import SparseVoxels
 
-
 SHARD_FORMAT = "pixal3d.samples"
 INDEX_FORMAT = "pixal3d.samples.index"
 FORMAT_VERSION = "1"

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pixal3d.atomic import write_text_atomic
-from pixal3d.atomic import write_json_atomic
+from pixal3d.atomic import write_json_atomic, write_text_atomic
 from pixal3d.eval.report import MEDIAN_KEYS
 
 COLUMNS = ("fscore@0.02", "fscore@0.05", "volume_iou_64", "silhouette_iou", "base_color_psnr", "base_color_error",

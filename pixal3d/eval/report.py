@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from pixal3d.atomic import write_text_atomic
+from pixal3d.atomic import write_json_atomic, write_text_atomic
 from pixal3d.bench import machine_info
-from pixal3d.atomic import write_json_atomic
 from pixal3d.errors import InputError
 from pixal3d.eval.oracles import check_pipeline
 from pixal3d.eval.runner import FSCORE_THRESHOLDS, EvalOptions, HeldOutAsset, evaluate_asset

@@ -94,11 +94,17 @@ class EvalOptions:
     """Run the pipeline with the silhouette enforced (`Pixal3DPipeline(silhouette=...)`); False for ablations."""
     image_texels: bool = True
     """Run the pipeline with the input pixels on the visible surface (`image_texels=...`); False for ablations."""
+    depth_source: Literal["head", "render"] = "head"
+    """The input view's depth map that the pipeline uses: the depth head's ("head", what users get) or the ground
+    truth's rendered depth ("render": measures what the head's error costs the depth lift and the silhouette rule;
+    the depth-head metrics are then left out)."""
     variants: tuple[Variant, ...] = ("full",)
     """What makes the scored asset: "full" (the pipeline) and/or oracle variants (`pixal3d.eval.oracles.VARIANTS`)."""
 
     def __post_init__(self) -> None:
         check_variants(tuple(self.variants))
+        if self.depth_source not in ("head", "render"):
+            raise InputError(f'depth_source must be "head" or "render", got {self.depth_source!r}')
 
     def runs(self) -> list[tuple[str, Variant, FovMode]]:
         """`(key, variant, FoV mode)` of every run of a view, in `VARIANTS` order: "full" once per FoV mode (key =
@@ -264,12 +270,14 @@ def prediction_render_mesh(mesh: trimesh.Trimesh, device: torch.device | str = "
     return replace(render, materials=materials, face_materials=inverse.to(render.faces.device))
 
 
-def run_pipeline(pipe: Pixal3DPipeline, sample: Sample, mode: FovMode, options: EvalOptions) -> tuple[Asset, float]:
-    """One pipeline call on the sample's image; returns the asset and the peak memory of the call (MB)."""
+def run_pipeline(pipe: Pixal3DPipeline, sample: Sample, mode: FovMode, options: EvalOptions,
+                 depth: torch.Tensor | None = None) -> tuple[Asset, float]:
+    """One pipeline call on the sample's image (with `depth` instead of the depth head's map when given); returns
+    the asset and the peak memory of the call (MB)."""
     reset_peak_memory(pipe.device)
     fov = sample.fov if mode == "true" else None
     asset = pipe(sample.image.numpy(), fov=fov, seed=options.seed, silhouette=options.silhouette,
-                 image_texels=options.image_texels)
+                 image_texels=options.image_texels, depth=depth)
     return asset, peak_memory_mb(pipe.device)
 
 
@@ -279,7 +287,8 @@ def predict(pipe: Pixal3DPipeline, gt: GroundTruth, variant: Variant, mode: FovM
     cascade pieces, no silhouette or image-texel step); with the peak memory (MB) and the metrics only the
     variant can give (`oracles.OracleResult.metrics`)."""
     if variant == "full":
-        asset, peak = run_pipeline(pipe, gt.sample, mode, options)
+        depth = gt.input_render.depth.cpu().float() if options.depth_source == "render" else None
+        asset, peak = run_pipeline(pipe, gt.sample, mode, options, depth)
         return asset, peak, {}
     if gt.oracle is None:
         raise ValueError(f"variant {variant!r} needs the oracle ground truth (with_structure_truth)")
@@ -369,7 +378,7 @@ def evaluate_run(pipe: Pixal3DPipeline, gt: GroundTruth, key: str, variant: Vari
         "faces": len(asset.mesh.faces),
         "fine_voxels": len(asset.voxels),
     }
-    if asset.depth is not None:
+    if asset.depth is not None and options.depth_source == "head":
         values.update(depth_head_metrics(asset, gt))
     images: dict[str, np.ndarray] = {}
     if len(asset.mesh.faces) == 0:

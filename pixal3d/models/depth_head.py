@@ -78,6 +78,39 @@ def z_to_depth(z: torch.Tensor, camera: Camera) -> torch.Tensor:
     return camera.eye_distance - z.float()
 
 
+def check_depth(depth: object) -> torch.Tensor:
+    """A given depth map as float32, or `InputError` unless it is a finite `[H, W]` tensor >= 0."""
+    if not isinstance(depth, torch.Tensor) or depth.ndim != 2 or not depth.is_floating_point():
+        raise InputError(f"depth must be a float [H, W] tensor (volume units, 0 = no surface), got "
+                         f"{type(depth).__name__} {tuple(getattr(depth, 'shape', ()))}")
+    d = depth.detach().float()
+    if not bool(torch.isfinite(d).all()) or bool((d < 0).any()):
+        raise InputError("depth must be finite and >= 0 everywhere (0 = no surface)")
+    return d
+
+
+def pool_depth(depth: torch.Tensor, size: int) -> torch.Tensor:
+    """A given depth map `[H, W]` (along the optical axis, volume units, 0 = no surface) -> `[size, size]` float32,
+    each cell the mean of the valid pixels it covers and `+inf` (no surface, as the lift reads it) where none is.
+    `H` and `W` must be multiples of `size`, or `size` of them (`F.adaptive_avg_pool2d` bins)."""
+    d = check_depth(depth)
+    valid = (d > 0).float()[None, None]
+    total = F.adaptive_avg_pool2d(d[None, None] * valid, size)[0, 0]
+    count = F.adaptive_avg_pool2d(valid, size)[0, 0]
+    return torch.where(count > 0, total / count.clamp_min(1e-12), torch.full_like(total, float("inf")))
+
+
+def finite_depth(depth: torch.Tensor | None) -> torch.Tensor | None:
+    """`depth` with its no-surface cells (`inf`) set to its farthest surface, for what resizes it (the silhouette
+    rule's patches); None where nothing is finite."""
+    if depth is None:
+        return None
+    finite = torch.isfinite(depth)
+    if not bool(finite.any()):
+        return None
+    return torch.where(finite, depth, depth[finite].max())
+
+
 def splat_depth(points: torch.Tensor, batch: torch.Tensor, cameras: list[Camera], size: int) -> torch.Tensor:
     """Z-buffer volume-frame points into `size x size` maps of the nearest point's volume `z` per pixel.
 

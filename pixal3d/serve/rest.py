@@ -44,7 +44,15 @@ from typing import Any
 from pixal3d import __version__
 from pixal3d.errors import InputError
 from pixal3d.pipeline import Pixal3DPipeline
-from pixal3d.serve.auth import ANONYMOUS, KEYS_ENV, ApiKeys, RateLimit, RateLimited, RateLimiter, check_exposure
+from pixal3d.serve.auth import (
+    ANONYMOUS,
+    KEYS_ENV,
+    ApiKeys,
+    RateLimit,
+    RateLimited,
+    RateLimiter,
+    check_exposure,
+)
 from pixal3d.serve.jobs import JOB_ID, JobRunner, QueueFull, Retention
 from pixal3d.serve.uploads import (
     OPTION_HINTS,

@@ -77,7 +77,7 @@ def _candidates(uv: torch.Tensor, size: int, threshold: float):
     steps = torch.arange(1, total // _CHUNK + 1, device=uv.device) * _CHUNK
     cuts = torch.searchsorted(ends, steps, right=True)
     bounds = sorted({0, len(tri), *cuts.tolist()})
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         ids = torch.arange(start, stop, device=uv.device)
         n = count[ids]
         face = torch.repeat_interleave(ids, n)
