@@ -134,6 +134,9 @@ class StepRunner:
         self.batches = itertools.cycle([batch_to(b, device) for b in self.cpu_batches])
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        if config.flow is not None and config.flow.latent_cache:
+            for _ in self.cpu_batches:  # fill the latent cache first, so the counted step is a cached one
+                self.step(self.model)
         self.flops = self._count_flops()  # one eager step, before any wrapping (DDP re-broadcasts the weights)
         wrapped = torch.compile(self.model, mode=compile_mode) if compile_mode else self.model
         if world > 1:

@@ -67,6 +67,17 @@ def test_a_full_cache_keeps_its_samples_and_encodes_the_rest(setup):
     assert len(cache.entries) == 1 and cache.hits == 0 and cache.misses == 2
 
 
+def test_a_batch_that_repeats_a_sample_is_cached_once(setup):
+    """The benchmark's batches repeat the samples of a small pool: each is kept once and later batches hit."""
+    vaes, samples = setup
+    cache = LatentCache(capacity=8)
+    batch = collate_samples([samples[0], samples[1], samples[0]])
+    first = cache.latents("shape", vaes, batch, "mean", torch.Generator())
+    again = cache.latents("shape", vaes, batch, "mean", torch.Generator())
+    assert len(cache.entries) == 2 and cache.hits == 1
+    assert _same(first[0], again[0])
+
+
 def test_latent_cache_must_be_a_count():
     with pytest.raises(InputError, match="latent_cache"):
         FlowTrainConfig(vae_config={"resolution": 8}, latent_cache=-1)

@@ -123,7 +123,7 @@ class LatentCache:
             return batch_latents([self.entries[i] for i in ids], _token_resolution(stage, vaes), mode, generator)
         self.misses += 1
         room = self.capacity - len(self.entries)
-        if ids is None or room <= 0 or len(set(ids)) != len(ids):
+        if ids is None or room <= 0:
             return stage_latents(stage, vaes, batch, mode, generator)
         posteriors = split_posteriors(stage, encode_batch(stage, vaes, batch))
         for sample_id, posterior in zip(ids, posteriors, strict=True):
