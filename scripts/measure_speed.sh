@@ -7,6 +7,8 @@
 #   cuda_tests.txt   the CUDA-only tests of the PyTorch export path
 #   gpu_export.*     both export paths: sub-step times, texel efficiency, colour / normal differences, a batch of 64
 #   bench_2048.*     `pixal3d bench` image -> GLB with the GPU export at 2048^2, 100k faces
+# After a training call, `python scripts/sustained_rate.py runs/* --bench OUT/train_after.json` says how much of
+# each step's isolated rate the runs sustained with their data.
 set -uo pipefail
 out=${1:?OUT folder}
 mkdir -p "$out"
