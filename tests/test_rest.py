@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import threading
 import time
@@ -133,6 +134,7 @@ def test_generate_poll_download_delete(client: TestClient, results_dir: Path, tm
     status = wait(client, job_id)
     assert status["status"] == "succeeded", status
     assert status["fov_degrees"] == pytest.approx(40.0) and status["fov_source"] == "given"
+    assert status["options"]["seed"] == 3 and status["options"]["fov"] == pytest.approx(math.radians(40))
     assert set(status["progress"].values()) == {"done"} and status["fraction"] == 1.0
     assert list(status["timings"]) == ["preprocess", "encode", "camera", "structure", "shape", "texture",
                                        "decode", "export"]

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from pixal3d.serve.jobs import JobOptions
+
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -35,18 +37,6 @@ class JobAccepted(BaseModel):
     result_url: str = Field(description="GET it for the GLB once the job succeeded")
 
 
-class JobOptionsOut(BaseModel):
-    """The job's options in the library's units (fov in radians)."""
-
-    fov: float | None = None
-    seed: int = 0
-    steps: int | None = None
-    guidance: float | None = None
-    resolution: int | None = None
-    faces: int = 100_000
-    texture_size: int = 2048
-
-
 class JobStatus(BaseModel):
     """`GET /v1/jobs/{id}`. A job known only by its result file (after a restart) has `id` and `status` only."""
 
@@ -61,7 +51,7 @@ class JobStatus(BaseModel):
     error_kind: Literal["input", "model", "timeout"] | None = None
     fov_degrees: float | None = None
     fov_source: str | None = Field(None, description="given, estimated or default")
-    options: JobOptionsOut | None = None
+    options: JobOptions | None = None
     created: float | None = None
     started: float | None = None
     finished: float | None = None
