@@ -69,14 +69,6 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def micro_config(out_dir: Path, **overrides) -> TrainConfig:
     fields = dict(model="structure_vae", model_config=dict(MICRO), out_dir=str(out_dir),
                   data=DataConfig(resolution=8, coarse_resolution=8, max_primitives=2), batch_size=2, max_steps=24,

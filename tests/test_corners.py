@@ -18,15 +18,6 @@ from pixal3d.training.objectives import shape_vae_loss
 from pixal3d.training.synthetic import collate_voxels, synthetic_voxels
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these ops are tiny, and on a shared 2-core machine thread hand-offs dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def open_edges(mesh: trimesh.Trimesh) -> tuple[int, int]:
     """`(edges used by one triangle, all edges)` of a triangle mesh, vertices merged by position."""
     merged = trimesh.Trimesh(mesh.vertices, mesh.faces, process=True)

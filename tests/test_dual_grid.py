@@ -67,17 +67,8 @@ SHAPES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are small: on a shared 2-core machine OpenMP threads cost ~10x more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def round_trips(one_thread) -> dict[str, tuple[trimesh.Trimesh, SparseVoxels, trimesh.Trimesh]]:
+def round_trips() -> dict[str, tuple[trimesh.Trimesh, SparseVoxels, trimesh.Trimesh]]:
     result = {}
     for name, make in SHAPES.items():
         mesh = make()

@@ -25,14 +25,6 @@ needs_weights = pytest.mark.skipif(WEIGHTS is None, reason="efficientnet-lite0-p
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @needs_weights
 def test_every_pretrained_tensor_maps_to_one_of_ours():
     state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)

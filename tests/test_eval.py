@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 import trimesh
 
 from pixal3d.bench import STAGES
@@ -17,14 +16,6 @@ from pixal3d.eval.report import SUMMARY_KEYS
 
 TINY = ["--random-weights", "micro", "--device", "cpu"]
 DEFINED = [k for k in SUMMARY_KEYS if k != "peak_memory_mb"] + ["time_structure_s", "fov_used_deg"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def check_metrics(data: dict, modes: list[str], assets: int, views: int) -> None:

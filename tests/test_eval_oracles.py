@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import trimesh
 
 from pixal3d.cli import main
@@ -25,14 +24,6 @@ SCORED = ("fscore@0.02", "fscore@0.05", "volume_iou_64", "silhouette_iou", "base
           "boundary_edge_ratio", "components_raw", "boundary_edge_ratio_raw", "coarse_iou", "coarse_precision",
           "coarse_recall")
 """Metrics every variant reports (defined for every run that made a mesh)."""
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_every_variant_on_one_procedural_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

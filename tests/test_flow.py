@@ -21,15 +21,6 @@ from pixal3d.sparse import SparseTensor
 FEAT = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Micro tensors run faster on one thread (and far faster on a shared, loaded CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def features() -> FeatureMaps:
     torch.manual_seed(0)

@@ -26,14 +26,6 @@ from pixal3d.training.loop import build_model, init_weights, train
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def micro(name: str, out_dir: Path, **changes) -> TrainConfig:
     """A shipped micro config, shrunk to a few quiet CPU steps in `out_dir`."""
     config = load_config(TrainConfig, CONFIGS / f"{name}.json")

@@ -35,15 +35,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MICRO = {"resolution": 8, "latent_resolution": 2, "latent_channels": 2, "channels": [4, 8, 8], "norm_groups": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these ops are tiny, and on a shared 2-core machine thread hand-offs dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def micro_config(out_dir: Path, **overrides) -> TrainConfig:
     """A structure-VAE run small enough for tens of CPU steps per second."""
     fields = dict(model="structure_vae", model_config=dict(MICRO), out_dir=str(out_dir),

@@ -18,15 +18,6 @@ from pixal3d.training.objectives import shape_vae_loss, structure_vae_loss, text
 from pixal3d.training.synthetic import collate_voxels, synthetic_voxels
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these ops are tiny, and on a shared 2-core machine thread hand-offs dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def batch16() -> dict[str, torch.Tensor]:
     """Two synthetic objects at R_hr = 16 with an 8^3 coarse occupancy."""
