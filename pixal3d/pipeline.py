@@ -324,7 +324,7 @@ class Pixal3DPipeline:
         cuda_graphs = self.cuda_graphs if compile_sparse_grid is None else bool(compile_sparse_grid)
         check_background(background)
         if depth is not None:
-            check_depth(depth)
+            depth = check_depth(depth)
         views = check_call(image, fov, seed, steps, guidance, resolution, faces, texture_size, cameras, generator,
                            self.shape_vae.config.resolution)
         samplers = self.stage_samplers(steps, guidance)
@@ -347,12 +347,14 @@ class Pixal3DPipeline:
             # 4. camera: given cameras / given FoV / FoV head / default
             with step("camera"), self._weights_on_device(low_vram, "fov_head", "depth_head"):
                 cams, fov_source = self.make_cameras(features[0], fov, cameras)
-                if depth is not None:
+                given = depth is not None  # a given map has no-surface cells; the head's is finite everywhere
+                if given:
                     depth = pool_depth(depth, features[0].maps[1].shape[-1]).to(self._device)
                 elif self.depth_head is not None:
                     depth = predict_depth(self.depth_head, features[0], cams[0])
                 cond = make_condition(features, cams, self.lift_depths(features, cams, depth))
-                depth = finite_depth(depth)
+                if given:
+                    depth = finite_depth(depth)
                 view = (view_mask(images[0, 3], cams[0], silhouette.dilation, depth) if silhouette.enabled
                         else None)
             # 5. stage 1: sparse structure (carved to the silhouette, covering every mask pixel)

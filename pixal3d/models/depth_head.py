@@ -91,9 +91,9 @@ def check_depth(depth: object) -> torch.Tensor:
 
 def pool_depth(depth: torch.Tensor, size: int) -> torch.Tensor:
     """A given depth map `[H, W]` (along the optical axis, volume units, 0 = no surface) -> `[size, size]` float32,
-    each cell the mean of the valid pixels it covers and `+inf` (no surface, as the lift reads it) where none is.
-    `H` and `W` must be multiples of `size`, or `size` of them (`F.adaptive_avg_pool2d` bins)."""
-    d = check_depth(depth)
+    each cell the mean of the valid pixels it covers and `+inf` (no surface, as the lift reads it) where none is
+    (`F.adaptive_avg_pool2d` bins). The map must have passed `check_depth`."""
+    d = depth.detach().float()
     valid = (d > 0).float()[None, None]
     total = F.adaptive_avg_pool2d(d[None, None] * valid, size)[0, 0]
     count = F.adaptive_avg_pool2d(valid, size)[0, 0]
