@@ -7,6 +7,7 @@
 #   cuda_tests.txt   the CUDA-only tests of the PyTorch export path
 #   gpu_export.*     both export paths: sub-step times, texel efficiency, colour / normal differences, a batch of 64
 #   bench_2048.*     `pixal3d bench` image -> GLB with the GPU export at 2048^2, 100k faces
+# PARTS="train_after gpu_export" (names as above) runs only those, in the order below; default: all.
 # After a training call, `python scripts/sustained_rate.py runs/* --bench OUT/train_after.json` says how much of
 # each step's isolated rate the runs sustained with their data.
 set -uo pipefail
@@ -14,9 +15,11 @@ out=${1:?OUT folder}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 batches=(--batch structure_vae=128 shape_vae=32 texture_vae=32 structure_flow=128 shape_flow=64 texture_flow=64)
+parts=${PARTS:-train_before train_after train_profile cuda_tests gpu_export bench_2048}
 run() {  # run SECONDS NAME COMMAND... : the command's output into OUT/NAME.txt, its last lines to the terminal
     local seconds=$1 name=$2
     shift 2
+    [[ " $parts " == *" $name "* ]] || return 0
     timeout "$seconds" "$@" >"$out/$name.txt" 2>&1 || echo "$name: exit $? (see $name.txt)"
     grep -v -i warning "$out/$name.txt" | tail -n 12
 }

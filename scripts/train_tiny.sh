@@ -18,21 +18,27 @@
 #   scripts/train_tiny.sh fidelity-data SECONDS            # procedural seeds from SEED_OFFSET (default 2155) -> data/tiny_mix
 #   scripts/train_tiny.sh fidelity MINUTES                 # the six runs side by side (resumable)
 #   scripts/train_tiny.sh fidelity-assemble DIR            # shipped encoder + heads + fine-tuned decoders + depth-lift flows
+# Round 2 of it: the corners shape decoder (lr_scale on its output layer) and the three depth-lift flows, continued
+# from a candidate pipeline folder (INIT=DIR passes --init-weights DIR to every run; default: the configs' own):
+#   INIT=DIR scripts/train_tiny.sh round MINUTES            # the four runs side by side (resumable)
+#   scripts/train_tiny.sh round-assemble DIR               # shipped encoder, heads, structure and texture VAEs +
+#                                                           # the corners shape VAE + the depth-lift flows -> DIR
 # Every phase resumes where the last one stopped; held-out evaluation seeds start at 1000000.
 set -uo pipefail
 phases="data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble | depthlift | depthlift-assemble |
- fidelity-data | fidelity | fidelity-assemble"
+ fidelity-data | fidelity | fidelity-assemble | round | round-assemble"
 phase=${1:?phase: $phases}
 limit=${2:?seconds (data), minutes (vaes, flows, finetune) or a folder (assemble)}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 mkdir -p runs logs
 
 train_all() {  # train_all MINUTES CONFIG... : one process per config, all at once, each resuming its run
-    local minutes=$1 pids=() config name
+    local minutes=$1 pids=() config name init=()
     shift
+    [ -n "${INIT:-}" ] && init=(--init-weights "$INIT")
     for config in "$@"; do
         name=$(basename "$config" .json)
-        python -m pixal3d train "$config" --resume --max-minutes "$minutes" >"logs/$name.log" 2>&1 &
+        python -m pixal3d train "$config" --resume --max-minutes "$minutes" "${init[@]}" >"logs/$name.log" 2>&1 &
         pids+=($!)
     done
     local status=0
@@ -109,6 +115,17 @@ fidelity-assemble)  # SHAPE_VAE=runs/shape_vae_tiny_decoder_ft picks the edges d
     shipped=pixal3d/weights/default
     python -m pixal3d assemble -o "$limit" --structure-vae $shipped/structure_vae \
         --shape-vae "${SHAPE_VAE:-runs/shape_vae_tiny_corners_ft}" --texture-vae runs/texture_vae_tiny_decoder_ft \
+        --structure-flow runs/structure_flow_tiny_depthlift --shape-flow runs/shape_flow_tiny_depthlift \
+        --texture-flow runs/texture_flow_tiny_depthlift
+    ;;
+round)
+    train_all "$limit" configs/shape_vae_tiny_corners_ft.json configs/structure_flow_tiny_depthlift.json \
+        configs/shape_flow_tiny_depthlift.json configs/texture_flow_tiny_depthlift.json
+    ;;
+round-assemble)
+    shipped=pixal3d/weights/default
+    python -m pixal3d assemble -o "$limit" --structure-vae $shipped/structure_vae \
+        --shape-vae runs/shape_vae_tiny_corners_ft --texture-vae $shipped/texture_vae \
         --structure-flow runs/structure_flow_tiny_depthlift --shape-flow runs/shape_flow_tiny_depthlift \
         --texture-flow runs/texture_flow_tiny_depthlift
     ;;

@@ -237,6 +237,20 @@ def test_cli_train_runs_and_reports_bad_input(tmp_path, capsys):
     assert "unknown key(s) ['colour']" in capsys.readouterr().err
 
 
+def test_cli_init_weights_overrides_the_config(tmp_path, capsys):
+    first = train(micro_config(tmp_path / "a", max_steps=3))
+    config = config_to_dict(micro_config(tmp_path / "b", max_steps=2, lr=1e-12, min_lr=1e-12, ema_decay=0.0))
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(config))
+    assert main(["train", str(path), "--init-weights", str(tmp_path / "missing")]) == 2
+    assert "--init-weights" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main(["train", str(path), "--init-weights", str(first.checkpoint)]) == 0
+    start, _ = load_checkpoint(first.checkpoint)
+    after, _ = load_checkpoint(tmp_path / "b" / "checkpoints" / "step_00000002")
+    assert start["model"].keys() == after["model"].keys()
+    assert all(torch.allclose(start["model"][k], after["model"][k], atol=1e-6) for k in start["model"])  # lr ~0
+
+
 def test_flow_objective_on_dense_and_sparse_latents():
     from pixal3d.models.flow import FlowConfig, FlowTransformer
     from pixal3d.training.objectives import flow_loss

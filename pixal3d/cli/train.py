@@ -19,6 +19,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", type=Path, help="training config (JSON, keys of pixal3d.training.config.TrainConfig)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
     p.add_argument("--out-dir", type=Path, default=None, help="override the config's out_dir")
+    p.add_argument("--init-weights", type=Path, default=None,
+                   help="start from these weights instead of the config's init_weights: a pipeline folder, a "
+                   "checkpoint folder or a .safetensors file (a resumed run continues from its checkpoint)")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this many steps (train in chunks)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (with a checkpoint) after about this many minutes of training (time-limited machines)")
@@ -35,6 +38,11 @@ def _run_train(args: argparse.Namespace) -> int:
     config = load_config(TrainConfig, args.config)
     if args.out_dir is not None:
         config = replace(config, out_dir=str(args.out_dir))
+    if args.init_weights is not None:
+        if not args.init_weights.exists():
+            raise InputError(f"--init-weights {args.init_weights}: no such file or folder; give a pipeline folder "
+                             "(e.g. pixal3d/weights/default), a checkpoint folder or a .safetensors file")
+        config = replace(config, init_weights=str(args.init_weights))
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise InputError(f"--max-minutes must be > 0, got {args.max_minutes}")
     time_limit = None if args.max_minutes is None else 60.0 * args.max_minutes
