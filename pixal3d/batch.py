@@ -5,7 +5,9 @@
         print(item.output, item.timings)
 
 The pipeline samples image `i + 1` on the calling thread while a worker thread exports asset `i` (bake, encode,
-write: PyTorch kernels, Pillow's encoders and file writes release the GIL). Items come back in input order, each
+write: PyTorch kernels, Pillow's encoders and file writes release the GIL). On CUDA the worker runs on its own stream,
+ordered after the asset's kernels by an event: the sampling thread may be capturing a CUDA graph meanwhile, which
+work on the default stream or a device-wide sync from another thread would invalidate. Items come back in input order, each
 once its file is written. `pixal3d generate IMAGE... / DIR` runs through this.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -80,14 +83,35 @@ def generate_batch(
                 raise
             if pending is not None:
                 yield _finish(*pending)
-            pending = (image, Path(output), asset, pool.submit(_export, asset, Path(output), export))
+            pending = (image, Path(output), asset, pool.submit(_export, asset, Path(output), export, _ready_event(pipe)))
         if pending is not None:
             yield _finish(*pending)
 
 
-def _export(asset: Asset, output: Path, export: ExportOptions) -> float:
+def _ready_event(pipe: Pixal3DPipeline) -> tuple[Any, Any] | None:
+    """(CUDA event after the asset's kernels on the pipeline device's current stream, that device); None off CUDA."""
+    import torch
+
+    device = getattr(pipe, "device", None)
+    if not isinstance(device, torch.device) or device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event, device
+
+
+def _export(asset: Asset, output: Path, export: ExportOptions, ready: tuple[Any, Any] | None) -> float:
+    import torch
+
     start = time.perf_counter()
-    asset.export(output, export.faces, export.texture_size, export.image_format, export.include_pbr, export.device)
+    stream = None
+    if ready is not None:
+        event, device = ready
+        stream = torch.cuda.Stream(device)
+        stream.wait_event(event)
+    with torch.cuda.stream(stream) if stream is not None else nullcontext():
+        asset.export(output, export.faces, export.texture_size, export.image_format, export.include_pbr,
+                     export.device)
     return time.perf_counter() - start
 
 

@@ -22,7 +22,10 @@
 # from a candidate pipeline folder (INIT=DIR passes --init-weights DIR to every run; default: the configs' own):
 #   INIT=DIR scripts/train_tiny.sh round MINUTES            # the four runs side by side (resumable)
 #   scripts/train_tiny.sh round-assemble DIR               # shipped encoder, heads, structure and texture VAEs +
-#                                                           # the corners shape VAE + the depth-lift flows -> DIR
+#                                                           # the shape VAE + the depth-lift flows -> DIR
+# round-assemble writes the corners run's shape decoder as an "edges" decoder (assemble --shape-decoder edges): its
+# edge rows, trained on every voxel beside the corner target, measured far better than its corner rows
+# (docs/results.md "Round 2"); SHAPE_DECODER=trained keeps the corners decoder.
 # Every phase resumes where the last one stopped; held-out evaluation seeds start at 1000000.
 set -uo pipefail
 phases="data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble | depthlift | depthlift-assemble |
@@ -124,7 +127,9 @@ round)
     ;;
 round-assemble)
     shipped=pixal3d/weights/default
-    python -m pixal3d assemble -o "$limit" --structure-vae $shipped/structure_vae \
+    decoder=()
+    [ "${SHAPE_DECODER:-edges}" = edges ] && decoder=(--shape-decoder edges)
+    python -m pixal3d assemble -o "$limit" "${decoder[@]}" --structure-vae $shipped/structure_vae \
         --shape-vae runs/shape_vae_tiny_corners_ft --texture-vae $shipped/texture_vae \
         --structure-flow runs/structure_flow_tiny_depthlift --shape-flow runs/shape_flow_tiny_depthlift \
         --texture-flow runs/texture_flow_tiny_depthlift

@@ -10,7 +10,7 @@ import torch
 
 from pixal3d.config import config_to_dict, load_config
 from pixal3d.errors import InputError
-from pixal3d.models.shape_vae import ShapeVAE, ShapeVAEConfig, widen_corner_head
+from pixal3d.models.shape_vae import ShapeVAE, ShapeVAEConfig, narrow_corner_head, widen_corner_head
 from pixal3d.training.checkpoint import load_checkpoint
 from pixal3d.training.config import DataConfig, TrainConfig
 from pixal3d.training.loop import train
@@ -67,6 +67,35 @@ def test_widened_corner_decoder_starts_at_the_edges_decoder():
         widen_corner_head(old.state_dict(), edges)
     with pytest.raises(ValueError, match="edges"):
         widen_corner_head(new.state_dict(), corners)
+
+
+def test_corners_decoder_written_as_edges_decodes_its_open_voxels_alike():
+    """`narrow_corner_head` undoes `widen_corner_head`, and `as_edges_decoder` of a trained-looking corners VAE whose
+    voxels are all open (open logit high) decodes the same voxels and edge flags: the edge rows are kept intact."""
+    from pixal3d.training.assemble import as_edges_decoder
+    from pixal3d.training.synthetic import SyntheticSource
+
+    torch.manual_seed(0)
+    edges = ShapeVAEConfig(resolution=32, token_resolution=8, latent_channels=8, channels=(16, 32, 32))
+    corners = dataclasses.replace(edges, decoder_target="corners")
+    old = ShapeVAE(edges).state_dict()
+    back = narrow_corner_head(widen_corner_head(old, corners))
+    assert all(torch.equal(back[k], old[k]) for k in old)
+    with pytest.raises(ValueError, match="corners"):
+        narrow_corner_head(old)
+    vae = ShapeVAE(corners).eval()
+    with torch.no_grad():
+        vae.decoder.proj_out.weight[12:].normal_()  # the corner and open rows have opinions ...
+        vae.decoder.proj_out.bias[20] = 50.0  # ... but every voxel is open
+    narrow = as_edges_decoder(vae)
+    assert narrow.config.decoder_target == "edges" and as_edges_decoder(narrow) is narrow
+    data = DataConfig(kind="synthetic", resolution=32, coarse_resolution=8, max_primitives=2)
+    batch = next(iter(SyntheticSource(data, 1, 0, 1, torch.device("cpu"))))
+    with torch.no_grad():
+        latent, _ = vae.encode(batch["coords"], batch["vertex"], batch["edges"])
+        a, b = vae.decode(latent)[0], narrow.decode(latent)[0]
+    assert len(a.coords) > 0
+    assert torch.equal(a.coords, b.coords) and torch.equal(a.edges, b.edges) and torch.equal(a.vertex, b.vertex)
 
 
 def test_pipeline_init_widens_a_shipped_edges_decoder_and_refuses_the_reverse(tmp_path):

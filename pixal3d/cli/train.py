@@ -69,6 +69,9 @@ def _add_assemble(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16",
                    help="on-disk weight dtype (default float16)")
     p.add_argument("--weights", choices=["ema", "model"], default="ema", help="which weights of each run (default ema)")
+    p.add_argument("--shape-decoder", choices=["edges"], default=None,
+                   help='write the shape VAE as an "edges" decoder: a "corners" run keeps its vertex and edge outputs '
+                   "and drops the corner and open ones (default: the decoder as trained)")
     p.add_argument("--make-encoder", type=Path, default=None, metavar="DIR",
                    help="instead: write the ImageNet-initialised encoder component to DIR and exit")
     p.add_argument("--add-heads", type=Path, default=None, metavar="RUN",
@@ -95,7 +98,8 @@ def _run_assemble(args: argparse.Namespace) -> int:
         print(f"wrote {folder}: {args.base} with {heads} from {args.add_heads}")
         return 0
     runs = {name: getattr(args, name) or args.runs / f"{name}{args.suffix}" for name in RUN_COMPONENTS}
-    folder = assemble_pipeline(runs, args.output, dtype=getattr(torch, args.dtype), weights=args.weights)
+    folder = assemble_pipeline(runs, args.output, dtype=getattr(torch, args.dtype), weights=args.weights,
+                               shape_decoder=args.shape_decoder)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     print(f"wrote {folder} ({size / 2**20:.1f} MiB)")
     return 0

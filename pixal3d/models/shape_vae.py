@@ -293,6 +293,21 @@ def widen_corner_head(tensors: dict[str, torch.Tensor], config: ShapeVAEConfig) 
     return out
 
 
+def narrow_corner_head(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A `"corners"` shape VAE's tensors -> the same VAE as an `"edges"` decoder: the output layer keeps its vertex
+    and edge rows and drops the 8 corner logits and the open logit (`widen_corner_head`'s inverse on that layer).
+
+    The edge rows of a corners run are trained on every voxel (`training.objectives`), with the corner target as an
+    auxiliary signal for the shared trunk, so the narrowed decoder is a complete edges decoder.
+    """
+    weight, bias = tensors["decoder.proj_out.weight"], tensors["decoder.proj_out.bias"]
+    if weight.shape[0] != 21 or bias.shape != (21,):
+        raise ValueError(f'the source decoder must be a "corners" decoder (21 outputs), got {tuple(weight.shape)}')
+    out = dict(tensors)
+    out["decoder.proj_out.weight"], out["decoder.proj_out.bias"] = weight[:12].clone(), bias[:12].clone()
+    return out
+
+
 def check_sorted_coords(coords: torch.Tensor, resolution: int) -> None:
     """Raise `ValueError` unless `coords [N, 4] int (b, i, j, k)` lie in `[0, R)` and are strictly key-sorted."""
     if coords.ndim != 2 or coords.shape[1] != 4:

@@ -10,6 +10,7 @@ encoder: the shipped recipe trains them with the same frozen encoder file (`make
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn as nn
 
 from pixal3d.encoder import EncoderConfig, ImageEncoder
 from pixal3d.errors import InputError
+from pixal3d.models.shape_vae import ShapeVAE, narrow_corner_head
 from pixal3d.presets import FLOWS, check_compatible, settings_from_flows, tiny_config
 from pixal3d.training.conditioned import flow_run_components, load_frozen_vae
 from pixal3d.weights import PipelineSettings, save_component, write_pipeline
@@ -42,7 +44,8 @@ def make_encoder_component(folder: str | Path, config: EncoderConfig | None = No
 
 
 def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: PipelineSettings | None = None,
-                      dtype: torch.dtype | None = torch.float16, weights: str = "ema") -> Path:
+                      dtype: torch.dtype | None = torch.float16, weights: str = "ema",
+                      shape_decoder: str | None = None) -> Path:
     """Collect six training runs into one pipeline folder, written atomically.
 
     Args:
@@ -52,7 +55,11 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
             (`settings_from_flows`).
         dtype: on-disk dtype of the weights (float16 halves the size; loading casts back to float32).
         weights: "ema" (the averaged weights, the usual choice) or "model".
+        shape_decoder: None keeps the shape VAE's decoder target as trained; "edges" writes a "corners" run as an
+            edges decoder (`as_edges_decoder`).
     """
+    if shape_decoder not in (None, "edges"):
+        raise InputError(f'assemble: shape_decoder must be None or "edges", got {shape_decoder!r}')
     missing = [name for name in RUN_COMPONENTS if name not in runs]
     if missing:
         raise InputError(f"assemble: no run given for {missing}; every one of {list(RUN_COMPONENTS)} is needed")
@@ -62,6 +69,8 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
     modules: dict[str, nn.Module] = {}
     for name in ("structure_vae", "shape_vae", "texture_vae"):
         modules[name] = load_frozen_vae(name, str(runs[name]), {}, weights, torch.device("cpu"))
+    if shape_decoder == "edges":
+        modules["shape_vae"] = as_edges_decoder(modules["shape_vae"])
     encoders: dict[str, nn.Module] = {}
     for name in FLOWS:
         parts = flow_run_components(runs[name], weights)
@@ -81,6 +90,18 @@ def assemble_pipeline(runs: dict[str, str | Path], out: str | Path, settings: Pi
     folder = write_pipeline(out, settings, modules, dtype)
     logger.info("assembled %s from %s", folder, {k: str(v) for k, v in runs.items()})
     return folder
+
+
+def as_edges_decoder(vae: ShapeVAE) -> ShapeVAE:
+    """The shape VAE `vae` with an `"edges"` decoder: itself when it has one, else a copy without the corner and
+    open outputs (`models.shape_vae.narrow_corner_head`). Encoder and latent space are unchanged, so the flows
+    trained on `vae`'s latents fit the result."""
+    if vae.config.decoder_target == "edges":
+        return vae
+    edges = ShapeVAE(replace(vae.config, decoder_target="edges"))
+    state = {k: v.float() for k, v in vae.state_dict().items()}
+    edges.load_state_dict(narrow_corner_head(state), strict=True)
+    return edges.eval().requires_grad_(False)
 
 
 def add_heads(base: str | Path, run: str | Path, out: str | Path, dtype: torch.dtype | None = torch.float16,

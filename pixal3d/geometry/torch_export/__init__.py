@@ -34,7 +34,10 @@ PADDING = 2
 
 
 class StepClock:
-    """Times consecutive steps, synchronising CUDA so each step's kernels are counted in it."""
+    """Times consecutive steps, synchronising the current CUDA stream so each step's kernels are counted in it.
+
+    Only the current stream, never the whole device: a batch exports on its own stream while the next image's
+    sampling may be capturing a CUDA graph on another, and a device-wide sync would break that capture."""
 
     def __init__(self, device: torch.device, timings: dict[str, float] | None = None) -> None:
         self.device, self.timings = device, timings if timings is not None else {}
@@ -43,7 +46,7 @@ class StepClock:
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
 
     def lap(self, step: str) -> None:
         self._sync()
