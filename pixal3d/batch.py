@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import nullcontext
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
