@@ -153,6 +153,28 @@ def test_shard_data_kind_reads_a_written_folder(vae_runs, tmp_path):
         train(dataclasses.replace(config, data=wrong, out_dir=str(tmp_path / "other")))
 
 
+def test_shard_workers_read_ahead_the_same_batches(tmp_path):
+    """Loader workers give the batches that the training process reads itself, in order, and the position counts
+    only the batches handed out (a resume continues after the last one trained on)."""
+    from pixal3d.training.config import DataConfig
+    from pixal3d.training.data import ShardSource
+
+    options = SampleOptions(image_size=32, resolution=64, coarse=16)
+    assert write_shards(procedural_units(3, 2), tmp_path / "data", options) is not None
+    config = DataConfig(kind="shards", root=str(tmp_path / "data"), image_size=32, resolution=64, coarse_resolution=16)
+    plain = ShardSource(config, batch_size=2)
+    expected = [plain.batch_at(p) for p in range(5)]  # 6 samples: position 3 starts the reshuffled epoch 2
+    ahead = ShardSource(dataclasses.replace(config, workers=2), batch_size=2)
+    ahead.load_state_dict({"position": 1, "samples": 6})
+    got = iter(ahead)
+    for want in expected[1:]:
+        batch = next(got)
+        assert batch["sample_ids"] == want["sample_ids"]
+        assert torch.equal(batch["image"], want["image"]) and torch.equal(batch["coords"], want["coords"])
+    assert ahead.state_dict()["position"] == 5
+    assert expected[0]["sample_ids"] != expected[1]["sample_ids"]
+
+
 def test_collate_builds_images_cameras_and_voxels():
     config = load_config(TrainConfig, CONFIGS / "structure_flow_micro.json").data
     source = ProceduralSource(config, batch_size=2)

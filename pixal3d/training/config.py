@@ -44,7 +44,8 @@ class DataConfig:
     seed_offset: int = 0
     """Procedural: first asset seed (hold out a range for evaluation by starting elsewhere)."""
     workers: int = 0
-    """Procedural: DataLoader worker processes making samples (0: in the training process)."""
+    """DataLoader worker processes (0: all in the training process). Procedural: they make the samples. Shards: they
+    read and collate the next batches while the model trains (the same batches in the same order)."""
     engine_device: Literal["cpu", "cuda"] = "cpu"
     """Procedural: where the workers render and voxelise ("cuda": the rank's GPU, spawned workers)."""
     engine_batch: int | None = None

@@ -17,13 +17,14 @@ the `r`-th slice of every global batch).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from pixal3d.data.dataset import ProceduralStream, ShardDataset
 from pixal3d.data.samples import Sample
@@ -153,9 +154,32 @@ class ShardSource:
             self._perm = (epoch, torch.randperm(n, generator=gen))
         return int(self._perm[1][i])
 
+    def batch_at(self, position: int) -> dict[str, Any]:
+        """The collated batch this rank draws at batch `position` (a pure function of the position)."""
+        start = (position * self.world_size + self.rank) * self.batch_size
+        return collate_samples([self.dataset[self._index(g)] for g in range(start, start + self.batch_size)])
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        while True:
-            start = (self.position * self.world_size + self.rank) * self.batch_size
-            samples = [self.dataset[self._index(g)] for g in range(start, start + self.batch_size)]
+        """Batches from `position` on. With `config.workers`, DataLoader workers read and collate the next batches
+        while the model trains (in order: the same batches as without workers); `position` counts the batches
+        handed to the loop, so a checkpoint resumes after the last batch trained on, never after one read ahead."""
+        if not self.config.workers:
+            while True:
+                batch = self.batch_at(self.position)
+                self.position += 1
+                yield batch
+        loader = DataLoader(_ShardBatches(self), sampler=itertools.count(self.position), batch_size=None,
+                            num_workers=self.config.workers, prefetch_factor=2)
+        for batch in loader:
             self.position += 1
-            yield collate_samples(samples)
+            yield batch
+
+
+class _ShardBatches(Dataset):
+    """`ShardSource.batch_at` as a map-style dataset, so DataLoader workers can make batches by position."""
+
+    def __init__(self, source: ShardSource) -> None:
+        self.source = source
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        return self.source.batch_at(position)
