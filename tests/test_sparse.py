@@ -110,10 +110,13 @@ def test_sparse_conv_backward_and_chunks():
         assert torch.allclose(full(x).feats, y.feats, atol=1e-6)
 
 
+@pytest.mark.parametrize("keep_columns", [True, False])
 @pytest.mark.parametrize("kernel_size", [3, 5])
-def test_sparse_conv_gradients_equal_the_dense_conv3d_gradients(kernel_size):
-    """The training path's backward (a gather over the mirrored table, no scatter) gives the dense conv's gradients
-    for the input at the active voxels and for the weight and bias."""
+def test_sparse_conv_gradients_equal_the_dense_conv3d_gradients(kernel_size, keep_columns, monkeypatch):
+    """The training path's backward (the mirrored kernel over the same table, no scatter; the forward's columns
+    kept or gathered again) gives the dense conv's gradients for the input at the active voxels, the weight and
+    the bias."""
+    monkeypatch.setattr("pixal3d.sparse.KEEP_COLUMNS", keep_columns)
     x, grid = random_sparse(batch=2, resolution=7, channels=4, fill=0.4, seed=3)
     conv = SparseConv3d(4, 3, kernel_size=kernel_size)
     feats = x.feats.clone().requires_grad_(True)
