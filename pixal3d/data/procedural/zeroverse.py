@@ -8,6 +8,7 @@ scales the longest side to `EXTENT`. Booleans go through manifold3d (imported wh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -26,6 +27,7 @@ from pixal3d.data.procedural.parts import (
     smooth_noise,
     sphere,
     sweep,
+    torus,
     translate,
 )
 from pixal3d.errors import InputError
@@ -33,16 +35,20 @@ from pixal3d.errors import InputError
 Primitive = Literal["box", "cylinder", "sphere", "cone", "torus"]
 PRIMITIVES: tuple[Primitive, ...] = ("box", "cylinder", "sphere", "cone", "torus")
 
+EXTENT = 0.95
+"""`pixal3d.data.procedural.EXTENT` (the normalised longest side), repeated here to avoid an import cycle."""
+
 WIRE_RADIUS_MIN = 0.0065
 """Smallest wire radius after normalisation to `EXTENT` (volume units): 1.66 voxels across at R = 128."""
 
 
 # ------------------------------------------------------------------------------------------- height fields
 def height_field(points: np.ndarray, rng: np.random.Generator, size: float) -> np.ndarray:
-    """A random smooth field in [-1, 1] at `points` [N, 3] (object units, feature size ~ `size`):
-    waves, ridges (creased crests), bumps (positive blobs) or terraces (quantised levels)."""
+    """A random smooth field in [-1, 1] at `points` [N, 3] (object units, feature size ~ `size`), reaching +-1
+    over the points: waves, ridges (creased crests), bumps (positive blobs) or terraces (quantised levels)."""
     kind = str(rng.choice(["waves", "ridges", "bumps", "terraces"]))
-    n = np.clip(smooth_noise(points / size, rng, octaves=int(rng.integers(1, 4)), freq=rng.uniform(0.8, 2.2)), -1, 1)
+    n = smooth_noise(points / size, rng, octaves=int(rng.integers(1, 4)), freq=rng.uniform(0.8, 2.2))
+    n = n / max(float(np.abs(n).max()), 1e-9)  # full range on every side, so the relief always shows
     if kind == "ridges":
         return 1.0 - 2.0 * np.abs(n)
     if kind == "bumps":
@@ -92,7 +98,10 @@ def _profile_normals(piece: np.ndarray) -> np.ndarray:
     """Outward 2D normals (r, y) of a profile piece [P, 2]: the right-hand side of the walking direction."""
     d = np.gradient(piece, axis=0)
     n = np.stack([d[:, 1], -d[:, 0]], 1)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    pole = np.abs(piece[:, 0]) < 1e-9  # on the axis the normal is +-y, or the pole's copies would split apart
+    n[pole] = np.c_[np.zeros(pole.sum()), np.sign(n[pole, 1])]
+    return n
 
 
 def displaced_revolve(pieces: list[np.ndarray], rng: np.random.Generator, amplitude: float, size: float,
@@ -344,27 +353,59 @@ def _smooth_curve(points: np.ndarray, samples: int) -> np.ndarray:
     return 0.5 * (2 * p1 + (p2 - p0) * f + (2 * p0 - 5 * p1 + 4 * p2 - p3) * f**2 + (3 * p1 - p0 - 3 * p2 + p3) * f**3)
 
 
-def _circle(centre: np.ndarray, radius: float, angles: tuple[float, float, float], n: int = 48) -> np.ndarray:
-    """A closed circle polyline [n + 2, 3] (the first two points repeated so the swept ends overlap)."""
-    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    pts = Geom(np.stack([radius * np.cos(a), np.zeros(n), radius * np.sin(a)], 1), np.zeros((0, 3), np.int64),
-               np.zeros((n, 2)))
-    for axis, angle in zip(("x", "y", "z"), angles, strict=True):
-        pts = rotate(pts, axis, angle)
-    return np.concatenate([pts.vertices, pts.vertices[:2]]) + centre
+@dataclass(frozen=True)
+class Ring:
+    """A circular wire: centre [3], radius of the circle, and rotations (radians) about x, y, z in that order of a
+    circle lying in the xz plane."""
+
+    centre: np.ndarray
+    radius: float
+    angles: tuple[float, float, float]
+
+    def place(self, g: Geom) -> Geom:
+        """`g`, built around the y axis at the origin, turned and moved like this ring."""
+        for axis, angle in zip(("x", "y", "z"), self.angles, strict=True):
+            g = rotate(g, axis, angle)
+        return translate(g, self.centre)
+
+    def points(self, n: int = 48) -> np.ndarray:
+        """[n, 3] points on the circle (the torus's own segment angles)."""
+        a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        flat = np.stack([self.radius * np.sin(a), np.zeros(n), self.radius * np.cos(a)], 1)
+        return self.place(Geom(flat, np.zeros((0, 3), np.int64), np.zeros((n, 2)))).vertices
 
 
-def wire_layout(rng: np.random.Generator) -> tuple[str, list[np.ndarray], list[np.ndarray]]:
-    """Centrelines of a wire structure in about [-0.5, 0.5]^3: (kind, polylines [K_i, 3], joint points [3])."""
+@dataclass(frozen=True)
+class WireLayout:
+    """Centrelines of a wire structure in about [-0.5, 0.5]^3 (object units)."""
+
+    kind: str
+    """curves, lattice, rings, cage or helix."""
+    lines: list[np.ndarray]
+    """Open polylines [K_i, 3] (K = 2: a straight rod)."""
+    rings: list[Ring]
+    """Closed circular wires (tori)."""
+    joints: list[np.ndarray]
+    """Points [3] that get a ball (lattice nodes)."""
+
+    def points(self) -> np.ndarray:
+        """[P, 3] every centreline point (the layout's extent)."""
+        return np.concatenate(self.lines + [r.points() for r in self.rings] + [np.zeros((0, 3))]
+                              + ([np.stack(self.joints)] if self.joints else []))
+
+
+def wire_layout(rng: np.random.Generator) -> WireLayout:
+    """A random wire structure: smooth curves, a jittered lattice, interlocked rings, a bird cage or a helix."""
     kind = str(rng.choice(["curves", "lattice", "rings", "cage", "helix"]))
-    lines, joints = [], []
+    lines: list[np.ndarray] = []
+    rings: list[Ring] = []
+    joints: list[np.ndarray] = []
     if kind == "curves":
         for _ in range(int(rng.integers(2, 7))):
             lines.append(_smooth_curve(rng.uniform(-0.5, 0.5, (int(rng.integers(3, 7)), 3)), 48))
     elif kind == "lattice":
         n = rng.integers(2, 5, 3)
-        axes = [np.linspace(-0.5, 0.5, k) for k in n]
-        nodes = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
+        nodes = np.stack(np.meshgrid(*[np.linspace(-0.5, 0.5, k) for k in n], indexing="ij"), -1)
         nodes += rng.normal(0, 0.04, nodes.shape)
         keep = rng.uniform(0.55, 0.95)
         for axis in range(3):
@@ -374,9 +415,9 @@ def wire_layout(rng: np.random.Generator) -> tuple[str, list[np.ndarray], list[n
                     lines.append(np.stack([p, q]))
         if rng.uniform() < 0.6:
             joints = list(nodes.reshape(-1, 3))
-    elif kind == "rings":
+    elif kind == "rings":  # an armillary sphere: rings of similar size turned every way
         for _ in range(int(rng.integers(2, 6))):
-            lines.append(_circle(rng.normal(0, 0.05, 3), rng.uniform(0.25, 0.5), tuple(rng.uniform(0, np.pi, 3))))
+            rings.append(Ring(rng.normal(0, 0.05, 3), rng.uniform(0.25, 0.5), tuple(rng.uniform(0, np.pi, 3))))
     elif kind == "cage":
         radius, height = rng.uniform(0.25, 0.5), rng.uniform(0.6, 1.0)
         bulge = rng.uniform(0.0, 0.6)
@@ -385,23 +426,22 @@ def wire_layout(rng: np.random.Generator) -> tuple[str, list[np.ndarray], list[n
         for a in np.linspace(0, 2 * np.pi, int(rng.integers(4, 11)), endpoint=False):
             lines.append(np.stack([r * np.sin(a), y, r * np.cos(a)], 1))
         for k in np.linspace(0, len(y) - 1, int(rng.integers(2, 5))).astype(np.int64):
-            lines.append(_circle(np.array([0.0, y[k], 0.0]), r[k], (0.0, 0.0, 0.0)))
-    else:  # helix: a spring around an optional central post
+            rings.append(Ring(np.array([0.0, y[k], 0.0]), float(r[k]), (0.0, 0.0, 0.0)))
+    else:  # helix: a spring, sometimes around a central post
         turns, radius, height = rng.uniform(2, 6), rng.uniform(0.15, 0.4), rng.uniform(0.6, 1.0)
         t = np.linspace(0, 1, int(turns * 32))
         lines.append(np.stack([radius * np.cos(2 * np.pi * turns * t), height * (t - 0.5),
                                radius * np.sin(2 * np.pi * turns * t)], 1))
         if rng.uniform() < 0.5:
             lines.append(np.array([[0, -height / 2, 0], [0, height / 2, 0]], dtype=np.float64))
-    return kind, lines, joints
+    return WireLayout(kind, lines, rings, joints)
 
 
 def wireframe(rng: np.random.Generator) -> list[Part]:
-    """Thin wires (smooth curves, a jittered lattice, interlocked rings, a bird cage or a helix), optionally on a
-    small base; the wire radius is chosen after the layout so that it is at least `WIRE_RADIUS_MIN` once the
-    object is normalised (joints up to 1.6x the wire radius)."""
-    kind, lines, joints = wire_layout(rng)
-    pts = np.concatenate(lines + [np.zeros((0, 3))] + ([np.stack(joints)] if joints else []))
+    """Thin wires (`wire_layout`), optionally on a small base. The wire radius is chosen after the layout so that
+    it is at least `WIRE_RADIUS_MIN` once the object is normalised (joint balls up to 1.6x the wire radius)."""
+    layout = wire_layout(rng)
+    pts = layout.points()
     lo, hi = pts.min(0), pts.max(0)
     parts: list[Part] = []
     if rng.uniform() < 0.5:  # a small base under the wires
@@ -416,17 +456,18 @@ def wireframe(rng: np.random.Generator) -> list[Part]:
     extent = float((hi - lo).max())
     target = rng.uniform(WIRE_RADIUS_MIN, 2.2 * WIRE_RADIUS_MIN)
     joint = 1.6
-    # After `assemble`, radius r becomes r * EXTENT / (extent + 2 * joint * r) at worst (0.95 = EXTENT).
-    r = target * extent / (0.95 - 2 * joint * target)
+    # `assemble` maps radius r to at least r * EXTENT / (extent + 2 * joint * r); solve that for `target`.
+    r = target * extent / (EXTENT - 2 * joint * target)
+    wires = [rod(p[0], p[1], r, 12) if len(p) == 2 else sweep(p, r, 12) for p in layout.lines]
+    wires += [ring.place(torus(ring.radius, r, 48, 12)) for ring in layout.rings]
     wire_mat = M.metal(rng) if rng.uniform() < 0.6 else M.plastic(rng)
-    tubes = [rod(p[0], p[1], r, 12) if len(p) == 2 else sweep(p, r, 12) for p in lines]
-    if kind in ("rings", "curves") and rng.uniform() < 0.5:  # each wire its own material
-        parts += [Part(f"wire{i}", t, random_material(rng)) for i, t in enumerate(tubes)]
+    if layout.kind in ("rings", "curves") and rng.uniform() < 0.5:  # each wire its own material
+        parts += [Part(f"wire{i}", w, random_material(rng)) for i, w in enumerate(wires)]
     else:
-        parts.append(Part("wire", merge(tubes), wire_mat))
-    if joints:
+        parts.append(Part("wire", merge(wires), wire_mat))
+    if layout.joints:
         jr = r * rng.uniform(1.2, joint)
-        parts.append(Part("wire_joints", merge([translate(sphere(jr, 12, 6), p) for p in joints]),
+        parts.append(Part("wire_joints", merge([translate(sphere(jr, 12, 6), p) for p in layout.joints]),
                           M.metal(rng) if rng.uniform() < 0.5 else wire_mat))
     return parts
 
@@ -436,4 +477,4 @@ ZEROVERSE_FAMILIES = {"primitive_stack": primitive_stack, "cut_block": cut_block
 
 __all__ = ["PRIMITIVES", "WIRE_RADIUS_MIN", "ZEROVERSE_FAMILIES", "block_and_cutters", "cut_block",
            "displaced_box", "displaced_primitive", "displaced_revolve", "height_field", "primitive_stack",
-           "solid", "to_geom", "weld", "wire_layout", "wireframe"]
+           "solid", "to_geom", "weld", "wire_layout", "wireframe", "Ring", "WireLayout"]
