@@ -12,12 +12,11 @@ import hashlib
 
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from pixal3d.cli import main
 from pixal3d.data import procedural
-from pixal3d.data.dataset import ProceduralStream
+from pixal3d.data.dataset import ProceduralStream, ShardDataset
 from pixal3d.data.procedural import FAMILIES, FAMILY_SETS, generate, procedural_asset_id
 from pixal3d.data.procedural import parts as P
 from pixal3d.data.procedural import zeroverse as Z
@@ -25,6 +24,7 @@ from pixal3d.data.samples import make_sample, view_generator
 from pixal3d.data.units import SampleOptions, load_source, procedural_units
 from pixal3d.errors import InputError
 from pixal3d.training.config import DataConfig
+from pixal3d.training.data import ProceduralSource
 
 NEW = tuple(Z.ZEROVERSE_FAMILIES)
 WIRE_SEEDS = (0, 1, 4, 11, 21)
@@ -232,4 +232,19 @@ def test_stream_takes_the_family_set_and_resumes_only_with_it() -> None:
     ProceduralStream(options, views=1).load_state_dict(old)  # a checkpoint from before family sets: classic
     with pytest.raises(InputError, match="family_set"):
         ProceduralStream(options, views=1, family_set="all").load_state_dict(old)
-    assert torch.is_tensor(sample.image)
+    source = ProceduralSource(DataConfig(kind="procedural", image_size=64, resolution=64, coarse_resolution=16,
+                                         families="all"), batch_size=1)
+    assert source.stream.family_set == "all" and source.state_dict()["family_set"] == "all"
+
+
+def test_cli_generates_shards_of_a_family_set(tmp_path) -> None:
+    out = tmp_path / "data"
+    args = ["data", "generate", "--procedural", "1", "--views", "1", "--seed-offset", "21", "--families", "all",
+            "--size", "32", "--resolution", "64", "--coarse", "16", "-o", str(out)]
+    assert main(args) == 0
+    dataset = ShardDataset(out)
+    assert [dataset.sample_id(i) for i in range(len(dataset))] == ["proc-all-00000021/0"]
+    assert main(args) == 0 and len(ShardDataset(out)) == 1  # resumed: already done
+    glb = tmp_path / "wire.glb"
+    assert main(["data", "procedural", "--seed", "21", "--families", "all", "-o", str(glb)]) == 0
+    assert len(trimesh.load(glb, force="scene").geometry) == len(generate(21, family="wireframe").scene.geometry)
