@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from trimesh.visual.material import PBRMaterial
 
 import pixal3d.data.procedural.materials as M
 from pixal3d.data.procedural.parts import (
@@ -170,7 +171,7 @@ def random_rotation(g: Geom, rng: np.random.Generator) -> Geom:
     return g
 
 
-def random_material(rng: np.random.Generator) -> object:
+def random_material(rng: np.random.Generator) -> PBRMaterial:
     """Mostly `any_surface`, sometimes a decal, rubber, brick or glass."""
     roll = rng.uniform()
     if roll < 0.8:
