@@ -89,7 +89,8 @@ def make_pool(config: TrainConfig, count: int, rank: int, world: int, device: to
     """This rank's first `count` stream samples (made on `device`) and the seconds it took."""
     d = config.data
     options = SampleOptions(image_size=d.image_size, resolution=d.resolution, coarse=d.coarse_resolution, seed=d.seed)
-    stream = ProceduralStream(options, d.views, d.seed_offset, rank=rank, world_size=world, device=str(device))
+    stream = ProceduralStream(options, d.views, d.seed_offset, rank=rank, world_size=world, device=str(device),
+                              family_set=d.families)
     stream.make(0)  # warm-up: first-call costs (kernels, caches) are not the steady-state rate
     _sync(device)
     start = time.perf_counter()

@@ -1,5 +1,8 @@
 """Contact sheet of procedural objects: `python scripts/procedural_sheet.py [-o docs/images/procedural.png]`.
 
+`--families zeroverse -o docs/images/procedural_zeroverse.png` draws only the Zeroverse-style families (any
+`FAMILY_SETS` name works; seed s shows the object `pixal3d data generate --families NAME` makes of seed s).
+
 Renders seeds 0..N-1 with the real renderer (`pixal3d.render`): a 30-degree camera from a 3/4 view above the
 front (azimuth 35 degrees, elevation 22 degrees), aimed so the object's 2D bounding box is centred and fills
 85 % of the tile, the default lighting (environment + key light), composited on a light grey gradient.
@@ -43,13 +46,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=32)
     parser.add_argument("--cols", type=int, default=8)
     parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--families", default="classic", help="family set (default classic)")
     args = parser.parse_args()
     rows = -(-args.count // args.cols)
     sheet = Image.new("RGB", (args.cols * args.size, rows * args.size), "white")
     draw = ImageDraw.Draw(sheet)
     start = time.perf_counter()
     for seed in range(args.count):
-        obj = generate(seed)
+        obj = generate(seed, family_set=args.families)
         x, y = (seed % args.cols) * args.size, (seed // args.cols) * args.size
         sheet.paste(render_tile(obj.scene, args.size), (x, y))
         draw.text((x + 4, y + 3), f"{seed}: {obj.family}", fill=(30, 30, 30))

@@ -28,19 +28,27 @@ def _add_data_procedural(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "procedural",
         help="export one seeded procedural PBR object as a GLB",
-        description="Build the procedural object of SEED (family = FAMILIES[seed % count] unless --family) "
-        "inside the unit cube, y up, and write it as a binary glTF with PBR materials.",
+        description="Build the procedural object of SEED (family = the family set's families[seed % count] "
+        "unless --family) inside the unit cube, y up, and write it as a binary glTF with PBR materials.",
     )
     p.add_argument("--seed", type=int, required=True, help="integer >= 0")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .glb path (written atomically)")
-    p.add_argument("--family", default=None, help="force a family (e.g. chair, mug, car); default: the seed's")
+    p.add_argument("--family", default=None, help="force a family (e.g. chair, mug, car, cut_block); default: "
+                   "the seed's")
+    _add_families(p)
     p.set_defaults(func=_run_data_procedural)
+
+
+def _add_families(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--families", default="classic", metavar="SET",
+                   help="procedural family set: classic (the 19 original families, default; seeds keep their "
+                   "objects), zeroverse (primitive_stack, cut_block, wireframe) or all (classic + zeroverse)")
 
 
 def _run_data_procedural(args: argparse.Namespace) -> int:
     from pixal3d.data.procedural import export_glb, generate
 
-    obj = generate(args.seed, family=args.family)
+    obj = generate(args.seed, family=args.family, family_set=args.families)
     export_glb(obj, args.output)
     print(f"wrote {args.output} ({obj.family}, seed {obj.seed}, {len(obj.scene.geometry)} parts)")
     return 0
@@ -50,15 +58,16 @@ def _add_data_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="render + align + voxelise procedural objects into sample shards",
-        description="Make K view-aligned training samples of each of N procedural objects (seeds O..O+N-1) and "
-        "write them as safetensors shards with a JSON index to DIR. Resumable: rerun the same command to finish "
-        "an interrupted run.",
+        description="Make K view-aligned training samples of each of N procedural objects (seeds O..O+N-1 of "
+        "the family set --families) and write them as safetensors shards with a JSON index to DIR. Resumable: "
+        "rerun the same command to finish an interrupted run.",
     )
     p.add_argument("--procedural", type=int, required=True, metavar="N", help="number of procedural objects")
     p.add_argument("--views", type=int, default=4, metavar="K", help="views per object (default 4)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="data folder")
     _add_sample_options(p)
     p.add_argument("--seed-offset", type=int, default=0, metavar="O", help="first procedural seed (default 0)")
+    _add_families(p)
     p.set_defaults(func=_run_data_generate)
 
 
@@ -95,7 +104,7 @@ def _run_data_generate(args: argparse.Namespace) -> int:
     from pixal3d.data.shards import write_shards
     from pixal3d.data.units import procedural_units
 
-    units = procedural_units(args.procedural, args.views, args.seed_offset)
+    units = procedural_units(args.procedural, args.views, args.seed_offset, family_set=args.families)
     summary = write_shards(units, args.output, _sample_options(args), workers=args.workers, rank=args.rank,
                            world_size=args.world_size, device=args.device, batch=args.batch)
     return _print_summary(summary, args.output)

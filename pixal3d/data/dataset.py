@@ -5,7 +5,7 @@ item `i` is a `Sample`. A missing or corrupt shard or tensor raises `InputError`
 
 `ProceduralStream` is an endless `IterableDataset` of procedural samples, so a fresh machine trains without stored
 data. Stream position `n` (per rank) maps to global item `g = n * world_size + rank`, asset seed
-`seed_offset + g // views` and view `g % views`. DataLoader worker `w` of `W` makes the positions
+`seed_offset + g // views` (of the stream's family set, "classic" by default) and view `g % views`. DataLoader worker `w` of `W` makes the positions
 `n = start + w, start + w + W, ...`; with `batch_size=None` (the training loop batches) the loader interleaves
 workers round-robin, so the consumer sees positions `start, start + 1, ...` in order. Every sample carries its
 `stream_index`; after consuming sample `x`, `stream.consumed(x)` (or `load_state_dict({"next_index": ...})` in a
@@ -30,7 +30,7 @@ from pixal3d.data.align import ViewDoesNotFitError
 from pixal3d.data.samples import Sample, make_sample, view_generator
 from pixal3d.data.shard_format import FIELDS, SHARD_FORMAT, read_indexes, sample_from_tensors
 from pixal3d.data.shards import gpu_worker_setup
-from pixal3d.data.units import SampleOptions, WorkUnit, engine_batch, make_units
+from pixal3d.data.units import SampleOptions, engine_batch, make_units, procedural_unit
 from pixal3d.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class ProceduralStream(IterableDataset):
         batch: positions a worker makes together (views of B assets rendered and voxelised together); the
             samples do not change, only the kernel launches per sample and the memory per worker. None:
             `engine_batch` (8 on a GPU, 1 on the CPU).
+        family_set: the procedural families the seeds map to (`pixal3d.data.procedural.FAMILY_SETS`).
     """
 
     def __init__(
@@ -104,8 +105,12 @@ class ProceduralStream(IterableDataset):
         device: str = "cpu",
         limit: int | None = None,
         batch: int | None = None,
+        family_set: str = "classic",
     ) -> None:
         super().__init__()
+        from pixal3d.data.procedural import check_family_set
+
+        self.family_set = check_family_set(family_set)
         dist = torch.distributed
         ready = dist.is_available() and dist.is_initialized()
         self.rank = rank if rank is not None else (dist.get_rank() if ready else 0)
@@ -125,20 +130,21 @@ class ProceduralStream(IterableDataset):
 
     def make(self, position: int) -> Sample:
         """The sample at a stream position (deterministic: the same position gives the same bytes)."""
-        from pixal3d.data.procedural import generate
+        from pixal3d.data.procedural import generate, procedural_asset_id
 
         seed, view = self.item(position)
-        asset_id = f"proc-{seed:08d}"
+        asset_id = procedural_asset_id(seed, self.family_set)
+        scene = generate(seed, family_set=self.family_set).scene
         try:
             sample = make_sample(
-                generate(seed).scene, view_generator(asset_id, view, self.options.seed), self.options.image_size,
+                scene, view_generator(asset_id, view, self.options.seed), self.options.image_size,
                 self.options.resolution, self.options.coarse, asset_id=asset_id, view=view, device=self.device,
             )
         except ViewDoesNotFitError as err:
             # Still deterministic: the same position always fails, and its replacement is the next view seed.
             logger.warning("%s; drawing view %d with another view seed", err, view)
             sample = make_sample(
-                generate(seed).scene, view_generator(asset_id, view, self.options.seed + 1),
+                scene, view_generator(asset_id, view, self.options.seed + 1),
                 self.options.image_size, self.options.resolution, self.options.coarse, asset_id=asset_id,
                 view=view, device=self.device,
             )
@@ -150,7 +156,7 @@ class ProceduralStream(IterableDataset):
         units = []
         for position in positions:
             seed, view = self.item(position)
-            units.append(WorkUnit(f"procedural:{seed}", f"proc-{seed:08d}", (view, view + 1)))
+            units.append(procedural_unit(seed, (view, view + 1), self.family_set))
         samples = []
         for position, result in zip(positions, make_units(units, self.options, self.device), strict=True):
             # A view that never fits (or a bad asset): `make` redraws it with another view seed (or raises).
@@ -185,12 +191,15 @@ class ProceduralStream(IterableDataset):
     def state_dict(self) -> dict[str, object]:
         """The data position and the settings it depends on (JSON-able; goes in the checkpoint)."""
         return {"next_index": self.next_index, "views": self.views, "seed_offset": self.seed_offset,
-                "world_size": self.world_size, "options": json.loads(json.dumps(self.options.__dict__))}
+                "world_size": self.world_size, "options": json.loads(json.dumps(self.options.__dict__)),
+                "family_set": self.family_set}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        """Resume at `state["next_index"]`; the settings must match (else the positions mean other samples)."""
+        """Resume at `state["next_index"]`; the settings must match (else the positions mean other samples).
+        A state without "family_set" (written before family sets existed) means "classic"."""
         mine = self.state_dict()
-        for key in ("views", "seed_offset", "world_size", "options"):
+        state = {"family_set": "classic", **state}
+        for key in ("views", "seed_offset", "world_size", "options", "family_set"):
             if state.get(key) != mine[key]:
                 raise InputError(f"stream state has {key}={state.get(key)!r}, this stream {mine[key]!r}; resume "
                                  "with the same data settings")

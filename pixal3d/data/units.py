@@ -15,6 +15,7 @@ import torch
 
 from pixal3d.data.align import ViewDoesNotFitError, ViewRequest, align_views, used_points
 from pixal3d.data.ingest import asset_id_of, find_meshes, load_asset
+from pixal3d.data.procedural import check_family_set, procedural_asset_id
 from pixal3d.data.samples import AssetViews, Sample, check_sample_options, view_generator, voxelise_assets
 from pixal3d.errors import InputError
 from pixal3d.geometry.dual_grid import BadItemError
@@ -30,8 +31,10 @@ class WorkUnit:
     """One asset and a half-open range of its views; the unit of resumption.
 
     Attributes:
-        source: "procedural:<seed>" or a mesh file path.
-        asset_id: the id samples carry ("proc-00000012", "mesh-chair").
+        source: "procedural:<seed>" (classic families), "procedural:<family set>:<seed>" (e.g. "procedural:all:12",
+            `pixal3d.data.procedural.FAMILY_SETS`) or a mesh file path.
+        asset_id: the id samples carry ("proc-00000012", "proc-all-00000012", "mesh-chair"); the family set is
+            part of it, so a data folder never mistakes one set's asset for another's on resume.
         views: `(start, stop)` view indices.
     """
 
@@ -61,19 +64,27 @@ class SampleOptions:
     seed: int = 0
 
 
-def procedural_units(count: int, views: int, seed_offset: int = 0) -> list[WorkUnit]:
-    """`count` procedural assets (seeds `seed_offset ..`), one unit of `views` views each."""
+def procedural_unit(seed: int, views: tuple[int, int], family_set: str = "classic") -> WorkUnit:
+    """The unit of procedural asset `seed` of `family_set` (a `FAMILY_SETS` name) and views `[start, stop)`."""
+    source = f"procedural:{seed}" if family_set == "classic" else f"procedural:{family_set}:{seed}"
+    return WorkUnit(source, procedural_asset_id(seed, family_set), views)
+
+
+def procedural_units(count: int, views: int, seed_offset: int = 0, family_set: str = "classic") -> list[WorkUnit]:
+    """`count` procedural assets (seeds `seed_offset ..` of `family_set`), one unit of `views` views each."""
     if count < 0 or views < 1 or seed_offset < 0:
         raise InputError(f"need count >= 0, views >= 1, seed_offset >= 0; got {count}, {views}, {seed_offset}")
-    return [WorkUnit(f"procedural:{s}", f"proc-{s:08d}", (0, views)) for s in range(seed_offset, seed_offset + count)]
+    check_family_set(family_set)
+    return [procedural_unit(s, (0, views), family_set) for s in range(seed_offset, seed_offset + count)]
 
 
 def load_source(source: str) -> object:
-    """A unit's asset: "procedural:<seed>" -> the procedural scene; a path -> `ingest.load_asset`."""
+    """A unit's asset: "procedural:[<family set>:]<seed>" -> the procedural scene; a path -> `ingest.load_asset`."""
     if source.startswith("procedural:"):
         from pixal3d.data.procedural import generate
 
-        return generate(int(source.split(":", 1)[1])).scene
+        *family_set, seed = source.split(":")[1:]
+        return generate(int(seed), family_set=family_set[0] if family_set else "classic").scene
     return load_asset(Path(source))
 
 

@@ -43,6 +43,10 @@ class DataConfig:
     """Procedural: views rendered per procedural asset."""
     seed_offset: int = 0
     """Procedural: first asset seed (hold out a range for evaluation by starting elsewhere)."""
+    families: str = "classic"
+    """Procedural: the family set the seeds map to (`pixal3d.data.procedural.FAMILY_SETS`): "classic" (the 19
+    original families), "zeroverse" (height-fielded primitive stacks, cut blocks, wires) or "all" (both). The
+    default held-out set stays classic, so its numbers compare across runs."""
     workers: int = 0
     """DataLoader worker processes (0: all in the training process). Procedural: they make the samples. Shards: they
     read and collate the next batches while the model trains (the same batches in the same order)."""
@@ -68,6 +72,13 @@ class DataConfig:
             raise InputError(
                 f"data: coarse_resolution ({self.coarse_resolution}) must divide resolution ({self.resolution})"
             )
+        from pixal3d.data.procedural import FAMILY_SETS  # here: the config module stays light to import
+
+        if self.families not in FAMILY_SETS:
+            raise InputError(f'data: "families" must be one of {", ".join(FAMILY_SETS)}; got {self.families!r}')
+        if self.families != "classic" and self.kind != "procedural":
+            raise InputError(f'data: "families" applies to kind "procedural" only (shards keep the families they '
+                             f'were made from); got families {self.families!r} with kind {self.kind!r}')
         if self.engine_batch is not None and self.engine_batch < 1:
             raise InputError(f"data: engine_batch must be >= 1, got {self.engine_batch}")
         if self.max_primitives < 1 or self.num_objects < 0:

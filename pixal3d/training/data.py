@@ -73,7 +73,7 @@ class ProceduralSource:
             raise InputError('data.engine_device is "cuda" but CUDA is not available; use "cpu"')
         self.config, self.batch_size = config, batch_size
         self.stream = ProceduralStream(options, config.views, config.seed_offset, rank=rank, world_size=world_size,
-                                       device=str(engine), batch=config.engine_batch)
+                                       device=str(engine), batch=config.engine_batch, family_set=config.families)
 
     def state_dict(self) -> dict[str, object]:
         return self.stream.state_dict()

@@ -38,7 +38,8 @@ def heldout_data_config(config: TrainConfig, device: torch.device | str = "cpu")
     The default for procedural and shard data is procedural objects from seed `HELDOUT_SEED_OFFSET` on, one view
     each (distinct objects), at the training data's sizes, made once in the training process on `device` (the
     run's device; one engine process made about 5 samples/s at S = 512, R_hr = 256 on an H100, so a tiny run's
-    64 samples take seconds, but minutes on a CPU); for synthetic data, the next synthetic seed.
+    64 samples take seconds, but minutes on a CPU); for synthetic data, the next synthetic seed. The default set
+    uses the classic families whatever `data.families` is, so held-out numbers stay comparable across runs.
     """
     if config.heldout_data is not None:
         return config.heldout_data
