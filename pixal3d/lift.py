@@ -27,12 +27,13 @@ the silhouette's edge). Where the depth is missing (non-finite or <= 0: no surfa
 the silhouette or the image, the signed distance is 0 and the three indicators are 0: a "no surface" state.
 
 **Batched, without host syncs.** A whole batch is lifted at once: each voxel gathers its own camera's constants
-(world-to-camera matrix, focal length, image side; float32) by its batch index, and each map is sampled by a gather
-of its four bilinear neighbours from the map's rows flattened to `[B*H*W, C]` (offset `b*H*W`); the depth and alpha
-maps likewise at the nearest pixel. No Python loop over the batch, no `nonzero`, no data-dependent shape: on a GPU a
-training batch's lift only queues work. Cameras of one batch may differ in FoV, distance, pose and image side.
-float64 maps are interpolated in float64, all others in float32 (half-precision rows are upcast after the gather, at
-float32 coordinates, on every device); results are cast back to each map's dtype.
+(world-to-camera matrix, focal length, image side; float32) by its batch index, and each map is sampled as the
+weighted sum of its four bilinear neighbours (`embedding_bag`) from its rows flattened to `[B*H*W, C]` (offset
+`b*H*W`); the depth and alpha maps likewise at the nearest pixel. No Python loop over the batch, no `nonzero`, no
+data-dependent shape: on a GPU a training batch's lift only queues work. Cameras of one batch may differ in FoV,
+distance, pose and image side. float64 maps are interpolated in float64, all others in float32 at float32
+coordinates, on every device (a flattened float32 copy of half-precision maps lives for the call); results are cast
+back to each map's dtype.
 
 Two paths, numerically identical at the same voxels (both run the batched lift):
 - `lift_dense`: every voxel of an `R^3` grid -> `[B, C_out, R, R, R]` (stage 1's small grids only).
@@ -46,6 +47,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from pixal3d.camera import Camera, coords_to_centers
 from pixal3d.encoder import FeatureMaps
@@ -153,22 +155,30 @@ def _camera_table(cams: Sequence[Camera], device: torch.device) -> torch.Tensor:
     return to_device(torch.stack([rows[id(cam)] for cam in cams]), device)  # pinned, non-blocking: no sync
 
 
+def _sample_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 maps are interpolated in float64, all others (float32, float16, bfloat16) in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _flatten(m: torch.Tensor) -> torch.Tensor:
-    """A map `[B, C, H, W]` as rows `[B*H*W, C]` (a view when it is channels-last already)."""
-    return m.permute(0, 2, 3, 1).reshape(-1, m.shape[1])  # (B, H, W, C) -> (B*H*W, C)
+    """A map `[B, C, H, W]` as rows `[B*H*W, C]` in its sampling dtype: one copy (layout and upcast at once)."""
+    b, c, h, w = m.shape
+    rows = torch.empty(b * h * w, c, device=m.device, dtype=_sample_dtype(m.dtype))
+    rows.view(b, h, w, c).copy_(m.permute(0, 2, 3, 1))  # (B, C, H, W) -> (B*H*W, C)
+    return rows
 
 
 def _bilinear(rows: torch.Tensor, height: int, width: int, base: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """`F.grid_sample(mode="bilinear", padding_mode="border", align_corners=False)` of one map, as a gather.
 
     Args:
-        rows: `[B*H*W, C]` the map flattened (`_flatten`).
+        rows: `[B*H*W, C]` the map flattened (`_flatten`), in the sampling dtype.
         height, width: the map's `H`, `W`.
         base: `[M] int64` each point's first row, `b*H*W`.
-        grid: `[M, 2]` normalised coordinates (x, y) in the sampling dtype (float32 or float64).
+        grid: `[M, 2]` normalised coordinates (x, y), in the sampling dtype.
 
     Returns:
-        `[M, C]` in `grid`'s dtype.
+        `[M, C]` in the sampling dtype.
     """
     # Unnormalise (align_corners=False), then clamp to the border: the pixel-centre coordinate lies in [0, size-1],
     # so the far neighbour is out of range only with weight 0 (its index is clamped, its value is multiplied by 0).
@@ -180,11 +190,10 @@ def _bilinear(rows: torch.Tensor, height: int, width: int, base: torch.Tensor, g
     x0, y0 = x0.long(), y0.long()
     x1, y1 = (x0 + 1).clamp_max(width - 1), (y0 + 1).clamp_max(height - 1)
     top, bottom = base + y0 * width, base + y1 * width
-    out = torch.zeros(grid.shape[0], rows.shape[1], device=grid.device, dtype=grid.dtype)
-    for index, weight in ((top + x0, north * west), (top + x1, north * east),
-                          (bottom + x0, south * west), (bottom + x1, south * east)):
-        out.addcmul_(rows.index_select(0, index).to(grid.dtype), weight[:, None])
-    return out
+    index = torch.stack([top + x0, top + x1, bottom + x0, bottom + x1], dim=1)  # (M, 4): nw, ne, sw, se
+    weight = torch.stack([north * west, north * east, south * west, south * east], dim=1)
+    # The weighted sum of each point's four rows in one fused kernel (CPU and CUDA): no [M, 4, C] temporary.
+    return F.embedding_bag(index, rows, per_sample_weights=weight, mode="sum")
 
 
 class _BatchLift:
@@ -194,7 +203,7 @@ class _BatchLift:
     def __init__(self, maps: Sequence[torch.Tensor], cams: Sequence[Camera], resolution: int,
                  depth: torch.Tensor | None, alpha: torch.Tensor | None) -> None:
         self.device, self.dtype = maps[0].device, maps[0].dtype
-        self.maps = [(_flatten(m), m.shape[2], m.shape[3], m.dtype) for m in maps]
+        self.maps = [(_flatten(m), m.shape[2], m.shape[3], m.dtype) for m in maps]  # (rows, H, W, map dtype)
         self.table = _camera_table(cams, self.device)
         self.resolution = resolution
         # depth and alpha: (flat [B*h*w] float32, h, w), read at the nearest pixel
@@ -224,10 +233,8 @@ class _BatchLift:
         mask = inside[:, None]
         start = 0
         for rows, height, width, dtype in self.maps:
-            # float64 maps interpolate in float64; float32 and half maps in float32 (half rows are upcast after
-            # the gather, on every device); the result is cast back to the map's dtype.
-            sample_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-            feats = _bilinear(rows, height, width, b * (height * width), grid.to(sample_dtype)).to(dtype)
+            # interpolated in the sampling dtype (float32 or float64), cast back to the map's dtype
+            feats = _bilinear(rows, height, width, b * (height * width), grid.to(rows.dtype)).to(dtype)
             # Features outside the image (border-replicated) are zeroed: features and mask agree.
             out[:, start : start + rows.shape[1]] = feats * mask.to(dtype)
             start += rows.shape[1]
