@@ -138,9 +138,7 @@ def depth_channels(
 
 
 # ------------------------------------------------------------------------------------------- the batched lift
-# A whole batch is lifted at once, without a Python loop over its elements and without a host sync (no nonzero,
-# no data-dependent shapes): every voxel gathers its own camera's constants by its batch index, and every map is
-# sampled by a gather from its rows flattened to `[B*H*W, C]`, at the voxel's base offset `b*H*W`.
+# (module docstring, "Batched, without host syncs")
 _W2C, _FOCAL, _SIZE = slice(0, 12), 12, 13  # columns of the camera table
 
 
@@ -161,8 +159,11 @@ def _sample_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _flatten(m: torch.Tensor) -> torch.Tensor:
-    """A map `[B, C, H, W]` as rows `[B*H*W, C]` in its sampling dtype: one copy (layout and upcast at once)."""
+    """A map `[B, C, H, W]` as rows `[B*H*W, C]` in its sampling dtype: a view of a channels-last map already in
+    that dtype, else one copy (layout and upcast at once)."""
     b, c, h, w = m.shape
+    if m.dtype == _sample_dtype(m.dtype) and m.permute(0, 2, 3, 1).is_contiguous():
+        return m.permute(0, 2, 3, 1).view(b * h * w, c)
     rows = torch.empty(b * h * w, c, device=m.device, dtype=_sample_dtype(m.dtype))
     rows.view(b, h, w, c).copy_(m.permute(0, 2, 3, 1))  # (B, C, H, W) -> (B*H*W, C)
     return rows

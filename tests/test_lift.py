@@ -399,3 +399,11 @@ def test_batched_lift_gradients_match_the_per_element_loop() -> None:
                                * weights).sum(), maps)
     for g, g_ref in zip(out, ref, strict=True):
         assert (g - g_ref).abs().max() <= 1e-5 * g_ref.abs().max()
+
+
+def test_channels_last_maps_lift_the_same() -> None:
+    cams, depth, alpha = _batch_scene()
+    maps, r = _maps(batch=4, seed=6), 6
+    coords = _all_coords(4, r)
+    out = lift_sparse([m.contiguous(memory_format=torch.channels_last) for m in maps], cams, coords, r)
+    assert torch.equal(out, lift_sparse(maps, cams, coords, r))
