@@ -407,3 +407,19 @@ def test_channels_last_maps_lift_the_same() -> None:
     coords = _all_coords(4, r)
     out = lift_sparse([m.contiguous(memory_format=torch.channels_last) for m in maps], cams, coords, r)
     assert torch.equal(out, lift_sparse(maps, cams, coords, r))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_batched_lift_does_not_sync() -> None:
+    """On a GPU the batched lift only queues work: any host sync (nonzero, item, a blocking copy) raises here."""
+    cams, depth, alpha = _batch_scene()
+    maps = [m.cuda() for m in _maps(batch=4)]
+    coords, depth, alpha = _all_coords(4, 8).cuda(), depth.cuda(), alpha.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = lift_sparse(maps, cams, coords, 8, chunk_size=500, depth=depth, alpha=alpha)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    ref = _lift_sparse_loop([m.cpu() for m in maps], cams, coords.cpu(), 8, depth=depth.cpu(), alpha=alpha.cpu())
+    assert (out.cpu() - ref).abs().max() <= 1e-4 * _feature_scale(maps)
