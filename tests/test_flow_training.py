@@ -353,8 +353,9 @@ def test_init_weights_widens_a_pipeline_flow_with_zero_depth_columns(tmp_path):
 
 @pytest.mark.parametrize("stage", ["structure", "shape", "texture"])
 def test_depthlift_configs_start_at_the_shipped_flows(stage):
-    """`configs/*_tiny_depthlift.json` from the shipped weights: the widened flow gives the shipped flow's output
-    (depth columns zero), and the structure run carries the shipped FoV and depth heads."""
+    """`configs/*_tiny_depthlift.json` from the shipped weights (depth-lift flows since fidelity round 2): the run's
+    flow gives the shipped flow's output on the same depth-aware condition, and the structure run carries the
+    shipped FoV and depth heads. (Widening a flow without the depth lift: tests/test_flow.py.)"""
     from pixal3d.camera import Camera
     from pixal3d.sparse import SparseTensor
     from pixal3d.weights import load_component
@@ -389,7 +390,7 @@ def test_depthlift_configs_start_at_the_shipped_flows(stage):
         if cfg.cond_channels else {}
     t = torch.tensor([0.7])
     with torch.no_grad():
-        old = reference(x, t, FlowCondition(features, camera), **kwargs)
+        old = reference(x, t, FlowCondition(features, camera, depth=depth), **kwargs)
         new = tuned(x, t, FlowCondition(features, camera, depth=depth), **kwargs)
     old, new = (v.feats if isinstance(v, SparseTensor) else v for v in (old, new))
     assert torch.allclose(new, old, atol=1e-5)
