@@ -102,3 +102,33 @@ def test_ceilings_script_runs_chunks_and_a_folder_then_resumes(tmp_path: Path) -
     # A second call finds every chunk finished and only rebuilds the table.
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "0 of 3 chunks to run" in again.stderr
+
+
+def test_oracle_stages_run_depth_lift_flows_with_the_depth_heads_map() -> None:
+    """`gt-structure` / `gt-shape` sample the flows on the condition the pipeline builds: with `depth_lift` flows
+    (the shipped model's since fidelity round 2) it carries the depth head's map, and the shape flow runs on it."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import torch
+
+    from pixal3d.eval.oracles import condition
+    from pixal3d.pipeline import Pixal3DPipeline
+    from pixal3d.presets import micro_config
+    from pixal3d.sparse import SparseTensor
+
+    config = micro_config()
+    for name in ("structure_flow", "shape_flow", "texture_flow"):
+        setattr(config, name, dataclasses.replace(getattr(config, name), depth_lift=True))
+    pipe = Pixal3DPipeline.from_config(config)
+    image = torch.zeros(64, 64, 4, dtype=torch.uint8)
+    image[16:48, 20:44] = torch.tensor([200, 40, 40, 255], dtype=torch.uint8)
+    cond = condition(pipe, SimpleNamespace(image=image, fov=0.7))
+    assert cond.depth is not None and torch.isfinite(cond.depth).all() and bool((cond.depth > 0).all())
+    flow = pipe.shape_flow
+    ijk = torch.tensor([[3, 3, 3], [3, 3, 4], [4, 3, 3]], dtype=torch.int32)
+    x = SparseTensor(torch.cat([torch.zeros_like(ijk[:, :1]), ijk], 1), torch.randn(3, flow.config.in_channels),
+                     flow.config.resolution)
+    with torch.no_grad():
+        out = flow(x, torch.tensor([0.5]), cond)
+    assert torch.isfinite(out.feats).all()

@@ -46,6 +46,7 @@ from pixal3d.stages import (
     decode_shape,
     encode_images,
     make_condition,
+    predict_depth,
     sample_shape,
     sample_texture,
     select_active,
@@ -197,11 +198,13 @@ def _texture_vae(pipe: Pixal3DPipeline, truth: OracleTruth) -> SparseVoxels:
 
 
 def condition(pipe: Pixal3DPipeline, sample: Sample) -> FlowCondition:
-    """The flows' condition of the sample's image with its true FoV, as the pipeline builds it (steps 2-4)."""
+    """The flows' condition of the sample's image with its true FoV, as the pipeline builds it (steps 2-4): with
+    `depth_lift` flows, the depth head's map rides in it (`Pixal3DPipeline.lift_depths`)."""
     _, images = pipe.preprocess([sample.image.numpy()])
     features = encode_images(pipe.encoder, images.to(pipe.device))
     cameras, _ = pipe.make_cameras(features[0], sample.fov, None)
-    return make_condition(features, cameras)
+    depth = predict_depth(pipe.depth_head, features[0], cameras[0]) if pipe.depth_head is not None else None
+    return make_condition(features, cameras, pipe.lift_depths(features, cameras, depth))
 
 
 def _stages(pipe: Pixal3DPipeline, variant: Variant, sample: Sample, truth: OracleTruth, seed: int) -> SparseVoxels:
