@@ -398,3 +398,40 @@ def test_depthlift_configs_start_at_the_shipped_flows(stage):
         for head in ("fov_head", "depth_head"):
             ref = load_component(shipped / head, head).state_dict()
             assert all(torch.equal(v, ref[k]) for k, v in getattr(model, head).state_dict().items())
+
+
+def test_lift_reads_the_frozen_depth_heads_map_for_the_drawn_fraction(vae_runs, tmp_path, monkeypatch):
+    """`lift_depth_head_fraction` 1: the depth lift reads the frozen head's map (as inference does), 0: the ground
+    truth; a run with a fraction trains, and the head stays out of the run's weights."""
+    import pixal3d.training.conditioned as conditioned
+    from pixal3d.models.depth_head import DepthHead, DepthHeadConfig
+    from pixal3d.weights import save_component
+
+    config = flow_config("shape", tmp_path / "run", vae_runs, max_steps=1)
+    config = dataclasses.replace(config, model_config={**config.model_config, "depth_lift": True})
+    channels = config.flow.encoder.channels
+    head = DepthHead(DepthHeadConfig(feature_channels=channels, image_channels=4, hidden=8, layers=1))
+    with torch.no_grad():
+        head.net[-1].bias.fill_(0.3)  # a recognisable map: z = 0.5 tanh(0.3 + ...)
+    save_component(head, tmp_path / "depth_head")
+    seen = []
+    real = conditioned.lift_depth
+    monkeypatch.setattr(conditioned, "lift_depth", lambda z, *args: seen.append(z.clone()) or real(z, *args))
+    for fraction in (1.0, 0.0):
+        flow = dataclasses.replace(config.flow, lift_depth_head=str(tmp_path / "depth_head"),
+                                   lift_depth_head_fraction=fraction, depth_noise=0.0)
+        run = dataclasses.replace(config, flow=flow, out_dir=str(tmp_path / f"run{fraction}"), eval_interval=0)
+        model, objective, _ = build_model(run, torch.device("cpu"))
+        batch = next(iter(ProceduralSource(run.data, batch_size=2)))
+        seen.clear()
+        loss, _ = objective(model, batch, torch.Generator().manual_seed(0))
+        assert torch.isfinite(loss)
+        with torch.no_grad():
+            predicted = head(model.encoder(batch["image"])).float()
+        truth = conditioned.depth_target(batch).float()
+        assert torch.equal(seen[0], predicted if fraction == 1.0 else truth)
+        assert not any(k.startswith("_lift") or "lift_head" in k for k in model.state_dict())
+    with pytest.raises(InputError, match="lift_depth_head"):
+        dataclasses.replace(config.flow, lift_depth_head_fraction=0.5)
+    result = train(dataclasses.replace(run, flow=dataclasses.replace(run.flow, lift_depth_head_fraction=0.5)))
+    assert result.step == 1 and math.isfinite(result.metrics["loss"])

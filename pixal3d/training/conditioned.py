@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from pixal3d.camera import Camera
 from pixal3d.config import config_from_dict, config_to_dict, load_config
-from pixal3d.encoder import EncoderConfig, ImageEncoder
+from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.models import model_classes
 from pixal3d.models.depth_head import DepthHead, DepthHeadConfig, depth_loss, splat_depth
@@ -74,6 +74,15 @@ class ConditionedFlow(nn.Module):
         self.flow = FlowTransformer(config.flow).requires_grad_(train_flow)
         self.fov_head = FovHead(config.fov_head) if config.fov_head is not None else None
         self.depth_head = DepthHead(config.depth_head) if config.depth_head is not None else None
+        self.set_lift_head(None, 0.0)
+
+    def set_lift_head(self, head: DepthHead | None, fraction: float) -> None:
+        """A frozen depth head whose map the depth lift reads for `fraction` of the samples (drawn per sample and
+        step) instead of the ground truth (`FlowTrainConfig.lift_depth_head_fraction`). Kept outside the module's
+        parameters and state: it is an input, like the frozen VAEs, not part of the run's weights."""
+        if head is not None and not self.flow.config.depth_lift:
+            raise InputError("lift_depth_head is for depth_lift flows; this flow has no depth lift")
+        self.__dict__["_lift_head"] = (head, fraction) if head is not None and fraction > 0 else None
 
     def forward(self, image: torch.Tensor, cameras: list[Camera], x0: torch.Tensor | SparseTensor | None,
                 generator: torch.Generator, concat: SparseTensor | None = None, fov: torch.Tensor | None = None,
@@ -102,8 +111,10 @@ class ConditionedFlow(nn.Module):
             features = self.encoder(image)
         out: dict[str, torch.Tensor] = {}
         if self.train_flow:
-            depths = ([lift_depth(depth, cameras, depth_noise, generator)] if self.flow.config.depth_lift
-                      else None)
+            depths = None
+            if self.flow.config.depth_lift:
+                z = self._head_depth(features, depth, generator)
+                depths = [lift_depth(z, cameras, depth_noise, generator)]
             # In eval mode (the held-out metric) every element keeps its condition: the score is the conditional
             # prediction's, which sampling relies on, not a mix with the unconditional branch.
             dropout = cond_dropout if self.training else 0.0
@@ -116,6 +127,22 @@ class ConditionedFlow(nn.Module):
         if self.depth_head is not None:
             out["depth_l1"] = depth_loss(self.depth_head(features), depth, image[:, 3:4])
         return out
+
+
+    def _head_depth(self, features: FeatureMaps, z: torch.Tensor | None,
+                    generator: torch.Generator) -> torch.Tensor | None:
+        """The volume-frame z map the lift reads: the ground truth `z`, with a drawn fraction of the samples
+        replaced by the frozen lift head's prediction (the map inference reads)."""
+        if self.__dict__["_lift_head"] is None or z is None:
+            return z
+        head, fraction = self.__dict__["_lift_head"]
+        with torch.no_grad():
+            predicted = head(features).float()
+        if predicted.shape != z.shape:
+            raise InputError(f"lift_depth_head predicts {tuple(predicted.shape)} maps, the batch's depth target is "
+                             f"{tuple(z.shape)}; use a head for this encoder and image size")
+        pick = torch.rand(z.shape[0], generator=generator, device=generator.device) < fraction
+        return torch.where(pick.to(z.device)[:, None, None, None], predicted, z.float())
 
 
 def lift_depth(z: torch.Tensor | None, cameras: list[Camera], noise: float,
@@ -329,6 +356,12 @@ def build_conditioned_flow(config: TrainConfig, device: torch.device) -> tuple[C
     model = ConditionedFlow(model_config, train_encoder=fc.train_encoder, train_flow=fc.train_flow)
     if fc.encoder_checkpoint:
         _load_encoder(model.encoder, fc.encoder_checkpoint)
+    if fc.lift_depth_head_fraction > 0:
+        if not is_component_folder(fc.lift_depth_head):
+            raise InputError(f"lift_depth_head {fc.lift_depth_head}: not a component folder (config.json + "
+                             "model.safetensors), e.g. pixal3d/weights/default/depth_head")
+        head = load_component(fc.lift_depth_head, "depth_head").to(device).requires_grad_(False).eval()
+        model.set_lift_head(head, fc.lift_depth_head_fraction)
     return model.to(device), make_flow_objective(fc, vaes), model_config
 
 

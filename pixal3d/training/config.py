@@ -132,6 +132,13 @@ class FlowTrainConfig:
     depth_noise: float = 0.02
     """With a `depth_lift` flow: std (volume units) of the per-pixel Gaussian noise on the ground-truth depth map
     that the lift reads in training (inference reads the depth head's map; measure the gap)."""
+    lift_depth_head: str | None = None
+    """With a `depth_lift` flow: a depth head component folder (e.g. `pixal3d/weights/default/depth_head`), frozen,
+    whose prediction from the batch's features the lift reads for a `lift_depth_head_fraction` of the samples,
+    as inference does (the ground-truth splat for the rest)."""
+    lift_depth_head_fraction: float = 0.0
+    """Fraction of the samples (drawn per sample and step) whose lift reads `lift_depth_head`'s map instead of the
+    ground truth: 0 trains on the ground truth alone (closes no train/inference gap), 1 on the head alone."""
     train_flow: bool = True
     """Train the flow (False: only the heads learn; the flow's loss is skipped and its weights stay as loaded)."""
     cond_dropout: float = 0.1
@@ -148,6 +155,11 @@ class FlowTrainConfig:
                 or not 0 <= self.depth_noise < float("inf")):
             raise InputError(f"flow: need 0 <= cond_dropout < 1 and fov_weight, depth_weight, depth_noise >= 0, got "
                              f"{self.cond_dropout}, {self.fov_weight}, {self.depth_weight}, {self.depth_noise}")
+        if not 0 <= self.lift_depth_head_fraction <= 1:
+            raise InputError(f"flow: lift_depth_head_fraction must be in [0, 1], got {self.lift_depth_head_fraction}")
+        if self.lift_depth_head_fraction > 0 and not self.lift_depth_head:
+            raise InputError('flow: lift_depth_head_fraction > 0 needs "lift_depth_head", a depth head component '
+                             "folder (e.g. pixal3d/weights/default/depth_head)")
         if self.vae_checkpoint is None and not self.vae_config:
             raise InputError('flow: give "vae_checkpoint" (a trained VAE run) or "vae_config" (a random frozen VAE)')
         if self.stage == "texture" and self.shape_vae_checkpoint is None and not self.shape_vae_config:
