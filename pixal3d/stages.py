@@ -32,7 +32,7 @@ from pixal3d.encoder import FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.models.depth_head import DepthHead, z_to_depth
-from pixal3d.models.flow import FlowCondition, FlowTransformer
+from pixal3d.models.flow import FlowCondition, FlowTransformer, denormalize_latent
 from pixal3d.models.fov_head import FovHead
 from pixal3d.models.shape_vae import ShapeVAE
 from pixal3d.models.structure_vae import StructureVAE
@@ -196,6 +196,7 @@ def sample_structure(
     template = torch.zeros(1, cfg.in_channels, g, g, g, device=model.device, dtype=_model_dtype(model))
     latent = sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="structure",
                     cuda_graphs=cuda_graphs, callback=callback)
+    latent = denormalize_latent(latent, cfg)  # the flow's unit-variance space -> the VAE's (no-op without stats)
     logits = vae.decode(latent.to(_model_dtype(vae)))
     return select_active(logits, threshold, min_voxels, max_voxels)
 
@@ -234,8 +235,9 @@ def sample_shape(
         raise ValueError(f"coords must be a non-empty [N, 4] (b, i, j, k) tensor, got {tuple(coords.shape)}")
     feats = torch.zeros(coords.shape[0], cfg.in_channels, device=model.device, dtype=_model_dtype(model))
     template = SparseTensor(coords.to(model.device), feats, cfg.resolution)
-    return sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="shape",
-                  cuda_graphs=cuda_graphs, callback=callback)
+    latent = sample(model, randn_like(template, generator), cond, sampler, progress=progress, desc="shape",
+                    cuda_graphs=cuda_graphs, callback=callback)
+    return denormalize_latent(latent, cfg)
 
 
 @torch.no_grad()
@@ -264,8 +266,9 @@ def sample_texture(
     dtype = _model_dtype(model)
     shape_latent = shape_latent.to(model.device).replace(feats=shape_latent.feats.to(model.device, dtype))
     template = shape_latent.replace(feats=shape_latent.feats.new_zeros(shape_latent.feats.shape[0], cfg.in_channels))
-    return sample(model, randn_like(template, generator), cond, sampler, model_kwargs={"concat": shape_latent},
-                  progress=progress, desc="texture", cuda_graphs=cuda_graphs, callback=callback)
+    latent = sample(model, randn_like(template, generator), cond, sampler, model_kwargs={"concat": shape_latent},
+                    progress=progress, desc="texture", cuda_graphs=cuda_graphs, callback=callback)
+    return denormalize_latent(latent, cfg)
 
 
 # ------------------------------------------------------------------------------------------------ decoding

@@ -435,3 +435,66 @@ def test_lift_reads_the_frozen_depth_heads_map_for_the_drawn_fraction(vae_runs, 
         dataclasses.replace(config.flow, lift_depth_head_fraction=0.5)
     result = train(dataclasses.replace(run, flow=dataclasses.replace(run.flow, lift_depth_head_fraction=0.5)))
     assert result.step == 1 and math.isfinite(result.metrics["loss"])
+
+
+def test_latent_normalisation_round_trips_and_is_checked():
+    from pixal3d.models.flow import denormalize_latent, normalize_latent
+    from pixal3d.sparse import SparseTensor
+
+    config = FlowConfig(in_channels=2, resolution=4, patch_size=2, dim=16, depth=1, heads=2,
+                        latent_mean=[1.0, -2.0], latent_std=[0.5, 4.0])
+    dense = torch.randn(3, 2, 4, 4, 4)
+    norm = normalize_latent(dense, config)
+    assert torch.allclose(norm[:, 0], (dense[:, 0] - 1.0) / 0.5) and torch.allclose(norm[:, 1], (dense[:, 1] + 2) / 4)
+    assert torch.allclose(denormalize_latent(norm, config), dense, atol=1e-6)
+    coords = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 2]], dtype=torch.int32)
+    sparse = SparseTensor(coords, torch.randn(2, 2), 4)
+    back = denormalize_latent(normalize_latent(sparse, config), config)
+    assert torch.allclose(back.feats, sparse.feats, atol=1e-6)
+    assert torch.allclose(normalize_latent(sparse, config).feats[:, 1], (sparse.feats[:, 1] + 2) / 4)
+    plain = dataclasses.replace(config, latent_mean=None, latent_std=None)
+    assert normalize_latent(dense, plain) is dense and denormalize_latent(sparse, plain) is sparse
+    with pytest.raises(InputError, match="go together"):
+        dataclasses.replace(config, latent_std=None)
+    with pytest.raises(InputError, match="in_channels"):
+        dataclasses.replace(config, latent_mean=[0.0], latent_std=[1.0])
+    with pytest.raises(InputError, match="> 0"):
+        dataclasses.replace(config, latent_std=[1.0, 0.0])
+
+
+def test_latent_stats_make_the_flow_targets_unit_variance_and_sampling_maps_back(vae_runs, tmp_path, monkeypatch):
+    """scripts/latent_stats.py measures the run's latents; a flow trained with them sees standardised targets, and
+    the stage's sample is mapped back to the VAE's latent before decoding."""
+    import importlib.util
+
+    import pixal3d.stages as stages
+    import pixal3d.training.conditioned as conditioned
+    from pixal3d.config import config_to_dict
+    from pixal3d.sparse import SparseTensor
+
+    spec = importlib.util.spec_from_file_location("latent_stats", CONFIGS.parent / "scripts" / "latent_stats.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = flow_config("shape", tmp_path / "run", vae_runs, max_steps=1, eval_interval=0)
+    path = tmp_path / "shape.json"
+    path.write_text(json.dumps(config_to_dict(config)))
+    assert module.main([str(path), "--batches", "1", "--write"]) == 0
+    written = json.loads(path.read_text())["model_config"]
+    assert len(written["latent_mean"]) == len(written["latent_std"]) == config.model_config["in_channels"]
+    stats_config = load_config(TrainConfig, path)
+    seen = []
+    real = conditioned.flow_matching_loss
+    monkeypatch.setattr(conditioned, "flow_matching_loss", lambda flow, x0, *a, **k: seen.append(x0) or real(flow, x0, *a, **k))
+    model, objective, _ = build_model(stats_config, torch.device("cpu"))
+    batch = next(iter(ProceduralSource(stats_config.data, batch_size=stats_config.batch_size)))
+    objective(model, batch, torch.Generator().manual_seed(0))  # the batch the stats were measured on
+    feats = seen[0].feats.float()
+    assert torch.allclose(feats.mean(0), torch.zeros(feats.shape[1]), atol=2e-3)
+    assert torch.allclose(feats.std(0), torch.ones(feats.shape[1]), atol=2e-2)
+    flow = model.flow
+    coords = torch.tensor([[0, 1, 1, 1], [0, 2, 1, 1]], dtype=torch.int32)
+    unit = SparseTensor(coords, torch.ones(2, flow.config.in_channels), flow.config.resolution)
+    monkeypatch.setattr(stages, "sample", lambda *a, **k: unit)
+    out = stages.sample_shape(flow, None, coords, torch.Generator(), flow.config.sampler, False, False)
+    std, mean = torch.tensor(written["latent_std"]), torch.tensor(written["latent_mean"])
+    assert torch.allclose(out.feats, (std + mean).expand(2, -1), atol=1e-5)

@@ -87,8 +87,23 @@ class FlowConfig:
     between the features and the mask). The condition must then carry a depth map per view."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     """This stage's default sampler settings."""
+    latent_mean: list[float] | None = None
+    """Per-channel mean of the VAE latents this flow learns (None: no normalisation). With `latent_std` the flow
+    works on unit-variance latents `(latent - mean) / std` (training normalises its targets, the stages map the
+    samples back before decoding: `normalize_latent`, `denormalize_latent`); scripts/latent_stats.py measures them."""
+    latent_std: list[float] | None = None
+    """Per-channel standard deviation of those latents (> 0), with `latent_mean`."""
 
     def __post_init__(self) -> None:
+        if (self.latent_mean is None) != (self.latent_std is None):
+            raise InputError("latent_mean and latent_std go together (both per-channel lists, or neither)")
+        if self.latent_mean is not None:
+            if len(self.latent_mean) != self.in_channels or len(self.latent_std) != self.in_channels:
+                raise InputError(f"latent_mean and latent_std need in_channels = {self.in_channels} values each, got "
+                                 f"{len(self.latent_mean)} and {len(self.latent_std)}")
+            if not all(math.isfinite(m) for m in self.latent_mean) or not all(
+                    math.isfinite(v) and v > 0 for v in self.latent_std):
+                raise InputError("latent_mean must be finite and latent_std finite and > 0")
         if self.dim % self.heads:
             raise InputError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
         if self.tokens == "dense" and self.resolution % self.patch_size:
@@ -385,6 +400,39 @@ class FlowTransformer(nn.Module):
         if isinstance(x_t, SparseTensor):
             return x_t.replace(feats=out)
         return unpatchify(out, batch, cfg.in_channels, cfg.patch)
+
+
+def _latent_scale(x: torch.Tensor | SparseTensor, config: FlowConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`(mean, std)` shaped to broadcast over `x`'s channels (dim 1 dense, the last sparse), or None."""
+    if config.latent_mean is None:
+        return None
+    feats = x.feats if isinstance(x, SparseTensor) else x
+    shape = (1, -1) if isinstance(x, SparseTensor) else (1, -1) + (1,) * (feats.ndim - 2)
+    mean = torch.tensor(config.latent_mean, device=feats.device, dtype=feats.dtype).reshape(shape)
+    std = torch.tensor(config.latent_std, device=feats.device, dtype=feats.dtype).reshape(shape)
+    return mean, std
+
+
+def normalize_latent(x: torch.Tensor | SparseTensor, config: FlowConfig) -> torch.Tensor | SparseTensor:
+    """A VAE latent -> the flow's space `(x - latent_mean) / latent_std` (as it is without the stats)."""
+    scale = _latent_scale(x, config)
+    if scale is None:
+        return x
+    mean, std = scale
+    if isinstance(x, SparseTensor):
+        return x.replace(feats=(x.feats - mean) / std)
+    return (x - mean) / std
+
+
+def denormalize_latent(x: torch.Tensor | SparseTensor, config: FlowConfig) -> torch.Tensor | SparseTensor:
+    """The flow's sample -> the VAE's latent `x * latent_std + latent_mean` (`normalize_latent`'s inverse)."""
+    scale = _latent_scale(x, config)
+    if scale is None:
+        return x
+    mean, std = scale
+    if isinstance(x, SparseTensor):
+        return x.replace(feats=x.feats * std + mean)
+    return x * std + mean
 
 
 def widen_lift_weight(weight: torch.Tensor, config: FlowConfig) -> torch.Tensor:

@@ -34,7 +34,7 @@ from pixal3d.encoder import EncoderConfig, FeatureMaps, ImageEncoder
 from pixal3d.errors import InputError
 from pixal3d.models import model_classes
 from pixal3d.models.depth_head import DepthHead, DepthHeadConfig, depth_loss, splat_depth
-from pixal3d.models.flow import FlowConfig, FlowTransformer, widen_lift_weight
+from pixal3d.models.flow import FlowConfig, FlowTransformer, normalize_latent, widen_lift_weight
 from pixal3d.models.fov_head import FovHead, FovHeadConfig
 from pixal3d.models.shape_vae import ShapeVAEConfig, widen_corner_head
 from pixal3d.sampling import flow_matching_loss
@@ -226,6 +226,8 @@ def make_flow_objective(flow_config: FlowTrainConfig, vaes: dict[str, nn.Module]
         inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         x0, concat = (cache.latents(flow_config.stage, vaes, batch, flow_config.latent, generator)
                       if flow_config.train_flow else (None, None))
+        if x0 is not None:
+            x0 = normalize_latent(x0, inner.config.flow)  # unit-variance targets when the flow has latent stats
         lifting = flow_config.train_flow and inner.config.flow.depth_lift
         depth = depth_target(batch) if inner.depth_head is not None or lifting else None
         out = model(batch["image"], batch["cameras"], x0, generator, concat=concat, fov=batch["fov"],
