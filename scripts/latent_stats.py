@@ -23,7 +23,7 @@ import torch
 from pixal3d.config import load_config
 from pixal3d.errors import InputError
 from pixal3d.sparse import SparseTensor
-from pixal3d.training.conditioned import STAGE_VAE, load_frozen_vae
+from pixal3d.training.conditioned import load_stage_vaes
 from pixal3d.training.config import TrainConfig
 from pixal3d.training.latent_cache import encode_batch
 from pixal3d.training.loop import batch_to, make_data_source
@@ -34,11 +34,7 @@ def latent_stats(config: TrainConfig, batches: int, device: torch.device) -> tup
     if config.model != "flow" or config.flow is None:
         raise InputError(f"latent stats are for flow runs (\"model\": \"flow\"), got {config.model!r}")
     fc = config.flow
-    vaes = {STAGE_VAE[fc.stage]: load_frozen_vae(STAGE_VAE[fc.stage], fc.vae_checkpoint, fc.vae_config,
-                                                 fc.vae_weights, device)}
-    if fc.stage == "texture":
-        vaes["shape_vae"] = load_frozen_vae("shape_vae", fc.shape_vae_checkpoint, fc.shape_vae_config,
-                                            fc.vae_weights, device)
+    vaes = load_stage_vaes(fc, device)
     source = iter(make_data_source(config.data, config.batch_size, 0, 1, device))
     rows = []
     with torch.no_grad():

@@ -54,15 +54,7 @@ def test_widened_corner_decoder_starts_at_the_edges_decoder():
     corners = dataclasses.replace(edges, decoder_target="corners")
     new = ShapeVAE(corners).eval()
     new.load_state_dict(widen_corner_head(old.state_dict(), corners))
-    from pixal3d.training.synthetic import SyntheticSource
-
-    data = DataConfig(kind="synthetic", resolution=32, coarse_resolution=8, max_primitives=2)
-    batch = next(iter(SyntheticSource(data, 1, 0, 1, torch.device("cpu"))))
-    with torch.no_grad():
-        latent, _ = old.encode(batch["coords"], batch["vertex"], batch["edges"])
-        a, b = old.decode(latent)[0], new.decode(latent)[0]
-    assert len(a.coords) > 0
-    assert torch.equal(a.coords, b.coords) and torch.equal(a.edges, b.edges) and torch.equal(a.vertex, b.vertex)
+    _assert_same_decode(old, new)
     with pytest.raises(ValueError, match="corners"):
         widen_corner_head(old.state_dict(), edges)
     with pytest.raises(ValueError, match="edges"):
@@ -73,7 +65,6 @@ def test_corners_decoder_written_as_edges_decodes_its_open_voxels_alike():
     """`narrow_corner_head` undoes `widen_corner_head`, and `as_edges_decoder` of a trained-looking corners VAE whose
     voxels are all open (open logit high) decodes the same voxels and edge flags: the edge rows are kept intact."""
     from pixal3d.training.assemble import as_edges_decoder
-    from pixal3d.training.synthetic import SyntheticSource
 
     torch.manual_seed(0)
     edges = ShapeVAEConfig(resolution=32, token_resolution=8, latent_channels=8, channels=(16, 32, 32))
@@ -89,11 +80,18 @@ def test_corners_decoder_written_as_edges_decodes_its_open_voxels_alike():
         vae.decoder.proj_out.bias[20] = 50.0  # ... but every voxel is open
     narrow = as_edges_decoder(vae)
     assert narrow.config.decoder_target == "edges" and as_edges_decoder(narrow) is narrow
+    _assert_same_decode(vae, narrow)
+
+
+def _assert_same_decode(a_vae: ShapeVAE, b_vae: ShapeVAE) -> None:
+    """Both VAEs decode `a_vae`'s latent of a synthetic shape to the same, non-empty voxels, edge flags and vertices."""
+    from pixal3d.training.synthetic import SyntheticSource
+
     data = DataConfig(kind="synthetic", resolution=32, coarse_resolution=8, max_primitives=2)
     batch = next(iter(SyntheticSource(data, 1, 0, 1, torch.device("cpu"))))
     with torch.no_grad():
-        latent, _ = vae.encode(batch["coords"], batch["vertex"], batch["edges"])
-        a, b = vae.decode(latent)[0], narrow.decode(latent)[0]
+        latent, _ = a_vae.encode(batch["coords"], batch["vertex"], batch["edges"])
+        a, b = a_vae.decode(latent)[0], b_vae.decode(latent)[0]
     assert len(a.coords) > 0
     assert torch.equal(a.coords, b.coords) and torch.equal(a.edges, b.edges) and torch.equal(a.vertex, b.vertex)
 

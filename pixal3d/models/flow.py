@@ -402,37 +402,27 @@ class FlowTransformer(nn.Module):
         return unpatchify(out, batch, cfg.in_channels, cfg.patch)
 
 
-def _latent_scale(x: torch.Tensor | SparseTensor, config: FlowConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """`(mean, std)` shaped to broadcast over `x`'s channels (dim 1 dense, the last sparse), or None."""
+def _rescale(x: torch.Tensor | SparseTensor, config: FlowConfig, fn) -> torch.Tensor | SparseTensor:
+    """`fn(values, mean, std)` over `x`'s channels (dim 1 dense, the last sparse) with the flow's latent stats;
+    `x` itself when the flow has none."""
     if config.latent_mean is None:
-        return None
+        return x
     feats = x.feats if isinstance(x, SparseTensor) else x
     shape = (1, -1) if isinstance(x, SparseTensor) else (1, -1) + (1,) * (feats.ndim - 2)
     mean = torch.tensor(config.latent_mean, device=feats.device, dtype=feats.dtype).reshape(shape)
     std = torch.tensor(config.latent_std, device=feats.device, dtype=feats.dtype).reshape(shape)
-    return mean, std
+    out = fn(feats, mean, std)
+    return x.replace(feats=out) if isinstance(x, SparseTensor) else out
 
 
 def normalize_latent(x: torch.Tensor | SparseTensor, config: FlowConfig) -> torch.Tensor | SparseTensor:
     """A VAE latent -> the flow's space `(x - latent_mean) / latent_std` (as it is without the stats)."""
-    scale = _latent_scale(x, config)
-    if scale is None:
-        return x
-    mean, std = scale
-    if isinstance(x, SparseTensor):
-        return x.replace(feats=(x.feats - mean) / std)
-    return (x - mean) / std
+    return _rescale(x, config, lambda v, mean, std: (v - mean) / std)
 
 
 def denormalize_latent(x: torch.Tensor | SparseTensor, config: FlowConfig) -> torch.Tensor | SparseTensor:
     """The flow's sample -> the VAE's latent `x * latent_std + latent_mean` (`normalize_latent`'s inverse)."""
-    scale = _latent_scale(x, config)
-    if scale is None:
-        return x
-    mean, std = scale
-    if isinstance(x, SparseTensor):
-        return x.replace(feats=x.feats * std + mean)
-    return x * std + mean
+    return _rescale(x, config, lambda v, mean, std: v * std + mean)
 
 
 def widen_lift_weight(weight: torch.Tensor, config: FlowConfig) -> torch.Tensor:

@@ -343,17 +343,23 @@ def widen_shape_decoder(tensors: dict[str, torch.Tensor], source: ShapeVAEConfig
     return widen_corner_head(tensors, target)
 
 
+def load_stage_vaes(fc: FlowTrainConfig, device: torch.device) -> dict[str, nn.Module]:
+    """The frozen VAEs a flow run of stage `fc.stage` encodes with: its own, plus the shape VAE for stage 3."""
+    vaes = {STAGE_VAE[fc.stage]: load_frozen_vae(STAGE_VAE[fc.stage], fc.vae_checkpoint, fc.vae_config,
+                                                 fc.vae_weights, device)}
+    if fc.stage == "texture":
+        vaes["shape_vae"] = load_frozen_vae("shape_vae", fc.shape_vae_checkpoint, fc.shape_vae_config,
+                                            fc.vae_weights, device)
+    return vaes
+
+
 def build_conditioned_flow(config: TrainConfig, device: torch.device) -> tuple[ConditionedFlow, Callable, Any]:
     """The trainable module, its objective and its config for a `"model": "flow"` run (VAEs loaded frozen)."""
     fc = config.flow
     flow = config_from_dict(FlowConfig, config.model_config, where="flow model_config")
     model_config = ConditionedFlowConfig(stage=fc.stage, encoder=fc.encoder, flow=flow, fov_head=fc.fov_head,
                                          depth_head=fc.depth_head)
-    vaes = {STAGE_VAE[fc.stage]: load_frozen_vae(STAGE_VAE[fc.stage], fc.vae_checkpoint, fc.vae_config,
-                                                 fc.vae_weights, device)}
-    if fc.stage == "texture":
-        vaes["shape_vae"] = load_frozen_vae("shape_vae", fc.shape_vae_checkpoint, fc.shape_vae_config,
-                                            fc.vae_weights, device)
+    vaes = load_stage_vaes(fc, device)
     check_stage(model_config, vaes, config)
     model = ConditionedFlow(model_config, train_encoder=fc.train_encoder, train_flow=fc.train_flow)
     if fc.encoder_checkpoint:
