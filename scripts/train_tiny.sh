@@ -26,10 +26,17 @@
 # round-assemble writes the corners run's shape decoder as an "edges" decoder (assemble --shape-decoder edges): its
 # edge rows, trained on every voxel beside the corner target, measured far better than its corner rows
 # (docs/results.md "Round 2"); SHAPE_DECODER=trained keeps the corners decoder.
+# Round 3 (issue 14: the depth head is the weak link): the three depth-lift flows continued from the shipped model
+# with the lift reading the frozen shipped head's map for half the samples (lift_depth_head_fraction), beside two
+# depth heads on the same shards: the shipped head continued (depth_head_tiny_ft) and a wider dilated one from scratch
+# (depth_head_dilated):
+#   scripts/train_tiny.sh round3 MINUTES                   # the five runs side by side (resumable)
+#   scripts/train_tiny.sh round3-assemble DIR              # shipped VAEs, encoder + the three flows -> DIR (with the
+#                                                           # continued head), DIR-dilated (with the dilated head)
 # Every phase resumes where the last one stopped; held-out evaluation seeds start at 1000000.
 set -uo pipefail
 phases="data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble | depthlift | depthlift-assemble |
- fidelity-data | fidelity | fidelity-assemble | round | round-assemble"
+ fidelity-data | fidelity | fidelity-assemble | round | round-assemble | round3 | round3-assemble"
 phase=${1:?phase: $phases}
 limit=${2:?seconds (data), minutes (vaes, flows, finetune) or a folder (assemble)}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
@@ -133,6 +140,19 @@ round-assemble)
         --shape-vae runs/shape_vae_tiny_corners_ft --texture-vae $shipped/texture_vae \
         --structure-flow runs/structure_flow_tiny_depthlift --shape-flow runs/shape_flow_tiny_depthlift \
         --texture-flow runs/texture_flow_tiny_depthlift
+    ;;
+round3)
+    train_all "$limit" configs/structure_flow_tiny_depthlift.json configs/shape_flow_tiny_depthlift.json \
+        configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny_ft.json configs/depth_head_dilated.json
+    ;;
+round3-assemble)
+    shipped=pixal3d/weights/default
+    python -m pixal3d assemble -o "$limit.flows" --structure-vae $shipped/structure_vae \
+        --shape-vae $shipped/shape_vae --texture-vae $shipped/texture_vae \
+        --structure-flow runs/structure_flow_tiny_depthlift --shape-flow runs/shape_flow_tiny_depthlift \
+        --texture-flow runs/texture_flow_tiny_depthlift || exit 1
+    python -m pixal3d assemble --add-heads runs/depth_head_tiny_ft --base "$limit.flows" -o "$limit" || exit 1
+    python -m pixal3d assemble --add-heads runs/depth_head_dilated --base "$limit.flows" -o "$limit-dilated"
     ;;
 *)
     echo "unknown phase $phase ($phases)" >&2

@@ -76,3 +76,20 @@ def test_a_given_depth_map_replaces_the_heads_and_bad_maps_are_refused() -> None
     for bad in (torch.zeros(2, 64, 64), -given, torch.full((64, 64), math.nan), given.long(), "depth.png"):
         with pytest.raises(InputError, match="depth"):
             pipe(image.numpy(), fov=0.7, seed=0, depth=bad, steps=2)
+
+
+def test_dilated_head_keeps_the_map_size_and_its_config_round_trips(tmp_path) -> None:
+    from pixal3d.config import load_config, save_config
+
+    dilated = DepthHeadConfig(feature_channels=8, hidden=8, layers=5, dilations=[1, 2, 4, 8])
+    head = DepthHead(dilated)
+    convs = [m for m in head.net if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert [c.dilation[0] for c in convs] == [1, 2, 4, 8, 1]  # cycled over the layers
+    z = head(FeatureMaps(maps=[torch.rand(1, 4, 64, 64), torch.rand(1, 8, 16, 16)], global_tokens=torch.rand(1, 1, 8)))
+    assert z.shape == (1, 1, 16, 16)
+    assert [c.dilation[0] for c in DepthHead(DepthHeadConfig(feature_channels=8, hidden=8)).net
+            if isinstance(c, torch.nn.Conv2d) and c.kernel_size == (3, 3)] == [1, 1, 1, 1]
+    save_config(dilated, tmp_path / "config.json")
+    assert load_config(DepthHeadConfig, tmp_path / "config.json") == dilated
+    with pytest.raises(Exception, match="dilations"):
+        DepthHeadConfig(dilations=[0])

@@ -16,7 +16,7 @@ it pixel-aligned with the image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -39,10 +39,21 @@ class DepthHeadConfig:
     """Width of the convolutions."""
     layers: int = 4
     """3x3 convolutions before the output layer."""
+    dilations: list[int] = field(default_factory=list)
+    """Dilation of each 3x3 convolution, cycled over the layers; empty: all 1 (the shipped head). A cycle such as
+    `[1, 2, 4, 8, 16]` lets the head see the whole `/4` map, so the object's depth offset can come from its whole
+    silhouette instead of a 9x9-cell window."""
 
     def __post_init__(self) -> None:
         if self.layers < 1 or self.hidden < 1:
             raise InputError(f"depth head needs layers >= 1 and hidden >= 1, got {self.layers}, {self.hidden}")
+        self.dilations = [int(d) for d in self.dilations]
+        if any(d < 1 for d in self.dilations):
+            raise InputError(f"depth head dilations must be >= 1, got {self.dilations}")
+
+    def dilation(self, layer: int) -> int:
+        """The dilation of 3x3 convolution `layer`."""
+        return self.dilations[layer % len(self.dilations)] if self.dilations else 1
 
 
 class DepthHead(nn.Module):
@@ -53,8 +64,9 @@ class DepthHead(nn.Module):
         self.config = config
         layers: list[nn.Module] = []
         channels = config.feature_channels + config.image_channels
-        for _ in range(config.layers):
-            layers += [nn.Conv2d(channels, config.hidden, 3, padding=1), nn.GroupNorm(8 if config.hidden % 8 == 0 else 1,
+        for layer in range(config.layers):
+            dilation = config.dilation(layer)
+            layers += [nn.Conv2d(channels, config.hidden, 3, padding=dilation, dilation=dilation), nn.GroupNorm(8 if config.hidden % 8 == 0 else 1,
                                                                                       config.hidden), nn.GELU()]
             channels = config.hidden
         layers.append(nn.Conv2d(channels, 1, 1))
