@@ -43,6 +43,10 @@ class SilhouetteOptions:
     """Pixels the mask is grown by before carving (tolerates the voxel grid's own quantisation)."""
     fill_mesh: bool = True
     """Patch the mesh where mask pixels still see through it (needs `enabled`)."""
+    drop_fragments: bool = True
+    """Drop the small pieces carving leaves (fewer faces and less area than the export's floater thresholds) unless
+    one of them is the only surface some mask pixel sees (needs `enabled`): the export keeps every piece of a
+    constrained asset, since a plain floater removal reopened the silhouette."""
 
 
 @dataclass(eq=False)
@@ -208,7 +212,74 @@ def constrain_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor,
     if options.fill_mesh:
         rgba = image.permute(1, 2, 0).float()
         mesh = fill_mesh(mesh, view, rgba[..., :3] / rgba[..., 3:].clamp_min(1e-3))
+    if options.drop_fragments:
+        mesh = drop_fragments(mesh, view)
     return mesh
+
+
+def face_components(vertices: np.ndarray, faces: np.ndarray, tolerance: float = 1e-6) -> np.ndarray:
+    """`[F] int64` piece label of each face: faces sharing a vertex position (within `tolerance`) are one piece,
+    as `eval.topology.connected_components` counts them."""
+    import scipy.sparse
+    import scipy.sparse.csgraph
+
+    _, ids = np.unique(np.round(np.asarray(vertices, dtype=np.float64) / tolerance).astype(np.int64), axis=0,
+                       return_inverse=True)
+    f = ids.reshape(-1)[np.asarray(faces, dtype=np.int64)]
+    n = int(ids.max()) + 1 if len(ids) else 0
+    rows, cols = np.concatenate([f[:, 0], f[:, 1]]), np.concatenate([f[:, 1], f[:, 2]])
+    graph = scipy.sparse.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    return labels[f[:, 0]].astype(np.int64)
+
+
+def drop_fragments(mesh: trimesh.Trimesh, view: ViewMask, min_face_fraction: float = 0.001,
+                   min_area_fraction: float = 0.001) -> trimesh.Trimesh:
+    """The mesh without its small pieces, except those that alone cover some mask pixel.
+
+    A piece is small as for the export's floater removal (`geometry.cleanup.remove_small_components`): fewer than
+    `min_face_fraction` of the faces and less than `min_area_fraction` of the area; the largest piece always stays.
+    The mesh without the small pieces is rendered at the input camera, then the small pieces alone: a small piece
+    stays when it is the nearest small surface on a mask pixel that the rest leaves uncovered, so the silhouette's
+    coverage does not change. Vertex data (colours, `pbr`) is kept.
+    """
+    from pixal3d.render.raster import rasterize
+
+    faces = np.asarray(mesh.faces)
+    if len(faces) < 2:
+        return mesh
+    labels = face_components(np.asarray(mesh.vertices), faces)
+    pieces = int(labels.max()) + 1
+    count = np.bincount(labels, minlength=pieces)
+    area = np.bincount(labels, weights=mesh.area_faces, minlength=pieces)
+    small = (count < min_face_fraction * len(faces)) & (area < min_area_fraction * max(area.sum(), 1e-30))
+    small[np.argmax(count)] = False
+    if not small.any():
+        return mesh
+    in_small = small[labels]
+    rest = trimesh.Trimesh(mesh.vertices, faces[~in_small], process=False)
+    covered, _ = render_coverage(rest, view.camera)
+    needed = view.mask & ~covered
+    keep_piece = ~small
+    if bool(needed.any()):
+        small_faces = np.nonzero(in_small)[0]
+        vertices = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32)
+        uv, depth = view.camera.project(vertices)
+        tri = torch.as_tensor(faces[small_faces], dtype=torch.int64)
+        frags = rasterize(torch.cat([uv, depth[:, None]], dim=1), torch.cat([tri, tri[:, [0, 2, 1]]]),
+                          view.camera.size, view.camera.size)
+        hit = frags.face_id.cpu()[needed]
+        hit = hit[hit >= 0] % len(small_faces)  # both windings were drawn
+        keep_piece[np.unique(labels[small_faces[hit.numpy()]])] = True
+    keep = keep_piece[labels]
+    if keep.all():
+        return mesh
+    logger.info("silhouette: %d small pieces, %d dropped (they cover no mask pixel alone)", int(small.sum()),
+                int((small & ~keep_piece).sum()))
+    out = mesh.copy()
+    out.update_faces(keep)
+    out.remove_unreferenced_vertices()
+    return out
 
 
 def render_coverage(mesh: trimesh.Trimesh, camera: Camera,

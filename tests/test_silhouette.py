@@ -93,3 +93,34 @@ def test_mesh_carved_to_the_mask_and_patched_where_it_sees_through() -> None:
         __import__("cv2").erode(mask.numpy().astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
     assert bool(covered[interior].all())  # every mask pixel off the rim is covered now
     assert float(covered[mask].float().mean()) > 0.95
+
+
+def test_small_pieces_are_dropped_unless_they_alone_cover_mask_pixels() -> None:
+    from pixal3d.silhouette import drop_fragments, face_components
+
+    camera = Camera(fov=math.radians(40), size=S)
+    view = view_mask(disk_alpha(radius=11.0), camera, dilation=1)
+    body = trimesh.creation.box(extents=(0.3, 0.3, 0.3)).subdivide().subdivide().subdivide().subdivide()  # 3,072
+    def piece(centre: tuple[float, float, float]) -> trimesh.Trimesh:  # 12 faces, a 0.1% piece of the whole
+        return trimesh.creation.box(extents=(0.08, 0.08, 0.08)).apply_translation(centre)
+    in_front = piece((0.0, 0.0, 0.32))  # seen, but in front of the body: the body covers its pixels too
+    behind = piece((0.0, 0.0, -0.32))  # hidden behind the body
+    alone = piece((0.22, 0.0, 0.0))  # in the mask beside the body: the only surface on its pixels
+    mesh = trimesh.util.concatenate([body, in_front, behind, alone])
+    mesh.visual.vertex_colors = np.tile([[10, 20, 30, 255]], (len(mesh.vertices), 1)).astype(np.uint8)
+    assert len(np.unique(face_components(mesh.vertices, mesh.faces))) == 4
+    before, _ = render_coverage(mesh, camera)
+    assert bool(before[view.mask].any())
+    # the side piece must be the only cover of some mask pixels, or the test would not test the keep rule
+    alone_only, _ = render_coverage(trimesh.util.concatenate([body, in_front, behind]), camera)
+    assert bool((view.mask & before & ~alone_only).any())
+    kept = drop_fragments(mesh, view, min_face_fraction=0.01, min_area_fraction=0.1)
+    centres = kept.triangles_center
+    assert len(np.unique(face_components(kept.vertices, kept.faces))) == 2
+    assert np.isclose(centres[:, 0], 0.22, atol=0.02).any()  # the side piece stays
+    assert not (np.abs(centres[:, 2]) > 0.25).any()  # front and back pieces are gone
+    after, _ = render_coverage(kept, camera)
+    assert bool((after[view.mask] == before[view.mask]).all())  # the silhouette's coverage did not change
+    assert len(kept.visual.vertex_colors) == len(kept.vertices)
+    # nothing small: the mesh comes back as it is
+    assert drop_fragments(body, view) is body
