@@ -135,7 +135,12 @@ _TEXTURE_VAES = {
     "tiny": TextureVAEConfig,
 }
 _FOV_HEADS = {"micro": lambda: FovHeadConfig(feature_channels=16, tokens=2, hidden=16), "tiny": FovHeadConfig}
-_DEPTH_HEADS = {"micro": lambda: DepthHeadConfig(feature_channels=16, hidden=16, layers=2), "tiny": DepthHeadConfig}
+_DEPTH_HEADS = {
+    "micro": lambda: DepthHeadConfig(feature_channels=16, hidden=16, layers=2),
+    # The shipped head since fidelity round 3: dilated, so it sees the whole /4 map (docs/training.md).
+    "tiny": lambda: DepthHeadConfig(hidden=96, layers=8, dilations=[1, 2, 4, 8, 16, 1, 2, 1]),
+    "tiny_v1": DepthHeadConfig,  # the first shipped head: four undilated 3x3 layers of 64 channels
+}
 
 
 def _variant(builder: Callable[[], Any], **changes: Any) -> Callable[[], Any]:
@@ -192,7 +197,7 @@ class PipelineConfig:
     texture_vae: TextureVAEConfig = field(default_factory=TextureVAEConfig)
     texture_flow: FlowConfig = field(default_factory=lambda: flow_preset("texture", "tiny"))
     fov_head: FovHeadConfig | None = field(default_factory=FovHeadConfig)
-    depth_head: DepthHeadConfig | None = field(default_factory=DepthHeadConfig)
+    depth_head: DepthHeadConfig | None = field(default_factory=_DEPTH_HEADS["tiny"])
     settings: PipelineSettings = field(default_factory=PipelineSettings)
 
 

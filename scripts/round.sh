@@ -19,9 +19,8 @@ scripts/train_tiny.sh "$round-assemble" runs/candidate || exit 1
 case $round in
 round)
     tar -C runs/candidate -cf "$bring/weights_a.tar" shape_vae structure_flow pipeline.json ;;
-round3)  # the dilated head as runs/candidate-dilated/depth_head -> dilated/depth_head
-    tar -C runs -cf "$bring/weights_a.tar" --transform 's,^candidate-dilated/,dilated/,' candidate/structure_flow \
-        candidate/depth_head candidate/pipeline.json candidate-dilated/depth_head ;;
+round3)
+    tar -C runs/candidate -cf "$bring/weights_a.tar" structure_flow depth_head pipeline.json ;;
 esac
 tar -C runs/candidate -cf "$bring/weights_b.tar" shape_flow texture_flow
 tar -czf "$bring/logs.tgz" logs runs/*/metrics.jsonl runs/*/config.json

@@ -27,12 +27,11 @@
 # edge rows, trained on every voxel beside the corner target, measured far better than its corner rows
 # (docs/results.md "Round 2"); SHAPE_DECODER=trained keeps the corners decoder.
 # Round 3 (issue 14: the depth head is the weak link): the three depth-lift flows continued from the shipped model
-# with the lift reading the frozen shipped head's map for half the samples (lift_depth_head_fraction), beside two
-# depth heads on the same shards: the shipped head continued (depth_head_tiny_ft) and a wider dilated one from scratch
-# (depth_head_dilated):
-#   scripts/train_tiny.sh round3 MINUTES                   # the five runs side by side (resumable)
-#   scripts/train_tiny.sh round3-assemble DIR              # shipped VAEs, encoder + the three flows -> DIR (with the
-#                                                           # continued head), DIR-dilated (with the dilated head)
+# with the lift reading the frozen shipped head's map for half the samples (lift_depth_head_fraction), beside the
+# shipped depth head continued on the same shards (configs/depth_head_tiny.json). The round of 2026-12-03 trained the
+# head from scratch instead (configs/depth_head_tiny_scratch.json, the dilated head that ships since):
+#   scripts/train_tiny.sh round3 MINUTES                   # the four runs side by side (resumable)
+#   scripts/train_tiny.sh round3-assemble DIR              # shipped VAEs, encoder + the three flows + the head -> DIR
 # Every phase resumes where the last one stopped; held-out evaluation seeds start at 1000000.
 set -uo pipefail
 phases="data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble | depthlift | depthlift-assemble |
@@ -143,7 +142,7 @@ round-assemble)
     ;;
 round3)
     train_all "$limit" configs/structure_flow_tiny_depthlift.json configs/shape_flow_tiny_depthlift.json \
-        configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny_ft.json configs/depth_head_dilated.json
+        configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny.json
     ;;
 round3-assemble)
     shipped=pixal3d/weights/default
@@ -151,8 +150,7 @@ round3-assemble)
         --shape-vae $shipped/shape_vae --texture-vae $shipped/texture_vae \
         --structure-flow runs/structure_flow_tiny_depthlift --shape-flow runs/shape_flow_tiny_depthlift \
         --texture-flow runs/texture_flow_tiny_depthlift || exit 1
-    python -m pixal3d assemble --add-heads runs/depth_head_tiny_ft --base "$limit.flows" -o "$limit" || exit 1
-    python -m pixal3d assemble --add-heads runs/depth_head_dilated --base "$limit.flows" -o "$limit-dilated"
+    python -m pixal3d assemble --add-heads runs/depth_head_tiny --base "$limit.flows" -o "$limit"
     ;;
 *)
     echo "unknown phase $phase ($phases)" >&2

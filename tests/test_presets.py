@@ -1,6 +1,7 @@
 """One owner for sizes (issue 20): every training config in configs/ is its preset in `pixal3d.presets`.
 
-A config `configs/<component>_<preset>.json` (`depth_head_tiny.json` trains the structure flow with a depth head)
+A config `configs/<component>_<preset>.json` (`depth_head_<preset>.json` trains the depth head of a structure-flow
+run that carries the shipped depth-lift flow: its head is the `depth_head` preset its name starts with)
 must hold exactly `PRESETS[component][preset]` as its `model_config`; a flow run's encoder and heads must be the
 size's presets too (the encoder's `pretrained` aside: whether training starts from ImageNet is the run's choice).
 """
@@ -23,8 +24,20 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json"
 
 def _component_and_preset(path: Path, data: dict) -> tuple[str, str]:
     preset = path.stem.split("_", 2)[2]  # "<a>_<b>_<preset>": shape_flow_tiny_cross -> tiny_cross
+    if path.stem.startswith("depth_head_"):  # a structure-flow run that trains only its depth head, beside the
+        return "structure_flow", preset.split("_")[0] + "_depthlift"  # shipped (depth-lift) flow it carries
     component = f"{data['flow']['stage']}_flow" if data["model"] == "flow" else data["model"]
     return component, preset
+
+
+def _head_preset(head: str, path: Path, size: str) -> object:
+    """A head's preset: the longest leading part of the config's preset that names one (depth_head_tiny_v1_ft ->
+    tiny_v1), else the size's."""
+    parts = path.stem.split("_", 2)[2].split("_")
+    for n in range(len(parts), 0, -1):
+        if "_".join(parts[:n]) in PRESETS[head]:
+            return component_preset(head, "_".join(parts[:n]))
+    return component_preset(head, size)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -43,7 +56,8 @@ def test_every_config_is_its_preset(path: Path) -> None:
         config_to_dict(component_preset("encoder", size)), path.name
     for head in ("fov_head", "depth_head"):
         if data["flow"].get(head) is not None:
-            wanted = component_preset(head, size)
+            wanted = _head_preset(head, path, size) if path.stem.startswith("depth_head_") else \
+                component_preset(head, size)
             assert config_to_dict(config_from_dict(type(wanted), data["flow"][head])) == config_to_dict(wanted), \
                 (path.name, head)
 
