@@ -166,11 +166,15 @@ def test_rasterize_uv_covers_square_with_exact_barycentrics() -> None:
     np.testing.assert_allclose(rebuilt[..., 1], (rows + 0.5) / 32, atol=1e-5)
 
 
-def test_unwrap_in_two_parts_keeps_every_face_in_one_atlas(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large meshes go to xatlas as two halves: every face comes back once, and the halves' charts do not overlap."""
+def test_unwrap_in_parts_keeps_every_face_in_one_atlas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large meshes go to xatlas as k-d parts: every face comes back once, and the parts' charts do not overlap."""
     mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.4)  # 1,280 faces
-    monkeypatch.setattr(uv_atlas, "_UNWRAP_SPLIT_FACES", 100)
-    assert len(uv_atlas._unwrap_parts(np.asarray(mesh.vertices), np.asarray(mesh.faces))) == 2
+    monkeypatch.setattr(uv_atlas, "_UNWRAP_PART_FACES", 200)
+    parts = uv_atlas._unwrap_parts(np.asarray(mesh.vertices), np.asarray(mesh.faces))
+    assert len(parts) == 8 and all(len(f) == 160 for _, f in parts)  # 1,280 / 200 -> 3 halvings
+    monkeypatch.setattr(uv_atlas, "_UNWRAP_PART_FACES", 2_000)
+    assert len(uv_atlas._unwrap_parts(np.asarray(mesh.vertices), np.asarray(mesh.faces))) == 1
+    monkeypatch.setattr(uv_atlas, "_UNWRAP_PART_FACES", 200)
     vertex_map, faces, uvs = uv_atlas.unwrap_uv(mesh, 512)
     returned = sorted(map(tuple, np.sort(vertex_map[faces], axis=1)))
     assert returned == sorted(map(tuple, np.sort(mesh.faces, axis=1)))
