@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import trimesh
 
 from pixal3d.camera import Camera
-from pixal3d.geometry.cleanup import CleanupOptions
+from pixal3d.geometry.cleanup import CleanupOptions, face_pieces, position_ids
 from pixal3d.geometry.voxels import SparseVoxels
 from pixal3d.stages import EmptyStructureError
 
@@ -217,22 +217,6 @@ def constrain_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor,
     return mesh
 
 
-def face_components(vertices: np.ndarray, faces: np.ndarray, tolerance: float = 1e-6) -> np.ndarray:
-    """`[F] int64` piece label of each face: faces sharing a vertex position (within `tolerance`) are one piece,
-    as `eval.topology.connected_components` counts them."""
-    import scipy.sparse
-    import scipy.sparse.csgraph
-
-    _, ids = np.unique(np.round(np.asarray(vertices, dtype=np.float64) / tolerance).astype(np.int64), axis=0,
-                       return_inverse=True)
-    f = ids.reshape(-1)[np.asarray(faces, dtype=np.int64)]
-    n = int(ids.max()) + 1 if len(ids) else 0
-    rows, cols = np.concatenate([f[:, 0], f[:, 1]]), np.concatenate([f[:, 1], f[:, 2]])
-    graph = scipy.sparse.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
-    _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
-    return labels[f[:, 0]].astype(np.int64)
-
-
 def drop_fragments(mesh: trimesh.Trimesh, view: ViewMask, min_face_fraction: float = 0.001,
                    min_area_fraction: float = 0.001) -> trimesh.Trimesh:
     """The mesh without its small pieces, except those that alone cover some mask pixel.
@@ -248,7 +232,7 @@ def drop_fragments(mesh: trimesh.Trimesh, view: ViewMask, min_face_fraction: flo
     faces = np.asarray(mesh.faces)
     if len(faces) < 2:
         return mesh
-    labels = face_components(np.asarray(mesh.vertices), faces)
+    labels = face_pieces(position_ids(np.asarray(mesh.vertices), 1e-6)[faces])
     pieces = int(labels.max()) + 1
     count = np.bincount(labels, minlength=pieces)
     area = np.bincount(labels, weights=mesh.area_faces, minlength=pieces)

@@ -1,9 +1,10 @@
 """One owner for sizes (issue 20): every training config in configs/ is its preset in `pixal3d.presets`.
 
 A config `configs/<component>_<preset>.json` (`depth_head_<preset>.json` trains the depth head of a structure-flow
-run that carries the shipped depth-lift flow: its head is the `depth_head` preset its name starts with)
-must hold exactly `PRESETS[component][preset]` as its `model_config`; a flow run's encoder and heads must be the
-size's presets too (the encoder's `pretrained` aside: whether training starts from ImageNet is the run's choice).
+run that carries the shipped depth-lift flow) must hold exactly `PRESETS[component][preset]` as its `model_config`;
+a flow run's encoder and heads must be the size's presets too: a head the preset the config's name gives where the
+head has one (`depth_head_tiny_v1`), and the encoder's `pretrained` aside (whether training starts from ImageNet is
+the run's choice).
 """
 
 from __future__ import annotations
@@ -30,16 +31,6 @@ def _component_and_preset(path: Path, data: dict) -> tuple[str, str]:
     return component, preset
 
 
-def _head_preset(head: str, path: Path, size: str) -> object:
-    """A head's preset: the longest leading part of the config's preset that names one (depth_head_tiny_v1_ft ->
-    tiny_v1), else the size's."""
-    parts = path.stem.split("_", 2)[2].split("_")
-    for n in range(len(parts), 0, -1):
-        if "_".join(parts[:n]) in PRESETS[head]:
-            return component_preset(head, "_".join(parts[:n]))
-    return component_preset(head, size)
-
-
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_is_its_preset(path: Path) -> None:
     data = json.loads(path.read_text())
@@ -56,8 +47,8 @@ def test_every_config_is_its_preset(path: Path) -> None:
         config_to_dict(component_preset("encoder", size)), path.name
     for head in ("fov_head", "depth_head"):
         if data["flow"].get(head) is not None:
-            wanted = _head_preset(head, path, size) if path.stem.startswith("depth_head_") else \
-                component_preset(head, size)
+            named = path.stem.split("_", 2)[2]  # depth_head_tiny_v1 -> tiny_v1; otherwise the size's head
+            wanted = component_preset(head, named if named in PRESETS[head] else size)
             assert config_to_dict(config_from_dict(type(wanted), data["flow"][head])) == config_to_dict(wanted), \
                 (path.name, head)
 

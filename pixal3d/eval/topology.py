@@ -11,12 +11,10 @@ import logging
 
 import numpy as np
 import torch
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components as _graph_components
 
 from pixal3d.asset import Asset
 from pixal3d.errors import InputError
-from pixal3d.geometry.cleanup import clean_mesh
+from pixal3d.geometry.cleanup import clean_mesh, face_pieces, position_ids
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +46,7 @@ def merge_by_position(
         raise ValueError(f"need vertices [V, 3] and faces [F, 3], got {v.shape} and {f.shape}")
     if len(f) == 0:
         return f.reshape(0, 3)
-    cells = np.round(v / tolerance).astype(np.int64)
-    _, ids = np.unique(cells, axis=0, return_inverse=True)
-    merged = ids.reshape(-1)[f]
+    merged = position_ids(v, tolerance)[f]
     distinct = (merged[:, 0] != merged[:, 1]) & (merged[:, 1] != merged[:, 2]) & (merged[:, 0] != merged[:, 2])
     return merged[distinct]
 
@@ -77,16 +73,7 @@ def connected_components(
     Returns:
         The number of components; 0 for a mesh without (non-degenerate) faces.
     """
-    merged = merge_by_position(vertices, faces, tolerance)
-    if len(merged) == 0:
-        return 0
-    used, local = np.unique(merged, return_inverse=True)
-    local = local.reshape(-1, 3)
-    rows = np.concatenate([local[:, 0], local[:, 1]])
-    cols = np.concatenate([local[:, 1], local[:, 2]])
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(used), len(used)))
-    count, _ = _graph_components(graph, directed=False)
-    return int(count)
+    return len(np.unique(face_pieces(merge_by_position(vertices, faces, tolerance))))
 
 
 def boundary_edge_ratio(

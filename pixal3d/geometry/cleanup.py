@@ -51,6 +51,30 @@ def check_face_budget(faces: int) -> None:
         )
 
 
+def position_ids(vertices: np.ndarray, tolerance: float) -> np.ndarray:
+    """`[V] int64`: one id per vertex position, positions snapped to a grid of step `tolerance` (equal cells, one id;
+    two vertices closer than `tolerance` can still fall into neighbouring cells, which never matters for the
+    bit-identical copies that seams and per-face vertices make)."""
+    _, ids = np.unique(np.round(np.asarray(vertices, dtype=np.float64) / tolerance).astype(np.int64), axis=0,
+                       return_inverse=True)
+    return ids.reshape(-1)
+
+
+def face_pieces(faces: np.ndarray) -> np.ndarray:
+    """`[F] int64` piece label of each face of `faces [F, 3]` (vertex ids, e.g. `position_ids`-merged): faces that
+    share a vertex are one piece, not only faces that share an edge, as a printer or a physics engine sees them.
+    Labels are consecutive from 0 over the vertices the faces use."""
+    faces = np.asarray(faces, dtype=np.int64)
+    if len(faces) == 0:
+        return np.zeros(0, dtype=np.int64)
+    used, local = np.unique(faces, return_inverse=True)
+    local = local.reshape(-1, 3)
+    rows, cols = np.concatenate([local[:, 0], local[:, 1]]), np.concatenate([local[:, 1], local[:, 2]])
+    graph = scipy.sparse.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(used),) * 2)
+    _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    return labels[local[:, 0]].astype(np.int64)
+
+
 def remove_small_components(
     mesh: trimesh.Trimesh, min_face_fraction: float = 0.001, min_area_fraction: float = 0.001
 ) -> trimesh.Trimesh:
