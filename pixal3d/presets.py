@@ -134,7 +134,13 @@ _TEXTURE_VAES = {
                                         channels=(16, 16, 16)),
     "tiny": TextureVAEConfig,
 }
-_FOV_HEADS = {"micro": lambda: FovHeadConfig(feature_channels=16, tokens=2, hidden=16), "tiny": FovHeadConfig}
+_FOV_HEADS = {
+    "micro": lambda: FovHeadConfig(feature_channels=16, tokens=2, hidden=16),
+    "micro_conv": lambda: FovHeadConfig(feature_channels=16, tokens=2, hidden=16, conv_layers=2, conv_hidden=8, grid=2),
+    "tiny": FovHeadConfig,
+    # The tokens plus a convolutional summary of the /4 map that keeps where in the frame each feature is.
+    "tiny_conv": lambda: FovHeadConfig(conv_layers=4, conv_hidden=64, grid=4),
+}
 _DEPTH_HEADS = {
     "micro": lambda: DepthHeadConfig(feature_channels=16, hidden=16, layers=2),
     # The shipped head since fidelity round 3: dilated, so it sees the whole /4 map (docs/training.md).

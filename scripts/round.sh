@@ -21,6 +21,8 @@ round)
     tar -C runs/candidate -cf "$bring/weights_a.tar" shape_vae structure_flow pipeline.json ;;
 round3)
     tar -C runs/candidate -cf "$bring/weights_a.tar" structure_flow depth_head pipeline.json ;;
+round4)
+    tar -C runs/candidate -cf "$bring/weights_a.tar" structure_flow depth_head fov_head pipeline.json ;;
 esac
 tar -C runs/candidate -cf "$bring/weights_b.tar" shape_flow texture_flow
 tar -czf "$bring/logs.tgz" logs runs/*/metrics.jsonl runs/*/config.json

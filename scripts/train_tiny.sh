@@ -32,10 +32,14 @@
 # head from scratch instead (configs/depth_head_tiny_scratch.json, the dilated head that ships since):
 #   scripts/train_tiny.sh round3 MINUTES                   # the four runs side by side (resumable)
 #   scripts/train_tiny.sh round3-assemble DIR              # shipped VAEs, encoder + the three flows + the head -> DIR
+# Round 4 (issue 15: the FoV head is the weak link for real photos): round 3 continued, beside a FoV head that also
+# reads a convolutional summary of the /4 map (configs/fov_head_tiny_conv.json, from scratch on the frozen encoder):
+#   scripts/train_tiny.sh round4 MINUTES                   # the five runs side by side (resumable)
+#   scripts/train_tiny.sh round4-assemble DIR              # round3-assemble + the new FoV head -> DIR
 # Every phase resumes where the last one stopped; held-out evaluation seeds start at 1000000.
 set -uo pipefail
 phases="data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble | depthlift | depthlift-assemble |
- fidelity-data | fidelity | fidelity-assemble | round | round-assemble | round3 | round3-assemble"
+ fidelity-data | fidelity | fidelity-assemble | round | round-assemble | round3 | round3-assemble | round4 | round4-assemble"
 phase=${1:?phase: $phases}
 limit=${2:?seconds (data), minutes (vaes, flows, finetune) or a folder (assemble)}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
@@ -151,6 +155,14 @@ round3-assemble)
         --structure-flow runs/structure_flow_tiny_depthlift --shape-flow runs/shape_flow_tiny_depthlift \
         --texture-flow runs/texture_flow_tiny_depthlift || exit 1
     python -m pixal3d assemble --add-heads runs/depth_head_tiny --base "$limit.flows" -o "$limit"
+    ;;
+round4)
+    train_all "$limit" configs/structure_flow_tiny_depthlift.json configs/shape_flow_tiny_depthlift.json \
+        configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny.json configs/fov_head_tiny_conv.json
+    ;;
+round4-assemble)
+    "$0" round3-assemble "$limit.depth" || exit 1
+    python -m pixal3d assemble --add-heads runs/fov_head_conv --base "$limit.depth" -o "$limit"
     ;;
 *)
     echo "unknown phase $phase ($phases)" >&2

@@ -145,6 +145,27 @@ def test_fov_head_range_and_backward(features):
     assert head.mlp[0].weight.grad is not None
 
 
+def test_conv_fov_head_reads_where_features_are_in_the_frame(features, tmp_path):
+    """The convolutional summary keeps position: mirroring the maps left-right changes the prediction (the token MLP
+    alone cannot see it, the tokens being pooled), gradients reach the convolutions, and the config round-trips."""
+    from pixal3d.config import load_config, save_config
+
+    config = FovHeadConfig(feature_channels=FEAT, tokens=features.global_tokens.shape[1], conv_layers=2,
+                           conv_hidden=8, grid=2)
+    torch.manual_seed(0)
+    head = FovHead(config)
+    fov = head(features)
+    assert fov.shape == (2,) and bool(((fov > 0.087) & (fov < 1.571)).all())
+    mirrored = FeatureMaps(maps=[m.flip(-1) for m in features.maps], global_tokens=features.global_tokens)
+    assert not torch.allclose(head(mirrored), fov)
+    fov.sum().backward()
+    assert head.conv[0].weight.grad is not None and head.conv[0].weight.grad.abs().sum() > 0
+    save_config(config, tmp_path / "config.json")
+    assert load_config(FovHeadConfig, tmp_path / "config.json") == config
+    with pytest.raises(InputError, match="conv_layers"):
+        FovHeadConfig(conv_layers=-1)
+
+
 def test_registry():
     assert model_classes("flow") == (FlowConfig, FlowTransformer)
     assert MODELS["fov_head"] == (FovHeadConfig, FovHead)

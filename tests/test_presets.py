@@ -1,6 +1,6 @@
 """One owner for sizes (issue 20): every training config in configs/ is its preset in `pixal3d.presets`.
 
-A config `configs/<component>_<preset>.json` (`depth_head_<preset>.json` trains the depth head of a structure-flow
+A config `configs/<component>_<preset>.json` (`depth_head_<preset>.json` and `fov_head_<preset>.json` train a head of a structure-flow
 run that carries the shipped depth-lift flow) must hold exactly `PRESETS[component][preset]` as its `model_config`;
 a flow run's encoder and heads must be the size's presets too: a head the preset the config's name gives where the
 head has one (`depth_head_tiny_v1`), and the encoder's `pretrained` aside (whether training starts from ImageNet is
@@ -25,8 +25,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json"
 
 def _component_and_preset(path: Path, data: dict) -> tuple[str, str]:
     preset = path.stem.split("_", 2)[2]  # "<a>_<b>_<preset>": shape_flow_tiny_cross -> tiny_cross
-    if path.stem.startswith("depth_head_"):  # a structure-flow run that trains only its depth head, beside the
-        return "structure_flow", preset.split("_")[0] + "_depthlift"  # shipped (depth-lift) flow it carries
+    if path.stem.startswith(("depth_head_", "fov_head_")):  # a structure-flow run that trains only a head, beside
+        return "structure_flow", preset.split("_")[0] + "_depthlift"  # the shipped (depth-lift) flow it carries
     component = f"{data['flow']['stage']}_flow" if data["model"] == "flow" else data["model"]
     return component, preset
 
