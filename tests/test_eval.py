@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,14 @@ def test_eval_merge_of_two_seed_ranges(tmp_path: Path) -> None:
     singles = [json.loads((p / "metrics.json").read_text())["aggregate"]["true"]["chamfer_l1"]["mean"] for p in parts]
     assert data["aggregate"]["true"]["chamfer_l1"]["mean"] == pytest.approx(sum(singles) / 2)
     assert main(["eval", "--merge", str(parts[0]), str(parts[0]), "-o", str(tmp_path / "twice")]) == 2
+    # Only metrics.json brought back from one part: its metrics merge, its image is left out of the report.
+    shutil.rmtree(parts[1] / "images")
+    bare = tmp_path / "bare"
+    assert main(["eval", "--merge", *map(str, parts), "-o", str(bare)]) == 0
+    data = json.loads((bare / "metrics.json").read_text())
+    assert len(data["assets"]) == 2 and [len(r["image_files"]) for r in data["assets"]] == [1, 0]
+    assert data["aggregate"]["true"]["chamfer_l1"]["mean"] == pytest.approx(sum(singles) / 2)
+    check_report(bare, data)
 
 
 def test_eval_rejects_a_bad_seed_range(tmp_path: Path) -> None:

@@ -111,7 +111,8 @@ def write_report(output: Path, run: dict[str, object], options_record: dict[str,
 
 def merge_reports(folders: Iterable[str | os.PathLike], output: str | os.PathLike) -> dict[str, object]:
     """One report from several `pixal3d eval` folders of the same model and options (e.g. seed ranges run as
-    separate, time-limited jobs): assets concatenated, aggregates recomputed, images copied.
+    separate, time-limited jobs): assets concatenated, aggregates recomputed, images copied. An image a folder
+    lacks (only metrics.json brought back from a remote machine) is left out of the merged report with a warning.
 
     Raises `InputError` when a folder has no metrics.json, the options differ, or an asset appears twice.
     """
@@ -135,10 +136,15 @@ def merge_reports(folders: Iterable[str | os.PathLike], output: str | os.PathLik
             if result["asset_id"] in seen:
                 raise InputError(f"asset {result['asset_id']} appears in more than one folder ({folder})")
             seen.add(result["asset_id"])
-            for rel in result.get("image_files", {}).values():
+            kept = {}
+            for mode, rel in result.get("image_files", {}).items():
+                if not (folder / rel).is_file():
+                    logger.warning("merge: %s has no %s; its image is left out of the report", folder, rel)
+                    continue
                 if (folder / rel).resolve() != (output / rel).resolve():
                     shutil.copyfile(folder / rel, output / rel)
-            results.append(result)
+                kept[mode] = rel
+            results.append({**result, "image_files": kept})
     record = dict(first["options"])
     fields = {k: v for k, v in record.items() if k not in ("fov_modes", "fov_range_deg", "variants")}
     options = EvalOptions(**fields, fov_modes=tuple(record["fov_modes"]),
