@@ -137,9 +137,10 @@ _TEXTURE_VAES = {
 _FOV_HEADS = {
     "micro": lambda: FovHeadConfig(feature_channels=16, tokens=2, hidden=16),
     "micro_conv": lambda: FovHeadConfig(feature_channels=16, tokens=2, hidden=16, conv_layers=2, conv_hidden=8, grid=2),
-    "tiny": FovHeadConfig,
-    # The tokens plus a convolutional summary of the /4 map that keeps where in the frame each feature is.
-    "tiny_conv": lambda: FovHeadConfig(conv_layers=4, conv_hidden=64, grid=4),
+    # The shipped head since fidelity round 4: the tokens plus a convolutional summary of the /4 map that keeps
+    # where in the frame each feature is (docs/training.md).
+    "tiny": lambda: FovHeadConfig(conv_layers=4, conv_hidden=64, grid=4),
+    "tiny_v1": FovHeadConfig,  # the first shipped head: the pooled tokens alone
 }
 _DEPTH_HEADS = {
     "micro": lambda: DepthHeadConfig(feature_channels=16, hidden=16, layers=2),
@@ -202,7 +203,7 @@ class PipelineConfig:
     shape_flow: FlowConfig = field(default_factory=lambda: flow_preset("shape", "tiny"))
     texture_vae: TextureVAEConfig = field(default_factory=TextureVAEConfig)
     texture_flow: FlowConfig = field(default_factory=lambda: flow_preset("texture", "tiny"))
-    fov_head: FovHeadConfig | None = field(default_factory=FovHeadConfig)
+    fov_head: FovHeadConfig | None = field(default_factory=_FOV_HEADS["tiny"])
     depth_head: DepthHeadConfig | None = field(default_factory=_DEPTH_HEADS["tiny"])
     settings: PipelineSettings = field(default_factory=PipelineSettings)
 

@@ -21,7 +21,7 @@ round)
     tar -C runs/candidate -cf "$bring/weights_a.tar" shape_vae structure_flow pipeline.json ;;
 round3)
     tar -C runs/candidate -cf "$bring/weights_a.tar" structure_flow depth_head pipeline.json ;;
-round4)
+round4 | round5)
     tar -C runs/candidate -cf "$bring/weights_a.tar" structure_flow depth_head fov_head pipeline.json ;;
 esac
 tar -C runs/candidate -cf "$bring/weights_b.tar" shape_flow texture_flow

@@ -33,13 +33,17 @@
 #   scripts/train_tiny.sh round3 MINUTES                   # the four runs side by side (resumable)
 #   scripts/train_tiny.sh round3-assemble DIR              # shipped VAEs, encoder + the three flows + the head -> DIR
 # Round 4 (issue 15: the FoV head is the weak link for real photos): round 3 continued, beside a FoV head that also
-# reads a convolutional summary of the /4 map (configs/fov_head_tiny_conv.json, from scratch on the frozen encoder):
+# reads a convolutional summary of the /4 map (configs/fov_head_tiny_scratch.json, from scratch on the frozen encoder):
 #   scripts/train_tiny.sh round4 MINUTES                   # the five runs side by side (resumable)
 #   scripts/train_tiny.sh round4-assemble DIR              # round3-assemble + the new FoV head -> DIR
+# Round 5: round 4 continued, the FoV head included (configs/fov_head_tiny.json starts from the shipped head):
+#   scripts/train_tiny.sh round5 MINUTES                   # the five runs side by side (resumable)
+#   scripts/train_tiny.sh round5-assemble DIR              # round3-assemble + the continued FoV head -> DIR
 # Every phase resumes where the last one stopped; held-out evaluation seeds start at 1000000.
 set -uo pipefail
 phases="data | vaes | flows | assemble | finetune-data | finetune | finetune-assemble | depthlift | depthlift-assemble |
- fidelity-data | fidelity | fidelity-assemble | round | round-assemble | round3 | round3-assemble | round4 | round4-assemble"
+ fidelity-data | fidelity | fidelity-assemble | round | round-assemble | round3 | round3-assemble |
+ round4 | round4-assemble | round5 | round5-assemble"
 phase=${1:?phase: $phases}
 limit=${2:?seconds (data), minutes (vaes, flows, finetune) or a folder (assemble)}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
@@ -64,8 +68,9 @@ sizes=(--views 4 --size 256 --resolution 128 --coarse 32 --workers "${WORKERS:-1
 
 generate_for() {  # generate_for SECONDS DIR SEED_OFFSET : procedural shards into DIR for SECONDS, then a count
     # Shards are written unit by unit with an atomic index, so stopping the writer loses at most the units in flight.
+    # FAMILIES=all adds the Zeroverse-style families to the classic ones (docs/training.md, "Data").
     setsid python -m pixal3d data generate --procedural "${ASSETS:-1000000}" --seed-offset "$3" -o "$2" "${sizes[@]}" \
-        >logs/data.log 2>&1 &
+        --families "${FAMILIES:-classic}" >logs/data.log 2>&1 &
     local writer=$!
     sleep "$1"
     kill -TERM -- "-$writer" 2>/dev/null
@@ -158,11 +163,17 @@ round3-assemble)
     ;;
 round4)
     train_all "$limit" configs/structure_flow_tiny_depthlift.json configs/shape_flow_tiny_depthlift.json \
-        configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny.json configs/fov_head_tiny_conv.json
+        configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny.json configs/fov_head_tiny_scratch.json
     ;;
-round4-assemble)
+round5)
+    train_all "$limit" configs/structure_flow_tiny_depthlift.json configs/shape_flow_tiny_depthlift.json \
+        configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny.json configs/fov_head_tiny.json
+    ;;
+round4-assemble | round5-assemble)
+    fov=runs/fov_head_scratch
+    [ "$phase" = round5-assemble ] && fov=runs/fov_head_tiny
     "$0" round3-assemble "$limit.depth" || exit 1
-    python -m pixal3d assemble --add-heads runs/fov_head_conv --base "$limit.depth" -o "$limit"
+    python -m pixal3d assemble --add-heads "$fov" --base "$limit.depth" -o "$limit"
     ;;
 *)
     echo "unknown phase $phase ($phases)" >&2

@@ -1,10 +1,10 @@
 """One owner for sizes (issue 20): every training config in configs/ is its preset in `pixal3d.presets`.
 
-A config `configs/<component>_<preset>.json` (`depth_head_<preset>.json` and `fov_head_<preset>.json` train a head of a structure-flow
-run that carries the shipped depth-lift flow) must hold exactly `PRESETS[component][preset]` as its `model_config`;
-a flow run's encoder and heads must be the size's presets too: a head the preset the config's name gives where the
-head has one (`depth_head_tiny_v1`), and the encoder's `pretrained` aside (whether training starts from ImageNet is
-the run's choice).
+A config `configs/<component>_<preset>.json` (`depth_head_<preset>.json` and `fov_head_<preset>.json` train a head
+of a structure-flow run that carries the shipped depth-lift flow) must hold exactly `PRESETS[component][preset]` as
+its `model_config`; a flow run's encoder and heads must be the size's presets too: a head the preset the config's
+name gives where the head has one (`depth_head_tiny_v1`), the first round's from-scratch recipes the first FoV head
+(`FIRST_FOV_HEAD`), and the encoder's `pretrained` aside (whether training starts from ImageNet is the run's choice).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pixal3d.models import model_classes
 from pixal3d.presets import PIPELINES, PRESETS, component_preset, flow_preset, pipeline_preset
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json"))
+FIRST_FOV_HEAD = {"structure_flow_tiny": "tiny_v1", "structure_flow_tiny_cross": "tiny_v1"}
+"""The round-1 recipes that trained the first FoV head (the pooled tokens alone) from scratch."""
 
 
 def _component_and_preset(path: Path, data: dict) -> tuple[str, str]:
@@ -48,6 +50,8 @@ def test_every_config_is_its_preset(path: Path) -> None:
     for head in ("fov_head", "depth_head"):
         if data["flow"].get(head) is not None:
             named = path.stem.split("_", 2)[2]  # depth_head_tiny_v1 -> tiny_v1; otherwise the size's head
+            if head == "fov_head":
+                named = FIRST_FOV_HEAD.get(path.stem, named)
             wanted = component_preset(head, named if named in PRESETS[head] else size)
             assert config_to_dict(config_from_dict(type(wanted), data["flow"][head])) == config_to_dict(wanted), \
                 (path.name, head)
