@@ -498,3 +498,51 @@ def test_latent_stats_make_the_flow_targets_unit_variance_and_sampling_maps_back
     out = stages.sample_shape(flow, None, coords, torch.Generator(), flow.config.sampler, False, False)
     std, mean = torch.tensor(written["latent_std"]), torch.tensor(written["latent_mean"])
     assert torch.allclose(out.feats, (std + mean).expand(2, -1), atol=1e-5)
+
+
+def test_head_flip_mirrors_training_samples_and_their_depth_targets(vae_runs, tmp_path, monkeypatch):
+    """`head_flip` (heads-only runs): the drawn samples reach the model mirrored, image and depth target together;
+    the held-out pass (eval mode) sees them as they are; a mirrored object's splat is the mirrored splat."""
+    import pixal3d.training.conditioned as conditioned
+    from pixal3d.models.depth_head import DepthHeadConfig, splat_depth
+
+    config = flow_config("structure", tmp_path / "run", vae_runs, max_steps=1, batch_size=8)
+    channels = config.flow.encoder.channels
+    flow = dataclasses.replace(config.flow, train_flow=False, head_flip=1.0,
+                               depth_head=DepthHeadConfig(feature_channels=channels, hidden=8, layers=1))
+    run = dataclasses.replace(config, flow=flow, eval_interval=0)
+    model, objective, _ = build_model(run, torch.device("cpu"))
+    batch = next(iter(ProceduralSource(run.data, batch_size=8)))
+    truth = conditioned.depth_target(batch)
+    seen = []
+    real = type(model).forward
+    monkeypatch.setattr(type(model), "forward", lambda self, image, *a, depth=None, **k:
+                        seen.append((image, depth)) or real(self, image, *a, depth=depth, **k))
+    for training, probability in ((True, 1.0), (False, 1.0), (True, 0.5)):
+        run_flow = dataclasses.replace(flow, head_flip=probability)
+        objective = conditioned.make_flow_objective(run_flow, {})
+        model.train(training)
+        seen.clear()
+        loss, _ = objective(model, batch, torch.Generator().manual_seed(3))
+        assert torch.isfinite(loss)
+        image, depth = seen[0]
+        mirrored = [torch.equal(image[b], batch["image"][b].flip(-1)) for b in range(8)]
+        kept = [torch.equal(image[b], batch["image"][b]) for b in range(8)]
+        assert all(m or k for m, k in zip(mirrored, kept))
+        for b in range(8):
+            assert torch.equal(depth[b], truth[b].flip(-1) if mirrored[b] else truth[b])
+        expected = 8 if training and probability == 1.0 else 0 if not training else None
+        if expected is not None:
+            assert sum(mirrored) == expected
+        else:
+            assert 0 < sum(mirrored) < 8
+    # The geometry behind it: negating x in the volume (camera) frame mirrors the splat left-right (but for the
+    # points that round across a pixel edge: 2 of 2,048 pixels here).
+    coords, resolution = batch["coords"], batch["resolution"]
+    points = (coords[:, 1:].float() + batch["vertex"].float()) / resolution - 0.5
+    size = batch["image"].shape[-1] // 4
+    flipped = splat_depth(points * torch.tensor([-1.0, 1.0, 1.0]), coords[:, 0], batch["cameras"], size)
+    same = (flipped == truth.flip(-1)) | (flipped.isinf() & truth.flip(-1).isinf())
+    assert same.float().mean() > 0.995 and (~same).sum() < (truth.isfinite()).sum() / 100
+    with pytest.raises(InputError, match="head_flip"):
+        dataclasses.replace(config.flow, head_flip=0.5)

@@ -230,7 +230,10 @@ def make_flow_objective(flow_config: FlowTrainConfig, vaes: dict[str, nn.Module]
             x0 = normalize_latent(x0, inner.config.flow)  # unit-variance targets when the flow has latent stats
         lifting = flow_config.train_flow and inner.config.flow.depth_lift
         depth = depth_target(batch) if inner.depth_head is not None or lifting else None
-        out = model(batch["image"], batch["cameras"], x0, generator, concat=concat, fov=batch["fov"],
+        image = batch["image"]
+        if flow_config.head_flip > 0 and model.training:
+            image, depth = mirror_samples(image, depth, flow_config.head_flip, generator)
+        out = model(image, batch["cameras"], x0, generator, concat=concat, fov=batch["fov"],
                     cond_dropout=flow_config.cond_dropout, timesteps=flow_config.timesteps, depth=depth,
                     depth_noise=flow_config.depth_noise)
         weights = {"mse": 1.0, "fov_l1": flow_config.fov_weight, "depth_l1": flow_config.depth_weight}
@@ -242,6 +245,19 @@ def make_flow_objective(flow_config: FlowTrainConfig, vaes: dict[str, nn.Module]
         return loss, metrics
 
     return flow_objective
+
+
+def mirror_samples(image: torch.Tensor, depth: torch.Tensor | None, probability: float,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`image [B, 4, S, S]` and `depth [B, 1, S/4, S/4]` (or None) with a drawn `probability` of the samples
+    mirrored left-right. The camera's axis is the image centre, so a mirror image is the mirror object seen by the
+    same camera: same FoV, and the depth map mirrored with it."""
+    flip = torch.rand(image.shape[0], generator=generator, device=generator.device).to(image.device) < probability
+    mask = flip.view(-1, 1, 1, 1)
+    image = torch.where(mask, image.flip(-1), image)
+    if depth is not None:
+        depth = torch.where(mask.to(depth.device), depth.flip(-1), depth)
+    return image, depth
 
 
 def depth_target(batch: dict[str, Any]) -> torch.Tensor:

@@ -141,6 +141,10 @@ class FlowTrainConfig:
     ground truth: 0 trains on the ground truth alone (closes no train/inference gap), 1 on the head alone."""
     train_flow: bool = True
     """Train the flow (False: only the heads learn; the flow's loss is skipped and its weights stay as loaded)."""
+    head_flip: float = 0.0
+    """Heads-only runs (`train_flow` false): probability, drawn per sample and step, that a training sample is
+    mirrored left-right (the image and the depth target; the FoV is a mirror's too), which doubles the distinct
+    views the heads see. The held-out metric sees the samples unmirrored."""
     cond_dropout: float = 0.1
     """Probability of dropping the condition (lifted features and global tokens together) for CFG."""
     timesteps: Literal["logit_normal", "uniform"] = "logit_normal"
@@ -155,6 +159,9 @@ class FlowTrainConfig:
                 or not 0 <= self.depth_noise < float("inf")):
             raise InputError(f"flow: need 0 <= cond_dropout < 1 and fov_weight, depth_weight, depth_noise >= 0, got "
                              f"{self.cond_dropout}, {self.fov_weight}, {self.depth_weight}, {self.depth_noise}")
+        if not 0 <= self.head_flip <= 1 or (self.head_flip > 0 and self.train_flow):
+            raise InputError(f"flow: head_flip must be in [0, 1] and needs train_flow false (a mirrored image no longer "
+                             f"matches the sample's 3D latents), got {self.head_flip} with train_flow {self.train_flow}")
         if not 0 <= self.lift_depth_head_fraction <= 1:
             raise InputError(f"flow: lift_depth_head_fraction must be in [0, 1], got {self.lift_depth_head_fraction}")
         if self.lift_depth_head_fraction > 0 and not self.lift_depth_head:
