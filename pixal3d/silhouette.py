@@ -299,11 +299,13 @@ def carve_mesh(mesh: trimesh.Trimesh, view: ViewMask) -> trimesh.Trimesh:
 def fill_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor) -> trimesh.Trimesh:
     """Patch the mask pixels the mesh does not cover with a surface at the depth map's depth.
 
-    The patch is a grid of pixel-centre vertices over the uncovered pixels grown by one pixel (so it overlaps the
-    mesh's rim), two triangles per 2x2 block facing the camera. Its depth: the depth map shifted by the median of
-    (mesh depth - depth map) over the covered mask pixels, or without a depth map, the mesh depth of the nearest
-    covered pixel. Vertex colours come from `image [S, S, 3]` (sRGB in [0, 1]); PBR attributes (`pbr`) of the
-    patch take the mesh's median metallic / roughness.
+    The patch covers the uncovered pixels grown by one pixel (so it overlaps the mesh's rim) within the mask: each
+    such pixel's whole square, two triangles facing the camera, on vertices at the pixel corners shared with its
+    neighbours. Every patched pixel's centre lies inside its own square, so every mask pixel is covered afterwards,
+    one pixel wide lines included, and no pixel outside the region is. Its depth: the depth map shifted by the
+    median of (mesh depth - depth map) over the covered mask pixels, or without a depth map, the mesh depth of the
+    nearest covered pixel. Vertex colours come from `image [S, S, 3]` (sRGB in [0, 1]); PBR attributes (`pbr`) of
+    the patch take the mesh's median metallic / roughness.
     """
     covered, mesh_depth = render_coverage(mesh, view.camera)
     holes = view.mask & ~covered
@@ -312,11 +314,11 @@ def fill_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor) -> tri
     depth = _fill_depth(view, covered, mesh_depth)
     grown = torch.from_numpy(cv2.dilate(holes.numpy().astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
     region = grown & view.mask & torch.isfinite(depth)
-    patch = _grid_patch(region, depth, view.camera, image)
+    patch = _pixel_patch(region, depth, view.camera, image)
     if patch is None:
         return mesh
     logger.info("silhouette: %d mask pixels uncovered, patched with %d faces", int(holes.sum()), len(patch.faces))
-    return _append(mesh, patch)
+    return _append(mesh, patch, view.camera)
 
 
 def _fill_depth(view: ViewMask, covered: torch.Tensor, mesh_depth: torch.Tensor) -> torch.Tensor:
@@ -334,21 +336,35 @@ def _fill_depth(view: ViewMask, covered: torch.Tensor, mesh_depth: torch.Tensor)
     return torch.from_numpy(fill_empty_texels(mesh_depth.numpy()[..., None], both.numpy())[..., 0])
 
 
-def _grid_patch(region: torch.Tensor, depth: torch.Tensor, camera: Camera, image: torch.Tensor) -> trimesh.Trimesh | None:
-    """Pixel-centre grid mesh over `region [S, S] bool` at `depth`, two triangles per fully covered 2x2 block."""
+def _corner_mean(values: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel corner `[S + 1, S + 1, ...]`: the sum of `weight x values` over the (up to 4) pixels around it,
+    and the sum of `weight` (`values [S, S, ...]`, `weight [S, S]`)."""
+    w = weight.view(*weight.shape, *([1] * (values.ndim - 2)))
+    padded = F.pad((values * w).movedim((0, 1), (-2, -1)), (1, 1, 1, 1)).movedim((-2, -1), (0, 1))
+    total = padded[:-1, :-1] + padded[:-1, 1:] + padded[1:, :-1] + padded[1:, 1:]
+    wp = F.pad(weight, (1, 1, 1, 1))
+    return total, wp[:-1, :-1] + wp[:-1, 1:] + wp[1:, :-1] + wp[1:, 1:]
+
+
+def _pixel_patch(region: torch.Tensor, depth: torch.Tensor, camera: Camera,
+                 image: torch.Tensor) -> trimesh.Trimesh | None:
+    """Mesh of the squares of the `region [S, S] bool` pixels at `depth` (two triangles each, facing the camera),
+    on vertices at pixel corners: corner `(i, j)` is image point `(u, v) = (j, i)`, at the mean depth and colour
+    of the region pixels around it."""
     s = camera.size
-    quad = region[:-1, :-1] & region[1:, :-1] & region[:-1, 1:] & region[1:, 1:]  # (S-1, S-1) top-left corners
-    if not bool(quad.any()):
-        return None
     rows, cols = torch.nonzero(region, as_tuple=True)
-    index = torch.full((s, s), -1, dtype=torch.int64)
-    index[rows, cols] = torch.arange(len(rows))
-    uv = torch.stack([cols.float() + 0.5, rows.float() + 0.5], dim=1)
-    vertices = camera.unproject(uv, depth[rows, cols])
-    qr, qc = torch.nonzero(quad, as_tuple=True)
-    a, b = index[qr, qc], index[qr, qc + 1]  # top-left, top-right
-    c, d = index[qr + 1, qc], index[qr + 1, qc + 1]  # bottom-left, bottom-right
-    # The asset lives in the volume cube: blocks with a corner outside it are left out.
+    if len(rows) == 0:
+        return None
+    weight = region.float()
+    depth_sum, count = _corner_mean(torch.where(region, depth, torch.zeros_like(depth)), weight)
+    color_sum, _ = _corner_mean(image.float().clamp(0, 1), weight)
+    cr, cc = torch.nonzero(count > 0, as_tuple=True)
+    index = torch.full((s + 1, s + 1), -1, dtype=torch.int64)
+    index[cr, cc] = torch.arange(len(cr))
+    vertices = camera.unproject(torch.stack([cc.float(), cr.float()], dim=1), depth_sum[cr, cc] / count[cr, cc])
+    a, b = index[rows, cols], index[rows, cols + 1]  # top-left, top-right corner of each pixel
+    c, d = index[rows + 1, cols], index[rows + 1, cols + 1]  # bottom-left, bottom-right
+    # The asset lives in the volume cube: pixels with a corner outside it are left out.
     inside = (vertices.abs() < 0.5).all(1)
     ok = inside[a] & inside[b] & inside[c] & inside[d]
     a, b, c, d = a[ok], b[ok], c[ok], d[ok]
@@ -356,17 +372,20 @@ def _grid_patch(region: torch.Tensor, depth: torch.Tensor, camera: Camera, image
         return None
     # Counter-clockwise seen from the camera (image rows grow downwards, so a -> c -> b turns anticlockwise).
     faces = torch.cat([torch.stack([a, c, b], 1), torch.stack([b, c, d], 1)])
-    colors = image[rows, cols].clamp(0, 1)
-    rgba = np.concatenate([colors.numpy(), np.ones((len(rows), 1))], axis=1)
+    colors = (color_sum[cr, cc] / count[cr, cc][:, None]).numpy()
+    rgba = np.concatenate([colors, np.ones((len(cr), 1))], axis=1)
     return trimesh.Trimesh(vertices.numpy(), faces.numpy(), vertex_colors=(rgba * 255).round().astype(np.uint8),
                            process=False)
 
 
-def _append(mesh: trimesh.Trimesh, patch: trimesh.Trimesh, weld: float = 0.03) -> trimesh.Trimesh:
+def _append(mesh: trimesh.Trimesh, patch: trimesh.Trimesh, camera: Camera, weld: float = 0.03,
+            pixel_tolerance: float = 0.5) -> trimesh.Trimesh:
     """`mesh` + `patch` as one mesh, keeping vertex colours and the `pbr [V, 6]` vertex attribute.
 
-    The patch's rim vertices within `weld` (volume units) of a mesh vertex are welded onto it, so each patch joins
-    the surface it mends: the export's clean-up would otherwise drop small patches as floaters.
+    Each of the patch's rim vertices is welded onto the nearest mesh vertex within `weld` (volume units) whose image
+    point at `camera` lies within `pixel_tolerance` pixels of its own, so each patch joins the surface it mends
+    (the export's clean-up would otherwise drop small patches as floaters) without moving its outline in the
+    image: the patch keeps covering what it covered.
     """
     import scipy.spatial
 
@@ -375,11 +394,21 @@ def _append(mesh: trimesh.Trimesh, patch: trimesh.Trimesh, weld: float = 0.03) -
         edges = np.sort(patch_faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
         unique, counts = np.unique(edges, axis=0, return_counts=True)
         rim = np.unique(unique[counts == 1])  # vertices on the patch's boundary
-        distance, nearest = scipy.spatial.cKDTree(np.asarray(mesh.vertices)).query(
-            np.asarray(patch.vertices)[rim - len(mesh.vertices)], k=1)
+        mesh_vertices = np.asarray(mesh.vertices)
+        rim_points = np.asarray(patch.vertices)[rim - len(mesh.vertices)]
+        k = min(8, len(mesh_vertices))
+        distance, nearest = scipy.spatial.cKDTree(mesh_vertices).query(rim_points, k=k, distance_upper_bound=weld)
+        distance, nearest = distance.reshape(len(rim), k), nearest.reshape(len(rim), k)
+        found = np.isfinite(distance)  # (R, k) candidates within `weld`, nearest first
+        candidates = torch.as_tensor(mesh_vertices[np.where(found, nearest, 0)].reshape(-1, 3), dtype=torch.float32)
+        uv_candidates, _ = camera.project(candidates)
+        uv_rim, _ = camera.project(torch.as_tensor(rim_points, dtype=torch.float32))
+        shift = (uv_candidates.view(len(rim), k, 2) - uv_rim[:, None]).norm(dim=-1).numpy()
+        ok = found & (shift < pixel_tolerance)
+        weldable = ok.any(axis=1)
+        first = ok.argmax(axis=1)  # the nearest candidate that keeps the image point
         remap = np.arange(len(mesh.vertices) + len(patch.vertices))
-        close = distance < weld
-        remap[rim[close]] = nearest[close]
+        remap[rim[weldable]] = nearest[weldable, first[weldable]]
         patch_faces = remap[patch_faces]
         corners = np.sort(patch_faces, axis=1)
         patch_faces = patch_faces[(corners[:, 0] != corners[:, 1]) & (corners[:, 1] != corners[:, 2])]
