@@ -296,7 +296,8 @@ def carve_mesh(mesh: trimesh.Trimesh, view: ViewMask) -> trimesh.Trimesh:
     return out
 
 
-def fill_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor) -> trimesh.Trimesh:
+def fill_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor,
+              pixel_tolerances: tuple[float, ...] = (1.0, 0.5)) -> trimesh.Trimesh:
     """Patch the mask pixels the mesh does not cover with a surface at the depth map's depth.
 
     The patch covers the uncovered pixels grown by one pixel (so it overlaps the mesh's rim) within the mask: each
@@ -306,19 +307,26 @@ def fill_mesh(mesh: trimesh.Trimesh, view: ViewMask, image: torch.Tensor) -> tri
     median of (mesh depth - depth map) over the covered mask pixels, or without a depth map, the mesh depth of the
     nearest covered pixel. Vertex colours come from `image [S, S, 3]` (sRGB in [0, 1]); PBR attributes (`pbr`) of
     the patch take the mesh's median metallic / roughness.
+
+    One pass per entry of `pixel_tolerances`, each patching what the last left uncovered and welding its rim onto
+    mesh vertices within that many pixels (`_append`): a looser first weld joins more patches to the surface
+    (fewer pieces) but may uncover a few rim pixels, which the stricter last pass (at most half a pixel, so it keeps
+    what it covers) patches again.
     """
-    covered, mesh_depth = render_coverage(mesh, view.camera)
-    holes = view.mask & ~covered
-    if not bool(holes.any()):
-        return mesh
-    depth = _fill_depth(view, covered, mesh_depth)
-    grown = torch.from_numpy(cv2.dilate(holes.numpy().astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
-    region = grown & view.mask & torch.isfinite(depth)
-    patch = _pixel_patch(region, depth, view.camera, image)
-    if patch is None:
-        return mesh
-    logger.info("silhouette: %d mask pixels uncovered, patched with %d faces", int(holes.sum()), len(patch.faces))
-    return _append(mesh, patch, view.camera)
+    for tolerance in pixel_tolerances:
+        covered, mesh_depth = render_coverage(mesh, view.camera)
+        holes = view.mask & ~covered
+        if not bool(holes.any()):
+            break
+        depth = _fill_depth(view, covered, mesh_depth)
+        grown = torch.from_numpy(cv2.dilate(holes.numpy().astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+        region = grown & view.mask & torch.isfinite(depth)
+        patch = _pixel_patch(region, depth, view.camera, image)
+        if patch is None:
+            break
+        logger.info("silhouette: %d mask pixels uncovered, patched with %d faces", int(holes.sum()), len(patch.faces))
+        mesh = _append(mesh, patch, view.camera, pixel_tolerance=tolerance)
+    return mesh
 
 
 def _fill_depth(view: ViewMask, covered: torch.Tensor, mesh_depth: torch.Tensor) -> torch.Tensor:
@@ -374,8 +382,10 @@ def _pixel_patch(region: torch.Tensor, depth: torch.Tensor, camera: Camera,
     faces = torch.cat([torch.stack([a, c, b], 1), torch.stack([b, c, d], 1)])
     colors = (color_sum[cr, cc] / count[cr, cc][:, None]).numpy()
     rgba = np.concatenate([colors, np.ones((len(cr), 1))], axis=1)
-    return trimesh.Trimesh(vertices.numpy(), faces.numpy(), vertex_colors=(rgba * 255).round().astype(np.uint8),
-                           process=False)
+    patch = trimesh.Trimesh(vertices.numpy(), faces.numpy(), vertex_colors=(rgba * 255).round().astype(np.uint8),
+                            process=False)
+    patch.remove_unreferenced_vertices()  # corners of the pixels left out may lie outside the volume cube
+    return patch
 
 
 def _append(mesh: trimesh.Trimesh, patch: trimesh.Trimesh, camera: Camera, weld: float = 0.03,
