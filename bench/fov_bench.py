@@ -3,8 +3,8 @@
 For held-out procedural seeds and/or a folder of meshes (the eval's `--data`), each asset's view 0 is drawn as
 `pixal3d eval` draws it (`draw_view`: same camera, lights and crop FoV), preprocessed and encoded as the pipeline
 does, and the model's FoV head predicts its FoV. A mirror image has the same FoV, so "mirror" averages the head's
-prediction on the image and on its left-right mirror (`FovTTA`). Only the encoder and the head run, so this is
-quick on the CPU:
+prediction on the image and on its left-right mirror (a test-time option measured here, not in the pipeline). Only
+the encoder and the head run, so this is quick on the CPU:
 
     python bench/fov_bench.py --seeds 1000000:1000200
     python bench/fov_bench.py --seeds 0:0 --data ../shared/assets/dev --model pixal3d/weights/default

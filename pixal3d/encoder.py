@@ -83,6 +83,16 @@ class FeatureMaps:
         """Total channels of `maps` (the lifted feature width is this + 1 for the in-image mask)."""
         return sum(m.shape[1] for m in self.maps)
 
+    def fused_with_image(self, feature_channels: int, image_channels: int, reader: str) -> torch.Tensor:
+        """`[B, C + 4, S/4, S/4]`: the fused map with the raw image average-pooled to its size, what the heads
+        read; `ValueError` naming `reader` when the channel counts differ from its config's."""
+        image, fused = self.maps[0], self.maps[1]
+        if fused.shape[1] != feature_channels or image.shape[1] != image_channels:
+            raise ValueError(f"{reader} expects maps [B, {image_channels}, S, S] and [B, {feature_channels}, S/4, "
+                             f"S/4], got {tuple(image.shape)} and {tuple(fused.shape)}")
+        small = F.adaptive_avg_pool2d(image.to(fused.dtype), fused.shape[-2:])  # (B, 4, S, S) -> (B, 4, S/4, S/4)
+        return torch.cat([fused, small], dim=1)
+
 
 def weights_path() -> Path:
     """Path of the EfficientNet-Lite0 ImageNet `.pth` inside the installed weights package."""

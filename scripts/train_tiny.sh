@@ -64,6 +64,9 @@ train_all() {  # train_all MINUTES CONFIG... : one process per config, all at on
     return $status
 }
 
+# Round 3's runs, which rounds 4 and 5 continue: the three depth-lift flows and the depth head.
+round3_runs=(configs/structure_flow_tiny_depthlift.json configs/shape_flow_tiny_depthlift.json
+    configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny.json)
 sizes=(--views 4 --size 256 --resolution 128 --coarse 32 --workers "${WORKERS:-14}" --device cuda)
 
 generate_for() {  # generate_for SECONDS DIR SEED_OFFSET : procedural shards into DIR for SECONDS, then a count
@@ -150,8 +153,7 @@ round-assemble)
         --texture-flow runs/texture_flow_tiny_depthlift
     ;;
 round3)
-    train_all "$limit" configs/structure_flow_tiny_depthlift.json configs/shape_flow_tiny_depthlift.json \
-        configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny.json
+    train_all "$limit" "${round3_runs[@]}"
     ;;
 round3-assemble)
     shipped=pixal3d/weights/default
@@ -162,12 +164,10 @@ round3-assemble)
     python -m pixal3d assemble --add-heads runs/depth_head_tiny --base "$limit.flows" -o "$limit"
     ;;
 round4)
-    train_all "$limit" configs/structure_flow_tiny_depthlift.json configs/shape_flow_tiny_depthlift.json \
-        configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny.json configs/fov_head_tiny_scratch.json
+    train_all "$limit" "${round3_runs[@]}" configs/fov_head_tiny_scratch.json
     ;;
 round5)
-    train_all "$limit" configs/structure_flow_tiny_depthlift.json configs/shape_flow_tiny_depthlift.json \
-        configs/texture_flow_tiny_depthlift.json configs/depth_head_tiny.json configs/fov_head_tiny.json
+    train_all "$limit" "${round3_runs[@]}" configs/fov_head_tiny.json
     ;;
 round4-assemble | round5-assemble)
     fov=runs/fov_head_scratch

@@ -74,14 +74,8 @@ class DepthHead(nn.Module):
 
     def forward(self, features: FeatureMaps) -> torch.Tensor:
         """`features.maps[0] [B, 4, S, S]`, `maps[1] [B, C, S/4, S/4]` -> `z [B, 1, S/4, S/4]` float32 in (-0.5, 0.5)."""
-        image, fused = features.maps[0], features.maps[1]
-        if fused.shape[1] != self.config.feature_channels or image.shape[1] != self.config.image_channels:
-            raise ValueError(
-                f"depth head expects maps [B, {self.config.image_channels}, S, S] and [B, "
-                f"{self.config.feature_channels}, S/4, S/4], got {tuple(image.shape)} and {tuple(fused.shape)}"
-            )
-        small = F.adaptive_avg_pool2d(image.to(fused.dtype), fused.shape[-2:])  # (B, 4, S, S) -> (B, 4, S/4, S/4)
-        z = self.net(torch.cat([fused, small], dim=1))
+        c = self.config
+        z = self.net(features.fused_with_image(c.feature_channels, c.image_channels, "depth head"))
         return 0.5 * torch.tanh(z.float())
 
 

@@ -98,15 +98,11 @@ class FovHead(nn.Module):
 
     def _summary(self, features: FeatureMaps) -> torch.Tensor:
         """The convolutions' `[B, conv_hidden * grid^2]` summary of the fused map, the image and pixel position."""
-        image, fused = features.maps[0], features.maps[1]
         c = self.config
-        if fused.shape[1] != c.feature_channels or image.shape[1] != c.image_channels:
-            raise ValueError(f"FoV head expects maps [B, {c.image_channels}, S, S] and [B, {c.feature_channels}, "
-                             f"S/4, S/4], got {tuple(image.shape)} and {tuple(fused.shape)}")
-        b, _, h, w = fused.shape
-        small = F.adaptive_avg_pool2d(image.to(fused.dtype), (h, w))  # (B, 4, S, S) -> (B, 4, h, w)
-        ys = torch.linspace(-1.0, 1.0, h, device=fused.device, dtype=fused.dtype)
-        xs = torch.linspace(-1.0, 1.0, w, device=fused.device, dtype=fused.dtype)
+        x = features.fused_with_image(c.feature_channels, c.image_channels, "FoV head")  # (B, C + 4, h, w)
+        b, _, h, w = x.shape
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
         coords = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None].expand(b, 2, h, w)  # (B, 2, h, w)
-        x = self.conv(torch.cat([fused, small, coords], dim=1))  # (B, C', h / 2^L, w / 2^L)
+        x = self.conv(torch.cat([x, coords], dim=1))  # (B, C', h / 2^L, w / 2^L)
         return F.adaptive_avg_pool2d(x, c.grid).flatten(1)  # (B, C' * grid^2)
